@@ -1,0 +1,1 @@
+"""Sources: collector processes that read inputs into their rings."""

@@ -1,0 +1,125 @@
+"""The file source's collector process: discover files, tail them, publish blocks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from logcap.capture.file.config import FileSourceConfig
+from logcap.capture.file.discovery import ChangeWatcher, FileFinder
+from logcap.capture.file.tailer import FileTailer
+from logcap.dispatch.checkpoint import FilePosition
+from logcap.metrics import Counter, CounterBlock
+from logcap.ringbuf import Producer
+
+log = logging.getLogger(__name__)
+
+
+class FileCollector:
+    """Tails every file of one ``file`` source into that source's ring."""
+
+    def __init__(
+        self,
+        name: str,
+        config: FileSourceConfig,
+        producer: Producer,
+        counters: CounterBlock,
+        checkpoints: dict[str, FilePosition],
+        should_stop: Callable[[], bool],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.producer = producer
+        self.counters = counters
+        self.checkpoints = checkpoints
+        self.should_stop = should_stop
+        self.clock = clock
+        self.finder = FileFinder(config.include, config.exclude)
+        self.watcher = ChangeWatcher(config.include) if config.watch else None
+        self.tailers: dict[str, FileTailer] = {}
+        self.retiring: list[FileTailer] = []  # replaced or deleted, read to their end
+        self._next_scan = 0.0
+
+    def _start_position(self, tailer: FileTailer, initial: bool) -> int:
+        saved = self.checkpoints.get(tailer.path)
+        size = tailer.size()
+        if saved is not None and (saved.dev, saved.ino) == (tailer.dev, tailer.ino):
+            return saved.offset if saved.offset <= size else 0
+        # read_from applies to files present at start; files that appear later are new
+        # and are read whole, or their first lines would be lost.
+        if saved is None and initial and self.config.read_from == "end":
+            return size
+        return 0
+
+    def rescan(self, initial: bool = False) -> None:
+        """Open new matches; retire files that were replaced or removed."""
+        found = self.finder.scan()
+        for path in found:
+            current = self.tailers.get(path)
+            if current is not None:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (current.dev, current.ino):
+                    continue
+                self.retiring.append(self.tailers.pop(path))  # rotated: drain the old one
+            try:
+                tailer = FileTailer(path, 0)
+            except OSError as exc:
+                log.warning("source %s: cannot open %s: %s", self.name, path, exc)
+                self.counters.add(Counter.ERRORS)
+                continue
+            tailer.position = self._start_position(tailer, initial)
+            self.tailers[path] = tailer
+        for path in set(self.tailers) - set(found):
+            self.retiring.append(self.tailers.pop(path))
+        self.counters.set(Counter.FILES_WATCHED, len(self.tailers))
+        self._next_scan = self.clock() + self.config.glob_interval
+
+    def poll_once(self) -> bool:
+        """One read from every file that has data; True if anything was published."""
+        moved = False
+        max_line = self.config.max_line_bytes
+        for tailer in (*self.tailers.values(), *self.retiring):
+            try:
+                moved |= tailer.read_block(self.producer, max_line, self.counters)
+            except OSError as exc:
+                log.warning("source %s: read of %s failed: %s", self.name, tailer.path, exc)
+                self.counters.add(Counter.ERRORS)
+        for tailer in [t for t in self.retiring if t.at_end()]:
+            self.retiring.remove(tailer)
+            tailer.close()
+        return moved
+
+    def run(self) -> None:
+        """Tail until asked to stop, then close the ring cleanly."""
+        if self.watcher is not None:
+            self.watcher.start()
+        try:
+            self.rescan(initial=True)
+            while not self.should_stop():
+                if self.watcher is not None:
+                    self.watcher.changed.clear()  # before reading: a later write re-sets it
+                moved = self.poll_once()
+                layout_changed = self.watcher is not None and self.watcher.layout_changed
+                if layout_changed or self.clock() >= self._next_scan:
+                    if self.watcher is not None:
+                        self.watcher.layout_changed = False
+                    self.rescan()
+                    continue
+                if not moved:
+                    timeout = min(self.config.poll_interval, self._next_scan - self.clock())
+                    if self.watcher is not None:
+                        self.watcher.changed.wait(max(0.0, timeout))
+                    else:
+                        time.sleep(max(0.0, timeout))
+        finally:
+            if self.watcher is not None:
+                self.watcher.stop()
+            for tailer in (*self.tailers.values(), *self.retiring):
+                tailer.close()
+        self.producer.close()

@@ -1,0 +1,63 @@
+"""Config of the ``file`` source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from logcap.config._base import StrictStruct, doc, resolve_path
+from logcap.config._units import ByteSize, Duration, PositiveDuration, size_between
+
+
+class FileSourceConfig(StrictStruct, tag_field="type", tag="file"):
+    """Tail files matching glob patterns; positions survive restarts."""
+
+    include: Annotated[
+        list[str],
+        doc(
+            "Glob patterns of files to read; '**' matches any depth. Relative patterns "
+            "resolve against the config file's directory.",
+            min_length=1,
+        ),
+    ]
+    exclude: Annotated[
+        list[str], doc("Glob patterns of files never to read, matched against full paths.")
+    ] = []
+    read_from: Annotated[
+        Literal["beginning", "end"],
+        doc("Where to start in a file that has no checkpoint: its first byte or its end."),
+    ] = "beginning"
+    max_line_bytes: Annotated[
+        size_between(64, 2**40),
+        doc(
+            "Lines longer than this are truncated to it (and counted); must fit a "
+            "collector ring slot."
+        ),
+    ] = ByteSize(64 * 1024)
+    glob_interval: Annotated[
+        PositiveDuration, doc("How often include patterns are re-expanded to find new files.")
+    ] = Duration(1.0)
+    poll_interval: Annotated[
+        PositiveDuration,
+        doc(
+            "How often known files are checked for new data when no file-system event "
+            "arrives (the fallback when inotify misses a change)."
+        ),
+    ] = Duration(0.25)
+    watch: Annotated[
+        bool,
+        doc(
+            "Use file-system notifications (watchdog/inotify) to react at once; when "
+            "false only polling is used."
+        ),
+    ] = True
+
+    def with_base(self, base: Path) -> FileSourceConfig:
+        """Resolve relative patterns against ``base``."""
+        return msgspec.structs.replace(
+            self,
+            include=[resolve_path(base, p) for p in self.include],
+            exclude=[resolve_path(base, p) for p in self.exclude],
+        )

@@ -1,0 +1,131 @@
+"""Reading one file into the collector ring: whole lines only, position tracked.
+
+A read takes as much as fits a ring slot and cuts it after its last newline; the bytes
+after it (a line still being written) are read again next time, so a partial line is
+held until its newline arrives — never dropped, never split. A line too long for a slot
+is cut to ``max_line_bytes`` once its newline is found; the rest is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, BlockHeader, write_header
+from logcap.metrics import Counter, CounterBlock
+from logcap.ringbuf import Producer
+
+from logcap.errors import BufferFull
+
+SCAN_CHUNK = 1 << 20
+
+
+class FileTailer:
+    """An open file, the offset of its next unread line, and how to publish from it."""
+
+    def __init__(self, path: str, position: int) -> None:
+        self.path = path
+        self.path_bytes = os.fsencode(path)[:4096]
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        self.dev, self.ino = st.st_dev, st.st_ino
+        self.position = position
+        self._scan_at: int | None = None  # set while skipping the tail of an over-long line
+
+    def size(self) -> int:
+        """Current size of the open file."""
+        return os.fstat(self.fd).st_size
+
+    def at_end(self) -> bool:
+        """Every complete line has been published."""
+        return self.size() <= self.position or (
+            self._scan_at is not None and self.size() <= self._scan_at
+        )
+
+    def read_block(self, producer: Producer, max_line_bytes: int, counters: CounterBlock) -> bool:
+        """Publish the next block of whole lines; False if there is nothing to publish."""
+        size = self.size()
+        if size < self.position:  # truncated in place (copytruncate, "> file")
+            self.position, self._scan_at = 0, None
+            counters.add(Counter.FILE_RESETS)
+        if size <= self.position:
+            return False
+        if self._scan_at is not None:
+            return self._skip_long_line(producer, max_line_bytes, counters, size)
+        room = producer.ring.slot_capacity - HEADER_SIZE - len(self.path_bytes)
+        read_ns = time.time_ns()
+        data = os.pread(self.fd, room, self.position)
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) == room or len(data) > max_line_bytes:
+                self._scan_at = self.position + len(data)  # over-long: find its end first
+                return self._skip_long_line(producer, max_line_bytes, counters, size)
+            return False  # a partial last line: wait for its newline
+        if not self._publish(
+            producer,
+            BlockHeader(
+                read_ns,
+                self.position,
+                self.position + cut,
+                self.dev,
+                self.ino,
+                cut,
+                len(self.path_bytes),
+                0,
+            ),
+            memoryview(data)[:cut],
+        ):
+            return False
+        self.position += cut
+        counters.add(Counter.BYTES_IN, cut)
+        return True
+
+    def _skip_long_line(
+        self, producer: Producer, max_line_bytes: int, counters: CounterBlock, size: int
+    ) -> bool:
+        assert self._scan_at is not None
+        while self._scan_at < size:
+            chunk = os.pread(self.fd, SCAN_CHUNK, self._scan_at)
+            if not chunk:
+                return False
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                self._scan_at += len(chunk)
+                continue
+            end = self._scan_at + newline + 1
+            head = os.pread(self.fd, max_line_bytes, self.position) + b"\n"
+            if not self._publish(
+                producer,
+                BlockHeader(
+                    time.time_ns(),
+                    self.position,
+                    end,
+                    self.dev,
+                    self.ino,
+                    len(head),
+                    len(self.path_bytes),
+                    FLAG_TRUNCATED,
+                ),
+                memoryview(head),
+            ):
+                return False
+            counters.add(Counter.BYTES_IN, end - self.position)
+            self.position, self._scan_at = end, None
+            return True
+        return False
+
+    def _publish(self, producer: Producer, header: BlockHeader, data: memoryview) -> bool:
+        try:
+            seq = producer.claim(1, timeout=0.2)
+        except BufferFull:
+            return False  # dispatcher is behind: the bytes stay in the file
+        slot = producer.payload(seq)
+        at = write_header(slot, header, self.path_bytes)
+        slot[at : at + len(data)] = data
+        producer.commit(seq, at + len(data))
+        producer.publish(seq)
+        return True
+
+    def close(self) -> None:
+        """Close the file descriptor."""
+        os.close(self.fd)

@@ -1,0 +1,1 @@
+"""Shipped configuration files (the embedded default lives here as package data)."""

@@ -1,0 +1,1 @@
+"""The dispatcher: batches entries once for every sink; owns the checkpoint file."""

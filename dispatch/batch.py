@@ -1,0 +1,112 @@
+"""A batch: entries encoded once by the dispatcher and read in place by every sink.
+
+Layout inside a batch-ring slot's payload::
+
+    0    meta_len   uint32   bytes of the meta block
+    4    reserved   uint32
+    8    meta       msgpack of :class:`BatchMeta`
+    8+meta_len      payload: NDJSON, one entry object per line
+
+An entry line is exactly what the file sink writes and what Kafka receives as a value::
+
+    {"timestamp":"…Z","ingested_at":"…Z","source":"app",
+     "labels":{"host":"h","path":"/var/log/app.log"},"message":"the line as read"}
+
+Entries that share a source, labels and timestamp form a *group*; groups are contiguous
+byte ranges of the payload, so a sink can route or split by group without parsing JSON.
+JSON strings never hold a raw newline, so every b"\\n" in the payload ends an entry.
+``progress`` lists, per file, the offset up to which every line is in this batch or an
+earlier one: acknowledging the batch makes those positions safe to checkpoint.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import msgspec
+
+PREFIX = struct.Struct("<II")
+
+
+class Group(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A run of entries with the same source, labels and timestamp."""
+
+    source: str
+    labels: dict[str, str]
+    timestamp_ns: int
+    count: int
+    nbytes: int
+
+
+class Progress(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """A file position covered by this batch (see module docstring)."""
+
+    source: str
+    path: str
+    dev: int
+    ino: int
+    offset: int
+
+
+class BatchMeta(msgspec.Struct, array_like=True, gc=False):
+    """Everything about a batch except the entries themselves."""
+
+    created_ns: int
+    count: int
+    groups: list[Group]
+    progress: list[Progress]
+
+
+_encode_meta = msgspec.msgpack.Encoder().encode
+_decode_meta = msgspec.msgpack.Decoder(BatchMeta).decode
+
+
+class GroupSlice(NamedTuple):
+    """A group and its entries' bytes inside the payload (a view, not a copy)."""
+
+    group: Group
+    data: memoryview
+
+
+class Batch:
+    """A read-only view of one batch in a ring slot."""
+
+    __slots__ = ("meta", "payload")
+
+    def __init__(self, meta: BatchMeta, payload: memoryview) -> None:
+        self.meta = meta
+        self.payload = payload
+
+    @classmethod
+    def from_slot(cls, view: memoryview) -> Batch:
+        """Parse the batch published in ``view`` (no copy of the payload)."""
+        meta_len, _ = PREFIX.unpack_from(view, 0)
+        meta = _decode_meta(view[8 : 8 + meta_len])
+        return cls(meta, view[8 + meta_len :])
+
+    def groups(self) -> Iterator[GroupSlice]:
+        """Each group with its slice of the payload."""
+        start = 0
+        for group in self.meta.groups:
+            yield GroupSlice(group, self.payload[start : start + group.nbytes])
+            start += group.nbytes
+
+
+def write_batch(slot: memoryview, meta: BatchMeta, pieces: list[bytes]) -> int:
+    """Lay out ``meta`` and the encoded ``pieces`` in ``slot``; return bytes used."""
+    encoded = _encode_meta(meta)
+    at = 8 + len(encoded)
+    PREFIX.pack_into(slot, 0, len(encoded), 0)
+    slot[8:at] = encoded
+    for piece in pieces:
+        end = at + len(piece)
+        slot[at:end] = piece
+        at = end
+    return at
+
+
+def meta_size_bound(groups: int, progress: int) -> int:
+    """A safe upper bound of the encoded meta size (paths ≤ 4 KiB, labels small)."""
+    return 64 + groups * 8448 + progress * 4200

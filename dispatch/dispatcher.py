@@ -1,0 +1,277 @@
+"""The dispatcher: collector rings → batches encoded once → the batch ring; checkpoints.
+
+Loop: take blocks of lines from every collector ring, cut them into entries, close a batch
+when it reaches ``batch_max_events`` / ``batch_max_bytes`` or ``batch_timeout``, encode it
+once and publish it to the batch ring, which every sink reads in place.
+
+Nothing is lost if this process is killed at any instant:
+
+* A collector slot is released only once every line of it is in a *published* batch, so
+  a restarted dispatcher re-reads whatever it had not published (duplicates, no loss).
+* Each batch carries the file positions it completes (``progress``). Positions reach the
+  checkpoint file only after every sink's cursor has passed the batch; a restarted
+  dispatcher rebuilds the in-flight list from the batches still in the ring.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, read_header
+from logcap.dispatch.batch import (
+    Batch,
+    BatchMeta,
+    Group,
+    Progress,
+    meta_size_bound,
+    write_batch,
+)
+from logcap.dispatch.checkpoint import CheckpointStore, FilePosition, Positions
+from logcap.dispatch.encode import encode_entries, entry_prefix, truncate_utf8
+from logcap.metrics import Counter, CounterBlock
+from logcap.ringbuf import Consumer, Producer, WaitStrategy
+
+from logcap.config import DispatcherConfig
+from logcap.errors import BufferFull
+
+log = logging.getLogger(__name__)
+FileKey = tuple[str, str]  # (source, path)
+
+
+@dataclass
+class SourceInput:
+    """One collector's ring as the dispatcher sees it."""
+
+    name: str
+    consumer: Consumer
+    counters: CounterBlock
+    max_line_bytes: int
+    host: str
+    # sequence of the newest record fully placed into a published batch
+    releasable: int = -1
+    labels_by_path: dict[bytes, tuple[str, dict[str, str]]] = field(default_factory=dict)
+
+
+@dataclass
+class _Pending:
+    """The batch being filled."""
+
+    groups: list[tuple[Group, list[str], bytes]] = field(default_factory=list)
+    count: int = 0
+    raw_bytes: int = 0
+    opened: float = 0.0
+    progress: dict[FileKey, Progress] = field(default_factory=dict)
+    # per input index: the last sequence whose lines are all in this batch
+    completes: dict[int, int] = field(default_factory=dict)
+
+
+class Dispatcher:
+    """Owns the batch ring's producer side and the checkpoint file."""
+
+    def __init__(
+        self,
+        config: DispatcherConfig,
+        inputs: list[SourceInput],
+        output: Producer,
+        counters: CounterBlock,
+        checkpoints: CheckpointStore,
+        wait: WaitStrategy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.inputs = inputs
+        self.output = output
+        self.counters = counters
+        self.checkpoints = checkpoints
+        self.wait = wait
+        self.clock = clock
+        self.pending = _Pending()
+        self.committed: dict[FileKey, FilePosition] = {
+            (p.source, p.path): p for p in checkpoints.load().files
+        }
+        self.dirty = False
+        self.last_checkpoint = clock()
+        self.unacked: deque[tuple[int, list[Progress]]] = deque()
+        self._recover_in_flight()
+
+    # -- recovery ------------------------------------------------------------------
+    def _recover_in_flight(self) -> None:
+        """Re-learn the progress of batches published by a previous incarnation."""
+        ring = self.output.ring
+        for seq in range(ring.min_consumer_cursor() + 1, ring.published + 1):
+            view = ring.payload(seq)[: ring.slot_length(seq)]
+            self.unacked.append((seq, list(Batch.from_slot(view).meta.progress)))
+
+    # -- the loop ------------------------------------------------------------------
+    def step(self) -> bool:
+        """Move whatever is available; return True if anything moved."""
+        moved = False
+        for index, source in enumerate(self.inputs):
+            consumer = source.consumer
+            available = consumer.available()
+            seq = consumer.next_sequence
+            while seq <= available:
+                self._take(index, source, seq)
+                seq += 1
+                moved = True
+            consumer.next_sequence = seq
+        if self.pending.count and self.clock() - self.pending.opened >= self.config.batch_timeout:
+            self.flush()
+        self._acknowledge()
+        return moved
+
+    def idle_timeout(self) -> float:
+        """How long the loop may park before a timer (batch or checkpoint) is due."""
+        now = self.clock()
+        due = self.last_checkpoint + self.config.checkpoint_interval - now
+        if self.pending.count:
+            due = min(due, self.pending.opened + self.config.batch_timeout - now)
+        return max(0.0, min(due, 0.5))
+
+    def _take(self, index: int, source: SourceInput, seq: int) -> None:
+        view = source.consumer.read(seq)
+        header = read_header(view)
+        path_end = HEADER_SIZE + header.path_len
+        path_bytes = bytes(view[HEADER_SIZE:path_end])
+        labelled = source.labels_by_path.get(path_bytes)
+        if labelled is None:
+            path = path_bytes.decode("utf-8", "surrogateescape")
+            labelled = (path, {"host": source.host, "path": path})
+            source.labels_by_path[path_bytes] = labelled
+        path, labels = labelled
+        data = view[path_end : path_end + header.data_len]
+        text = str(data, "utf-8", "replace")
+        lines = text.split("\n")
+        lines.pop()  # a block always ends with b"\n"
+        truncated = self._limit_line_length(lines, text, len(data), source.max_line_bytes)
+        if header.flags & FLAG_TRUNCATED:
+            truncated += 1
+        if truncated:
+            source.counters.add(Counter.LINES_TRUNCATED, truncated)
+        source.counters.add(Counter.EVENTS_OUT, len(lines))
+        self.counters.add(Counter.EVENTS_IN, len(lines))
+        self.counters.add(Counter.BYTES_IN, header.data_len)
+        prefix = entry_prefix(source.name, labels, header.read_ns)
+        while lines:
+            pending = self.pending
+            if not pending.count:
+                pending.opened = self.clock()
+            room = self.config.batch_max_events - pending.count
+            take, lines = (lines, []) if len(lines) <= room else (lines[:room], lines[room:])
+            size = sum(map(len, take)) + len(prefix) * len(take)
+            group = Group(source.name, labels, header.read_ns, len(take), 0)
+            pending.groups.append((group, take, prefix))
+            pending.count += len(take)
+            pending.raw_bytes += size
+            if not lines:
+                pending.progress[(source.name, path)] = Progress(
+                    source.name, path, header.dev, header.ino, header.end
+                )
+                pending.completes[index] = seq
+            if (
+                pending.count >= self.config.batch_max_events
+                or pending.raw_bytes >= self.config.batch_max_bytes
+            ):
+                self.flush()
+
+    @staticmethod
+    def _limit_line_length(lines: list[str], text: str, raw_len: int, limit: int) -> int:
+        if raw_len <= limit or not lines or max(map(len, lines)) <= limit // 4:
+            return 0
+        ascii_only = len(text) == raw_len  # then characters == bytes
+        cut = 0
+        for i, line in enumerate(lines):
+            if len(line) > limit // 4 and (
+                len(line) > limit if ascii_only else len(line.encode()) > limit
+            ):
+                lines[i] = line[:limit] if ascii_only else truncate_utf8(line, limit)
+                cut += 1
+        return cut
+
+    # -- publishing ----------------------------------------------------------------
+    def flush(self) -> None:
+        """Encode the pending batch once and publish it (splitting if it cannot fit)."""
+        pending, self.pending = self.pending, _Pending()
+        if not pending.count:
+            return
+        pieces = [encode_entries(prefix, lines) for _, lines, prefix in pending.groups]
+        groups = [
+            Group(g.source, g.labels, g.timestamp_ns, len(lines), len(piece))
+            for (g, lines, _), piece in zip(pending.groups, pieces, strict=True)
+        ]
+        total = sum(map(len, pieces)) + meta_size_bound(len(groups), len(pending.progress))
+        if total > self.output.ring.slot_capacity and pending.count > 1:
+            self._publish_split(pending)
+            return
+        meta = BatchMeta(time.time_ns(), pending.count, groups, list(pending.progress.values()))
+        seq = self._claim()
+        length = write_batch(self.output.payload(seq), meta, pieces)
+        self.output.commit(seq, length)
+        self.output.publish(seq)
+        self.unacked.append((seq, meta.progress))
+        self.counters.add(Counter.EVENTS_OUT, pending.count)
+        self.counters.add(Counter.BYTES_OUT, length)
+        self.counters.add(Counter.BATCHES)
+        for index, seq_done in pending.completes.items():
+            self.inputs[index].releasable = seq_done
+        self._release_inputs()
+
+    def _publish_split(self, pending: _Pending) -> None:
+        """Escaping blew the batch past a slot: publish it in two halves."""
+        flat = [(g, p, line) for g, lines, p in pending.groups for line in lines]
+        half = len(flat) // 2
+        for part, last in ((flat[:half], False), (flat[half:], True)):
+            self.pending = _Pending(opened=pending.opened)
+            for group, prefix, line in part:
+                groups = self.pending.groups
+                if groups and groups[-1][0] is group:
+                    groups[-1][1].append(line)
+                else:
+                    groups.append((group, [line], prefix))
+                self.pending.count += 1
+            if last:
+                self.pending.progress = pending.progress
+                self.pending.completes = pending.completes
+            self.flush()
+
+    def _claim(self) -> int:
+        while True:
+            try:
+                return self.output.claim(1, timeout=0.5)
+            except BufferFull:
+                # sinks are behind: keep committing what they did deliver meanwhile
+                self._acknowledge()
+
+    def _release_inputs(self) -> None:
+        for source in self.inputs:
+            consumer = source.consumer
+            if source.releasable > consumer.ring.consumer_cursor(consumer.index):
+                consumer.release(source.releasable)
+
+    # -- acknowledgements and checkpoints -------------------------------------------
+    def _acknowledge(self) -> None:
+        delivered = self.output.ring.min_consumer_cursor()
+        while self.unacked and self.unacked[0][0] <= delivered:
+            _, progress = self.unacked.popleft()
+            for p in progress:
+                self.committed[(p.source, p.path)] = FilePosition(
+                    p.source, p.path, p.dev, p.ino, p.offset
+                )
+            self.dirty = True
+        if self.dirty and self.clock() - self.last_checkpoint >= self.config.checkpoint_interval:
+            self.save_checkpoint()
+
+    def save_checkpoint(self) -> None:
+        """Write every acknowledged position now."""
+        self.checkpoints.save(Positions(files=list(self.committed.values())))
+        self.counters.add(Counter.CHECKPOINTS)
+        self.dirty = False
+        self.last_checkpoint = self.clock()
+
+    def all_delivered(self) -> bool:
+        """Every published batch has been released by every sink."""
+        return self.output.ring.min_consumer_cursor() >= self.output.ring.published

@@ -1,0 +1,51 @@
+"""Lines → NDJSON entries, the one place entries are serialised.
+
+For a block of lines that share source, labels and timestamp, everything but the message
+is the same, so it is encoded once as a *prefix*; the messages are escaped in one msgspec
+call (``encode_lines``: one JSON string per line) and joined with ``}\\n<prefix>``.
+This runs at ~150 ns per 200-byte line, against ~300 ns for one Struct per line.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+_json = msgspec.json.Encoder()
+_encode_lines = _json.encode_lines
+
+
+def rfc3339(ns: int) -> str:
+    """UTC timestamp with nanoseconds, e.g. ``2026-11-22T08:02:06.123456789Z``."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
+
+
+def entry_prefix(source: str, labels: dict[str, str], timestamp_ns: int) -> bytes:
+    """The bytes every entry of a group starts with, up to the message value."""
+    stamp = _json.encode(rfc3339(timestamp_ns))
+    return (
+        b'{"timestamp":'
+        + stamp
+        + b',"ingested_at":'
+        + stamp
+        + b',"source":'
+        + _json.encode(source)
+        + b',"labels":'
+        + _json.encode(dict(sorted(labels.items())))
+        + b',"message":'
+    )
+
+
+def encode_entries(prefix: bytes, messages: list[str]) -> bytes:
+    """NDJSON for ``messages``: one ``prefix + "message"}`` line each."""
+    if not messages:
+        return b""
+    body = _encode_lines(messages)  # b'"m1"\n"m2"\n' — a raw \n only between strings
+    return prefix + body[:-1].replace(b"\n", b"}\n" + prefix) + b"}\n"
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character."""
+    return text.encode("utf-8", "surrogatepass")[:max_bytes].decode("utf-8", "ignore")

@@ -1,0 +1,80 @@
+"""What every child process shares: its plan, its doorbell, its rings and counters."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+
+from logcap.metrics import CounterBlock, CounterTable
+from logcap.plan import DISPATCHER, RunPlan
+from logcap.ringbuf import Consumer, Doorbell, Producer, Ring
+from logcap.runstate import RunState
+
+PR_SET_PDEATHSIG = 1
+
+
+class ChildContext:
+    """Attachments of one child process to the shared state of its run."""
+
+    def __init__(self, plan: RunPlan, component: str) -> None:
+        self.plan = plan
+        self.component = component
+        self.state = RunState.attach(plan.runstate)
+        self.table = CounterTable.attach(plan.counters)
+        self.counters: CounterBlock = self.table.block(plan.counter_index(component))
+        self.bells = {name: Doorbell(fd) for name, fd in plan.doorbells.items()}
+        self.bell = self.bells[component]
+        self.stop = threading.Event()
+
+    def collector_producer(self, source: str) -> Producer:
+        """This collector's side of its ring."""
+        ring = Ring.attach(self.plan.collector_rings[source])
+        return Producer(ring, wake=[self.bells[DISPATCHER]], wait=self.bell)
+
+    def collector_consumer(self, source: str) -> Consumer:
+        """The dispatcher's side of a collector ring."""
+        ring = Ring.attach(self.plan.collector_rings[source])
+        return Consumer(ring, 0, wake_producer=self.bells[source], wait=self.bell)
+
+    def batch_producer(self) -> Producer:
+        """The dispatcher's side of the batch ring."""
+        ring = Ring.attach(self.plan.batch_ring)
+        return Producer(ring, wake=[self.bells[s] for s in self.plan.sinks], wait=self.bell)
+
+    def batch_consumer(self, sink: str) -> Consumer:
+        """One sink's cursor on the batch ring."""
+        ring = Ring.attach(self.plan.batch_ring)
+        index = self.plan.sinks.index(sink)
+        return Consumer(ring, index, wake_producer=self.bells[DISPATCHER], wait=self.bell)
+
+
+def become_child(supervisor_pid: int, graceful_sigterm: bool) -> threading.Event:
+    """Die with the supervisor; make SIGINT harmless; map SIGTERM to the returned event.
+
+    Only collectors stop on SIGTERM: the dispatcher and sinks must keep draining when a
+    whole process group is signalled, and finish through the ring protocol instead.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != supervisor_pid:  # the supervisor died before prctl took effect
+        os._exit(1)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if graceful_sigterm:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return stop
+
+
+def configure_logging(component: str) -> None:
+    """Plain lines on stderr, tagged with the component (journald adds the time)."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("LOGCAP_LOG_LEVEL", "INFO").upper(),
+        format=f"%(asctime)s %(levelname)s [{component}] %(name)s: %(message)s",
+    )

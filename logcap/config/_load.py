@@ -1,0 +1,219 @@
+"""Load a config file: YAML → ``${VAR}`` interpolation → strict validation → absolute paths.
+
+Validation is pure (no files or sockets are opened) and reports *every* problem it can
+find, each as ``FILE:LINE: path.to.key: reason``. Components are validated one by one so
+one bad sink does not hide a bad source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from logcap.capture.config import SourceConfig
+from logcap.config._schema import Config
+from logcap.config._units import dec_hook
+from logcap.errors import ConfigError
+from logcap.sinks.config import SinkConfig
+
+PathKey = tuple[str | int, ...]
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
+_UNKNOWN_FIELD = re.compile(r"unknown field `(.+)`")
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+class _Document:
+    """The parsed YAML plus the line of every key, for error messages."""
+
+    def __init__(self, text: str, origin: str) -> None:
+        self.origin = origin
+        self.lines: dict[PathKey, int] = {}
+        self.problems: list[str] = []
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data = yaml.safe_load(text) if node is not None else {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else 0
+            self.data = None
+            self.problems.append(f"{origin}:{line}: invalid YAML: {exc}")
+            return
+        if node is not None:
+            self._index(node, ())
+
+    def _index(self, node: yaml.Node, path: PathKey) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if key in seen:
+                    self.problems.append(
+                        f"{self.origin}:{key_node.start_mark.line + 1}: "
+                        f"{_dotted((*path, key))}: duplicate key"
+                    )
+                seen.add(key)
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
+                self._index(value_node, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._index(item, (*path, i))
+
+    def line_of(self, path: PathKey) -> int:
+        while path and path not in self.lines:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+    def problem(self, path: PathKey, reason: str) -> None:
+        where = _dotted(path) or "(document)"
+        self.problems.append(f"{self.origin}:{self.line_of(path)}: {where}: {reason}")
+
+
+def _dotted(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _interpolate(doc: _Document, value: Any, path: PathKey, env: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(doc, v, (*path, k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(doc, v, (*path, i), env) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env and (env[name] != "" or default is None):
+            return env[name]
+        if default is not None:
+            return default
+        doc.problem(path, f"environment variable {name} is not set (use ${{{name}:-default}})")
+        return ""
+
+    return _VAR.sub(substitute, value)
+
+
+def _validate(doc: _Document, value: Any, kind: Any, path: PathKey) -> Any:
+    try:
+        return msgspec.convert(value, kind, dec_hook=dec_hook)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        where = _MSGSPEC_PATH.search(message)
+        sub: PathKey = ()
+        if where:
+            message = message[: where.start()]
+            sub = tuple(
+                int(index) if index else key for key, index in _PATH_PART.findall(where.group(1))
+            )
+        unknown = _UNKNOWN_FIELD.search(message)
+        if unknown:  # point at the offending key's own line, not its parent's
+            sub = (*sub, unknown.group(1))
+            message = f"unknown key '{unknown.group(1)}'"
+        doc.problem((*path, *sub), message)
+        return None
+
+
+def _check_components(doc: _Document, data: dict[str, Any], section: str, kind: Any) -> None:
+    components = data.get(section)
+    if components is None or components == {}:
+        doc.problem((section,), f"at least one entry under '{section}' is required")
+        return
+    if not isinstance(components, dict):
+        doc.problem((section,), "expected a mapping of names to components")
+        return
+    for name, body in components.items():
+        if not isinstance(body, dict):
+            doc.problem((section, name), "expected a mapping with a 'type' key")
+        elif "type" not in body:
+            doc.problem((section, name), "missing required key 'type'")
+        else:
+            _validate(doc, body, kind, (section, name))
+
+
+def _check_limits(doc: _Document, config: Config) -> None:
+    slot = config.buffer.collector_slot_bytes
+    for name, source in config.sources.items():
+        # a slot holds a block header, the file path (<= 4 KiB) and at least one whole line
+        if source.max_line_bytes + 4096 + 128 > slot:
+            doc.problem(
+                ("sources", name, "max_line_bytes"),
+                f"{source.max_line_bytes} bytes does not fit a collector ring slot of "
+                f"{slot} bytes (buffer.collector_slot_bytes) with room for the path",
+            )
+    for key in ("collector_slots", "batch_slots"):
+        count = getattr(config.buffer, key)
+        if count & (count - 1):
+            doc.problem(("buffer", key), f"must be a power of two, got {count}")
+    if config.supervisor.restart_backoff > config.supervisor.restart_backoff_max:
+        doc.problem(("supervisor", "restart_backoff"), "is larger than restart_backoff_max")
+
+
+def parse_config(
+    text: str,
+    origin: str = "<config>",
+    base_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate config ``text``; relative paths resolve against ``base_dir`` (default cwd)."""
+    doc = _Document(text, origin)
+    if doc.data is not None and not isinstance(doc.data, dict):
+        doc.problem((), "the document must be a mapping")
+    if doc.problems:
+        raise ConfigError(doc.problems)
+    data = _interpolate(doc, doc.data, (), os.environ if env is None else env)
+    _check_components(doc, data, "sources", SourceConfig)
+    _check_components(doc, data, "sinks", SinkConfig)
+    names = set(data.get("sources") or {}) & set(data.get("sinks") or {})
+    for name in sorted(names):
+        doc.problem(("sinks", name), "a sink cannot have the same name as a source")
+    for section in ("sources", "sinks"):
+        for name in data.get(section) or {}:
+            if not isinstance(name, str) or not re.fullmatch(
+                r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name
+            ):
+                doc.problem(
+                    (section, name), "names use letters, digits, '_', '-', '.' (at most 64)"
+                )
+    shell = {k: v for k, v in data.items() if k not in ("sources", "sinks")}
+    top = _validate(doc, shell, Config, ())
+    if doc.problems or top is None:
+        raise ConfigError(doc.problems)
+    config: Config = msgspec.convert(data, Config, dec_hook=dec_hook)
+    _check_limits(doc, config)
+    if doc.problems:
+        raise ConfigError(doc.problems)
+    base = base_dir if base_dir is not None else Path.cwd()
+    return msgspec.structs.replace(
+        config,
+        data_dir=str(
+            Path(os.path.expanduser(config.data_dir))
+            if os.path.isabs(os.path.expanduser(config.data_dir))
+            else (base / config.data_dir).resolve()
+        ),
+        sources={n: s.with_base(base) for n, s in config.sources.items()},
+        sinks={n: s.with_base(base) for n, s in config.sinks.items()},
+    )
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at ``path``."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read config: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{file}: config is not UTF-8: {exc}"]) from exc
+    return parse_config(text, str(file), file.resolve().parent, env)

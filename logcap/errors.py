@@ -1,0 +1,72 @@
+"""The one error hierarchy of logcap.
+
+::
+
+    LogcapError
+    ├── ConfigError              the configuration is invalid (path, line, reason)
+    ├── RingError
+    │   ├── BufferFull           try_claim found no free slot (back-pressure, not a fault)
+    │   └── RingCorrupt          a shared-memory layout check failed
+    ├── CheckpointCorrupt        a checkpoint file failed its checksum or parse
+    └── DeliveryError            a sink could not deliver a batch
+        ├── Retryable            worth trying again later (timeouts, 5xx, disk full)
+        └── Permanent            will never succeed as is (4xx, oversize, encoding)
+
+Client-library exceptions are translated into these at the component boundary with
+``raise ... from exc`` so callers only ever branch on this tree.
+"""
+
+from __future__ import annotations
+
+
+class LogcapError(Exception):
+    """Base of every error logcap raises on purpose."""
+
+
+class ConfigError(LogcapError):
+    """The configuration is invalid; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class RingError(LogcapError):
+    """A ring buffer operation failed."""
+
+
+class BufferFull(RingError):
+    """``try_claim`` found no free slot: the slowest consumer is a full lap behind."""
+
+
+class RingCorrupt(RingError):
+    """A shared-memory segment does not hold the layout it should."""
+
+
+class CheckpointCorrupt(LogcapError):
+    """A checkpoint file is truncated, unparsable or fails its checksum."""
+
+
+class DeliveryError(LogcapError):
+    """A sink failed to deliver a batch."""
+
+
+class Retryable(DeliveryError):
+    """The failure is transient; the same batch may succeed later."""
+
+
+class Permanent(DeliveryError):
+    """The failure will repeat; the batch belongs in the dead letter queue."""
+
+
+__all__ = [
+    "BufferFull",
+    "CheckpointCorrupt",
+    "ConfigError",
+    "DeliveryError",
+    "LogcapError",
+    "Permanent",
+    "Retryable",
+    "RingCorrupt",
+    "RingError",
+]

@@ -1,0 +1,51 @@
+"""The run plan: everything a child process needs, computed once by the supervisor.
+
+It is sent to each child on stdin as msgpack, so a child never re-reads a config file
+that may have changed since the run started.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from logcap.config import Config
+from logcap.config._units import dec_hook, enc_hook
+
+DISPATCHER = "dispatcher"
+
+
+class RunPlan(msgspec.Struct, kw_only=True):
+    """Names of the shared segments, doorbell fds and component order of one run."""
+
+    run_prefix: str
+    supervisor_pid: int
+    config: Config
+    sources: list[str]
+    sinks: list[str]
+    collector_rings: dict[str, str]
+    batch_ring: str
+    counters: str
+    runstate: str
+    doorbells: dict[str, int]
+
+    def counter_index(self, component: str) -> int:
+        """Block index in the counter table: sources, then the dispatcher, then sinks."""
+        if component == DISPATCHER:
+            return len(self.sources)
+        if component in self.sources:
+            return self.sources.index(component)
+        return len(self.sources) + 1 + self.sinks.index(component)
+
+    @property
+    def components(self) -> list[str]:
+        """Every component in counter-table order."""
+        return [*self.sources, DISPATCHER, *self.sinks]
+
+    def encode(self) -> bytes:
+        """Bytes for a child's stdin."""
+        return msgspec.msgpack.encode(self, enc_hook=enc_hook)
+
+    @classmethod
+    def decode(cls, data: bytes) -> RunPlan:
+        """Inverse of :meth:`encode`."""
+        return msgspec.msgpack.decode(data, type=cls, dec_hook=dec_hook)

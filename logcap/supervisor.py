@@ -1,0 +1,246 @@
+"""``logcap run``: build the shared segments, run the children, restart them, drain.
+
+Processes: one collector per source, one dispatcher, one process per sink. A child that
+exits unexpectedly is restarted after a delay that doubles per consecutive crash
+(``supervisor.restart_backoff`` … ``restart_backoff_max``). Children die with the
+supervisor (PR_SET_PDEATHSIG), and the next run sweeps the segments a killed one left.
+
+Graceful stop (SIGTERM / SIGINT), bounded by ``supervisor.shutdown_timeout``:
+1. ``draining`` is set and collectors are sent SIGTERM: they publish what they read, exit.
+2. ``inputs_closed`` is set: the dispatcher batches what remains, closes the batch ring,
+   waits until every sink has released every batch, saves the checkpoint, exits.
+3. Sinks exit once the ring is closed and they have delivered all of it.
+Exit status 0 when every child finished that way; 1 when one had to be killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from logcap.config import Config, component_type
+from logcap.dispatch.batch import meta_size_bound
+from logcap.metrics import CounterTable
+from logcap.plan import DISPATCHER, RunPlan
+from logcap.ringbuf import Doorbell, Ring, run_prefix, sweep_stale, unlink
+from logcap.runstate import RunState
+
+log = logging.getLogger(__name__)
+STABLE_AFTER = 60.0  # a child that ran this long is no longer "crash looping"
+
+
+@dataclass
+class Child:
+    """One supervised process and its restart bookkeeping."""
+
+    role: str
+    name: str
+    kind: str
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: int = 0
+    crashes_in_a_row: int = 0
+    restart_at: float | None = None
+    finished: bool = False  # exited cleanly during a drain
+    pid_history: list[int] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Supervisor:
+    """Owns the run: segments, children, API; see the module docstring for the drain."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.token = secrets.token_hex(4)
+        self.prefix = run_prefix(os.getpid(), self.token)
+        self.children: list[Child] = (
+            [Child("collector", n, component_type(s)) for n, s in config.sources.items()]
+            + [Child("dispatcher", DISPATCHER, DISPATCHER)]
+            + [Child("sink", n, component_type(s)) for n, s in config.sinks.items()]
+        )
+        self.stop_requested = False
+        self.started = time.monotonic()
+        self.segments: list[str] = []
+        self.rings: dict[str, Ring] = {}
+        self.bells: dict[str, Doorbell] = {}
+
+    # -- setup -----------------------------------------------------------------------
+    def create_segments(self) -> RunPlan:
+        """Sweep dead runs' segments, create this run's, and describe them in a plan."""
+        for name in sweep_stale():
+            log.info("removed stale shared memory segment %s of a dead run", name)
+        cfg = self.config
+        sources, sinks = list(cfg.sources), list(cfg.sinks)
+        collector_rings = {}
+        for source in sources:
+            name = f"{self.prefix}src-{sources.index(source)}"
+            self.rings[source] = Ring.create(
+                name, cfg.buffer.collector_slots, cfg.buffer.collector_slot_bytes, 1
+            )
+            collector_rings[source] = name
+            self.segments.append(name)
+        longest = max(s.max_line_bytes for s in cfg.sources.values())
+        # one entry may grow 6x when escaped (\\u00XX), and a batch must always fit a slot
+        batch_slot = cfg.dispatcher.batch_max_bytes + 6 * longest + 1024 + meta_size_bound(64, 64)
+        batch_name = f"{self.prefix}batches"
+        self.rings["batches"] = Ring.create(
+            batch_name, cfg.buffer.batch_slots, batch_slot, len(sinks)
+        )
+        self.segments.append(batch_name)
+        counters_name, state_name = f"{self.prefix}counters", f"{self.prefix}state"
+        self.table = CounterTable.create(counters_name, len(sources) + 1 + len(sinks))
+        self.state = RunState.create(state_name)
+        self.segments += [counters_name, state_name]
+        for component in [*sources, DISPATCHER, *sinks]:
+            self.bells[component] = Doorbell()
+        self.plan = RunPlan(
+            run_prefix=self.prefix,
+            supervisor_pid=os.getpid(),
+            config=cfg,
+            sources=sources,
+            sinks=sinks,
+            collector_rings=collector_rings,
+            batch_ring=batch_name,
+            counters=counters_name,
+            runstate=state_name,
+            doorbells={name: bell.fd for name, bell in self.bells.items()},
+        )
+        return self.plan
+
+    # -- children ----------------------------------------------------------------------
+    def spawn(self, child: Child) -> None:
+        """Start (or restart) one child with the plan on its stdin."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "logcap.worker", child.role, child.name],
+            stdin=subprocess.PIPE,
+            pass_fds=[bell.fd for bell in self.bells.values()],
+        )
+        assert process.stdin is not None
+        process.stdin.write(self.plan.encode())
+        process.stdin.close()
+        child.process, child.started, child.restart_at = process, time.monotonic(), None
+        child.pid_history.append(process.pid)
+
+    def _check(self, child: Child, draining: bool) -> None:
+        now = time.monotonic()
+        if child.finished:
+            return
+        if child.process is not None:
+            code = child.process.poll()
+            if code is None:
+                return
+            child.process = None
+            if draining and code == 0:
+                child.finished = True
+                return
+            if now - child.started >= STABLE_AFTER:
+                child.crashes_in_a_row = 0
+            child.crashes_in_a_row += 1
+            delay = min(
+                self.config.supervisor.restart_backoff * 2 ** (child.crashes_in_a_row - 1),
+                self.config.supervisor.restart_backoff_max,
+            )
+            child.restart_at = now + delay
+            log.error(
+                "%s %s exited with %s; restarting in %.1fs", child.role, child.name, code, delay
+            )
+        if child.restart_at is not None and now >= child.restart_at:
+            if draining and child.role == "collector":
+                child.finished = True  # nothing more to read during a drain
+                return
+            child.restarts += 1
+            self.spawn(child)
+
+    def request_stop(self, *_: object) -> None:
+        """Signal handler: begin the graceful drain."""
+        self.stop_requested = True
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT, then drain; return the process exit status."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.create_segments()
+        api = None
+        try:
+            if self.config.api.enabled:
+                from logcap.api import start_api
+
+                api = start_api(self)
+            for child in self.children:
+                self.spawn(child)
+            log.info(
+                "running: %d sources, %d sinks, segments %s*",
+                len(self.config.sources),
+                len(self.config.sinks),
+                self.prefix,
+            )
+            while not self.stop_requested:
+                for child in self.children:
+                    self._check(child, draining=False)
+                time.sleep(0.1)
+            return self.drain()
+        finally:
+            if api is not None:
+                api.shutdown()
+            self.kill_all()
+            self.release_segments()
+
+    def drain(self) -> int:
+        """Stop in order (see module docstring); True exit status 0 if all went cleanly."""
+        deadline = time.monotonic() + self.config.supervisor.shutdown_timeout
+        log.info("draining: collectors stop, everything read is delivered")
+        self.state.start_draining()
+        collectors = [c for c in self.children if c.role == "collector"]
+        for child in collectors:
+            if child.running:
+                child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        while time.monotonic() < deadline and not all(c.finished for c in collectors):
+            for child in collectors:
+                self._check(child, draining=True)
+            time.sleep(0.02)
+        self.state.close_inputs()
+        self.bells[DISPATCHER].signal()
+        while time.monotonic() < deadline and not all(c.finished for c in self.children):
+            for child in self.children:
+                self._check(child, draining=True)
+            time.sleep(0.02)
+        clean = all(c.finished for c in self.children)
+        if not clean:
+            log.error(
+                "drain timed out after %.1fs; killing the rest",
+                self.config.supervisor.shutdown_timeout,
+            )
+        return 0 if clean else 1
+
+    def kill_all(self) -> None:
+        """SIGKILL whatever still runs and reap it."""
+        for child in self.children:
+            if child.process is not None and child.process.poll() is None:
+                child.process.kill()
+                child.process.wait()
+
+    def release_segments(self) -> None:
+        """Unlink this run's segments and close the doorbells."""
+        for name in self.segments:
+            unlink(name)
+        for bell in self.bells.values():
+            bell.close()
+
+    # -- for /ready and /metrics ---------------------------------------------------------
+    def ready(self) -> bool:
+        """Every child is running."""
+        return not self.stop_requested and all(c.running for c in self.children)
+
+    def data_dir(self) -> Path:
+        """Where checkpoints live."""
+        return Path(self.config.data_dir)

@@ -1,0 +1,118 @@
+"""Per-component counters in one shared-memory segment, summed into /metrics by the supervisor.
+
+Every process adds to its own words only (one writer per word), per batch or per block,
+never per line, so plain int64 stores are enough: no locks, no atomics.
+
+Layout (little-endian int64 words)::
+
+    word 0                     magic 0x4C4F47434150434E ("LOGCAPCN")
+    word 1                     number of components
+    word 2..7                  reserved
+    word 8 + c*WORDS + k       counter k (see :class:`Counter`) of component c
+
+The component order is fixed by the run plan (sources, dispatcher, sinks), so every
+process finds its block by index.
+"""
+
+from __future__ import annotations
+
+import enum
+from multiprocessing.shared_memory import SharedMemory
+
+from logcap.ringbuf import _shm
+
+from logcap.errors import RingCorrupt
+
+MAGIC = 0x4C4F47434150434E
+HEADER_WORDS = 8
+WORDS = 16
+
+
+class Counter(enum.IntEnum):
+    """Index of each counter inside a component's block."""
+
+    EVENTS_IN = 0
+    BYTES_IN = 1
+    EVENTS_OUT = 2
+    BYTES_OUT = 3
+    ERRORS = 4
+    BATCHES = 5
+    LINES_TRUNCATED = 6
+    FILES_WATCHED = 7  # a gauge: current value, not a running total
+    CHECKPOINTS = 8
+    FILE_RESETS = 9
+    ROTATIONS = 10
+
+
+class CounterTable:
+    """The whole segment; ``block(i)`` is what a component writes to."""
+
+    def __init__(self, shm: SharedMemory) -> None:
+        self.shm = shm
+        self._words = shm.buf.cast("q")
+        if self._words[0] != MAGIC:
+            raise RingCorrupt(f"segment {shm.name!r} is not a logcap counter table")
+        self.components = self._words[1]
+
+    @staticmethod
+    def size(components: int) -> int:
+        """Bytes needed for ``components`` blocks."""
+        return (HEADER_WORDS + components * WORDS) * 8
+
+    @classmethod
+    def create(cls, name: str, components: int) -> CounterTable:
+        """Create a zeroed table."""
+        shm = _shm.create(name, cls.size(components))
+        words = shm.buf.cast("q")
+        words[1] = components
+        words[0] = MAGIC
+        words.release()
+        return cls(shm)
+
+    @classmethod
+    def attach(cls, name: str) -> CounterTable:
+        """Open an existing table."""
+        return cls(_shm.attach(name))
+
+    def block(self, component: int) -> CounterBlock:
+        """The counters of one component."""
+        if not 0 <= component < self.components:
+            raise IndexError(f"no component {component} of {self.components}")
+        return CounterBlock(self._words, HEADER_WORDS + component * WORDS)
+
+    def read(self, component: int) -> dict[Counter, int]:
+        """A snapshot of one component's counters."""
+        base = HEADER_WORDS + component * WORDS
+        return {c: self._words[base + c] for c in Counter}
+
+    def close(self) -> None:
+        """Unmap (the segment stays)."""
+        self._words.release()
+        self.shm.close()
+
+
+class CounterBlock:
+    """One component's counters; only that component's process writes them."""
+
+    def __init__(self, words: memoryview, base: int) -> None:
+        self._words = words
+        self._base = base
+
+    def add(self, counter: Counter, amount: int = 1) -> None:
+        """Increase a counter (call per batch/block, not per line)."""
+        self._words[self._base + counter] += amount
+
+    def set(self, counter: Counter, value: int) -> None:
+        """Set a gauge-like counter."""
+        self._words[self._base + counter] = value
+
+    def get(self, counter: Counter) -> int:
+        """Current value."""
+        return int(self._words[self._base + counter])
+
+
+class NullBlock(CounterBlock):
+    """A block that counts into a private array (tools and tests without a table)."""
+
+    def __init__(self) -> None:
+        super().__init__(memoryview(bytearray(WORDS * 8)).cast("q"), 0)

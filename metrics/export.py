@@ -1,0 +1,114 @@
+"""Prometheus export: turns the shared counters, ring cursors and child table into metrics.
+
+Registered as a custom collector, so /metrics reads shared memory at scrape time and
+nothing is copied between processes in between.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from logcap.metrics._counters import Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from logcap.supervisor import Supervisor
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# (metric name, counter, help) for the counters every component kind may have
+_COMPONENT_COUNTERS = [
+    ("logcap_component_received_events", Counter.EVENTS_IN, "Entries received."),
+    ("logcap_component_received_bytes", Counter.BYTES_IN, "Bytes received."),
+    ("logcap_component_sent_events", Counter.EVENTS_OUT, "Entries sent on."),
+    ("logcap_component_sent_bytes", Counter.BYTES_OUT, "Bytes sent on."),
+    ("logcap_component_errors", Counter.ERRORS, "Errors (failed reads, deliveries)."),
+    ("logcap_component_batches", Counter.BATCHES, "Batches produced or delivered."),
+    ("logcap_source_lines_truncated", Counter.LINES_TRUNCATED, "Lines cut to max_line_bytes."),
+    (
+        "logcap_source_file_resets",
+        Counter.FILE_RESETS,
+        "Files found shorter than their read position and read again from 0.",
+    ),
+    ("logcap_checkpoints_written", Counter.CHECKPOINTS, "Checkpoint files written."),
+    ("logcap_sink_file_rotations", Counter.ROTATIONS, "Output files rotated by size."),
+]
+
+
+def _proc_stats(pid: int) -> tuple[float, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            resident = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, resident * _PAGE
+
+
+class PipelineCollector(Collector):
+    """Reads everything at scrape time from the supervisor's view of the run."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        sup = self.supervisor
+        labels = ["component", "kind"]
+        families = {
+            name: CounterMetricFamily(name, text, labels=labels)
+            for name, _, text in _COMPONENT_COUNTERS
+        }
+        watched = GaugeMetricFamily(
+            "logcap_source_files_watched", "Files a source is tailing.", labels=labels
+        )
+        up = GaugeMetricFamily(
+            "logcap_child_up", "1 if the component's process runs.", labels=labels
+        )
+        restarts = CounterMetricFamily(
+            "logcap_child_restarts", "Times the component's process was restarted.", labels=labels
+        )
+        cpu = CounterMetricFamily(
+            "logcap_process_cpu_seconds",
+            "CPU time of the component's current process.",
+            labels=labels,
+        )
+        rss = GaugeMetricFamily(
+            "logcap_process_resident_memory_bytes",
+            "Resident memory of the component's process.",
+            labels=labels,
+        )
+        for child in sup.children:
+            key = [child.name, child.kind]
+            values = sup.table.read(sup.plan.counter_index(child.name))
+            for name, counter, _ in _COMPONENT_COUNTERS:
+                families[name].add_metric(key, values[counter])
+            if child.role == "collector":
+                watched.add_metric(key, values[Counter.FILES_WATCHED])
+            up.add_metric(key, 1 if child.running else 0)
+            restarts.add_metric(key, child.restarts)
+            stats = _proc_stats(child.process.pid) if child.process is not None else None
+            if stats is not None:
+                cpu.add_metric(key, stats[0])
+                rss.add_metric(key, stats[1])
+        supervisor_stats = _proc_stats(os.getpid())
+        if supervisor_stats is not None:
+            cpu.add_metric(["supervisor", "supervisor"], supervisor_stats[0])
+            rss.add_metric(["supervisor", "supervisor"], supervisor_stats[1])
+        used = GaugeMetricFamily(
+            "logcap_ring_used_slots",
+            "Slots published and not yet released by the slowest consumer.",
+            labels=["ring"],
+        )
+        capacity = GaugeMetricFamily(
+            "logcap_ring_capacity_slots", "Slots in the ring.", labels=["ring"]
+        )
+        for name, ring in sup.rings.items():
+            used.add_metric([name], ring.occupancy())
+            capacity.add_metric([name], ring.slot_count)
+        yield from families.values()
+        yield from (watched, up, restarts, cpu, rss, used, capacity)

@@ -1,0 +1,20 @@
+"""Shared-memory ring buffers joining the pipeline's processes (Disruptor vocabulary)."""
+
+from logcap.ringbuf._ring import SLOT_HEADER, Consumer, Producer, Ring
+from logcap.ringbuf._shm import attach, create, run_prefix, sweep_stale, unlink
+from logcap.ringbuf._wait import Doorbell, SleepWait, WaitStrategy
+
+__all__ = [
+    "SLOT_HEADER",
+    "Consumer",
+    "Doorbell",
+    "Producer",
+    "Ring",
+    "SleepWait",
+    "WaitStrategy",
+    "attach",
+    "create",
+    "run_prefix",
+    "sweep_stale",
+    "unlink",
+]

@@ -1,0 +1,1 @@
+"""Sinks: one process each, reading the shared batch ring in place."""

@@ -1,0 +1,119 @@
+"""The ``file`` sink: appends each batch's NDJSON to files named by a template.
+
+The payload is already the file's content, so a batch costs one ``write`` per output
+file, straight from shared memory. Files are opened with O_APPEND (never truncated: a
+restart continues them) and rotated by size: the current file is renamed to
+``<path>.<n>`` with ``n`` one higher than any existing rotation, and a new one is begun.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from logcap.dispatch.batch import Batch
+from logcap.metrics import Counter, CounterBlock, NullBlock
+from logcap.sinks._io import classify, write_all
+from logcap.sinks.file.config import FileSinkConfig
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+IDLE_CLOSE_SECONDS = 300.0
+
+
+@dataclass
+class _OpenFile:
+    fd: int
+    size: int
+    last_write: float
+
+
+class FileSink:
+    """Writes NDJSON batches to ``config.path`` rendered per source and time."""
+
+    def __init__(self, config: FileSinkConfig, counters: CounterBlock | None = None) -> None:
+        self.config = config
+        self.counters = counters or NullBlock()
+        self._files: dict[str, _OpenFile] = {}
+        self._paths: dict[tuple[str, int], str] = {}
+        self._timed = "%" in config.path
+
+    def render(self, source: str, timestamp_ns: int) -> str:
+        """The output path for entries of ``source`` stamped ``timestamp_ns``."""
+        second = timestamp_ns // 1_000_000_000 if self._timed else 0
+        key = (source, second)
+        path = self._paths.get(key)
+        if path is None:
+            path = self.config.path.replace("{source}", _UNSAFE.sub("_", source))
+            if self._timed:
+                path = time.strftime(path, time.gmtime(second))
+            if len(self._paths) > 4096:
+                self._paths.clear()
+            self._paths[key] = path
+        return path
+
+    def write(self, batch: Batch) -> None:
+        # consecutive groups bound for the same file go out in a single write
+        run_path, run_start, run_end = "", 0, 0
+        offset = 0
+        for group in batch.meta.groups:
+            path = self.render(group.source, group.timestamp_ns)
+            if path != run_path and run_end > run_start:
+                self._append(run_path, batch.payload[run_start:run_end])
+                run_start = offset
+            run_path = path
+            offset += group.nbytes
+            run_end = offset
+        if run_end > run_start:
+            self._append(run_path, batch.payload[run_start:run_end])
+
+    def _append(self, path: str, data: memoryview) -> None:
+        try:
+            handle = self._files.get(path) or self._open(path)
+            limit = self.config.max_file_bytes
+            if limit is not None and handle.size and handle.size + len(data) > limit:
+                handle = self._rotate(path, handle)
+            write_all(handle.fd, data)
+        except OSError as exc:
+            self._forget(path)  # reopen next time: the file may have been moved or removed
+            raise classify(exc, f"writing {path}") from exc
+        handle.size += len(data)
+        handle.last_write = time.monotonic()
+
+    def _open(self, path: str) -> _OpenFile:
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        handle = _OpenFile(fd, os.fstat(fd).st_size, time.monotonic())
+        self._files[path] = handle
+        return handle
+
+    def _rotate(self, path: str, handle: _OpenFile) -> _OpenFile:
+        os.close(handle.fd)
+        del self._files[path]
+        directory, base = os.path.split(path)
+        pattern = re.compile(re.escape(base) + r"\.(\d+)$")
+        taken = [
+            int(m.group(1)) for name in os.listdir(directory or ".") if (m := pattern.match(name))
+        ]
+        os.rename(path, f"{path}.{max(taken, default=0) + 1}")
+        self.counters.add(Counter.ROTATIONS)
+        return self._open(path)
+
+    def _forget(self, path: str) -> None:
+        handle = self._files.pop(path, None)
+        if handle is not None:
+            os.close(handle.fd)
+
+    def flush(self) -> None:
+        """Close files nobody wrote to for a while (time-templated paths move on)."""
+        now = time.monotonic()
+        for path in [p for p, h in self._files.items() if now - h.last_write > IDLE_CLOSE_SECONDS]:
+            self._forget(path)
+
+    def close(self) -> None:
+        """Close every file."""
+        for path in list(self._files):
+            self._forget(path)

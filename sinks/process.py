@@ -1,0 +1,14 @@
+"""Entry point of a sink process."""
+
+from __future__ import annotations
+
+from logcap.sinks.base import SinkRunner
+from logcap.sinks.registry import build_sink
+
+from logcap.child import ChildContext
+
+
+def run_sink(ctx: ChildContext, name: str) -> None:
+    """Deliver batches until the dispatcher has closed the ring and all are delivered."""
+    sink = build_sink(ctx.plan.config.sinks[name], ctx.counters)
+    SinkRunner(name, sink, ctx.batch_consumer(name), ctx.counters).run()

@@ -94,16 +94,19 @@ class Batch:
             start += group.nbytes
 
 
-def write_batch(slot: memoryview, meta: BatchMeta, pieces: list[bytes]) -> int:
-    """Lay out ``meta`` and the encoded ``pieces`` in ``slot``; return bytes used."""
+def write_batch(
+    slot: memoryview, meta: BatchMeta, pieces: list[list[bytes | memoryview]]
+) -> int:
+    """Lay out ``meta`` and each group's encoded pieces in ``slot``; return bytes used."""
     encoded = _encode_meta(meta)
     at = 8 + len(encoded)
     PREFIX.pack_into(slot, 0, len(encoded), 0)
     slot[8:at] = encoded
-    for piece in pieces:
-        end = at + len(piece)
-        slot[at:end] = piece
-        at = end
+    for group in pieces:
+        for piece in group:
+            end = at + len(piece)
+            slot[at:end] = piece
+            at = end
     return at
 
 

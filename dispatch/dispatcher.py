@@ -127,7 +127,9 @@ class Dispatcher:
     def idle_timeout(self) -> float:
         """How long the loop may park before a timer (batch or checkpoint) is due."""
         now = self.clock()
-        due = self.last_checkpoint + self.config.checkpoint_interval - now
+        due = 0.5
+        if self.dirty:
+            due = self.last_checkpoint + self.config.checkpoint_interval - now
         if self.pending.count:
             due = min(due, self.pending.opened + self.config.batch_timeout - now)
         return max(0.0, min(due, 0.5))
@@ -162,7 +164,9 @@ class Dispatcher:
                 pending.opened = self.clock()
             room = self.config.batch_max_events - pending.count
             take, lines = (lines, []) if len(lines) <= room else (lines[:room], lines[room:])
-            size = sum(map(len, take)) + len(prefix) * len(take)
+            # estimated encoded size, proportional to the share of the block taken
+            size = (header.data_len * len(take)) // max(1, len(take) + len(lines)) + (
+                len(prefix) + 3) * len(take)
             group = Group(source.name, labels, header.read_ns, len(take), 0)
             pending.groups.append((group, take, prefix))
             pending.count += len(take)
@@ -199,11 +203,12 @@ class Dispatcher:
         if not pending.count:
             return
         pieces = [encode_entries(prefix, lines) for _, lines, prefix in pending.groups]
+        sizes = [sum(map(len, group_pieces)) for group_pieces in pieces]
         groups = [
-            Group(g.source, g.labels, g.timestamp_ns, len(lines), len(piece))
-            for (g, lines, _), piece in zip(pending.groups, pieces, strict=True)
+            Group(g.source, g.labels, g.timestamp_ns, len(lines), size)
+            for (g, lines, _), size in zip(pending.groups, sizes, strict=True)
         ]
-        total = sum(map(len, pieces)) + meta_size_bound(len(groups), len(pending.progress))
+        total = sum(sizes) + meta_size_bound(len(groups), len(pending.progress))
         if total > self.output.ring.slot_capacity and pending.count > 1:
             self._publish_split(pending)
             return

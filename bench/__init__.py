@@ -1,0 +1,1 @@
+"""Benchmarks (pytest-benchmark): throughput, CPU and memory against peers in one run."""

@@ -1,0 +1,244 @@
+"""Running logcap as a real process tree for benchmarks, and measuring it from /proc.
+
+Topology measured by the file benchmarks::
+
+    N input files ──▶ collector ──ring──▶ dispatcher ──batch ring──▶ sink(s) ──▶ output
+                                                     (encode once)    file / blackhole
+
+Time runs from launching ``logcap run`` to the moment the last line is out (start-up
+included, as for the peers), CPU is utime+stime summed over every logcap process, and
+peak RSS is the highest *sum* of the processes' RSS seen by a 20 ms sampler.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+LINE_BYTES = 200  # newline included
+
+
+def make_line(file_index: int, number: int) -> bytes:
+    """A ~200-byte log line that names its file and its number (for verification)."""
+    head = (f"2026-11-22T08:02:06.{number % 1000:03d}Z INFO [worker-{file_index}] "
+            f"file={file_index} seq={number:09d} request handled path=/api/v1/items "
+            f"status=200 dur_ms=12.5 user=alice trace=abcdef0123456789 ")
+    return (head + "x" * (LINE_BYTES - 1 - len(head))).encode() + b"\n"
+
+
+def write_inputs(directory: Path, files: int, lines: int) -> list[Path]:
+    """``lines`` lines spread over ``files`` files; returns their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    per_file = lines // files
+    for f in range(files):
+        path = directory / f"app{f}.log"
+        with open(path, "wb") as out:
+            out.write(b"".join(make_line(f, n) for n in range(per_file)))
+        paths.append(path)
+    return paths
+
+
+def _descendants(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for child in children:
+        out += _descendants(int(child))
+    return out
+
+
+def _cpu_rss(pid: int) -> tuple[float, int]:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        rss = int(Path(f"/proc/{pid}/statm").read_bytes().split()[1]) * PAGE
+    except (OSError, IndexError):
+        return 0.0, 0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, rss
+
+
+@dataclass
+class TreeSample:
+    """CPU seconds and RSS of a process tree at one instant, per process."""
+
+    cpu: dict[int, float]
+    rss: dict[int, int]
+
+
+class TreeMonitor:
+    """Samples a process tree every ``interval`` seconds from a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_rss = 0
+        self.cpu: dict[int, float] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        total = 0
+        for pid in _descendants(self.pid):
+            cpu, rss = _cpu_rss(pid)
+            if rss:
+                self.cpu[pid] = max(cpu, self.cpu.get(pid, 0.0))
+                total += rss
+                if pid not in self.names:
+                    try:
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                        self.names[pid] = " ".join(a.decode() for a in cmd[-3:] if a)
+                    except OSError:
+                        self.names[pid] = str(pid)
+        self.peak_rss = max(self.peak_rss, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> TreeMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.sample()
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
+
+    def cpu_by_process(self) -> dict[str, float]:
+        return {self.names.get(pid, str(pid)): round(c, 2) for pid, c in self.cpu.items()}
+
+
+@dataclass
+class RunResult:
+    """One measured run."""
+
+    name: str
+    lines: int
+    input_bytes: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss_bytes: int
+    cpu_by_process: dict[str, float]
+    startup_seconds: float = 0.0  # launch → first entry delivered
+
+    @property
+    def steady_lines_per_second(self) -> float:
+        """Throughput once data flows (first entry out → last entry out)."""
+        return self.lines / max(1e-9, self.seconds - self.startup_seconds)
+
+    @property
+    def lines_per_second(self) -> float:
+        return self.lines / self.seconds
+
+    @property
+    def mib_per_second(self) -> float:
+        return self.input_bytes / self.seconds / 2**20
+
+    def row(self) -> str:
+        return (f"{self.name:<26} {self.lines_per_second / 1e6:5.2f} M lines/s "
+                f"{self.mib_per_second:6.1f} MiB/s  steady {self.steady_lines_per_second / 1e6:5.2f}"
+                f" M/s  start {self.startup_seconds:4.2f}s  cpu {self.cpu_seconds:5.2f}s  "
+                f"rss {self.peak_rss_bytes / 2**20:6.1f} MiB")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 10 ms; raise with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def metric(address: str, name: str, component: str) -> float:
+    """One sample of a logcap metric from a running agent's /metrics."""
+    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'component="{component}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def run_logcap(
+    name: str, config: Path, api_address: str, sink: str, lines: int, input_bytes: int,
+    timeout: float = 300,
+) -> RunResult:
+    """Launch ``logcap run``, wait until ``sink`` has sent ``lines`` entries (read from the
+    agent's own /metrics, so no output file is re-read inside the timed region), stop it
+    gracefully, and return the figures. The caller verifies the output afterwards."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "logcap", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+    )
+    first_output = None
+
+    def sent() -> float:
+        try:
+            return metric(api_address, "logcap_component_sent_events_total", sink)
+        except OSError:
+            return 0.0
+
+    def done() -> bool:
+        nonlocal first_output
+        count = sent()
+        if count and first_output is None:
+            first_output = time.perf_counter()
+        return count >= lines or process.poll() is not None
+
+    try:
+        with TreeMonitor(process.pid) as monitor:
+            wait_until(done, timeout, f"{name}: {lines} entries out of {sink}")
+            seconds = time.perf_counter() - started
+            if process.poll() is not None:
+                raise RuntimeError(f"logcap exited early: {process.stderr.read().decode()}")
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        if code != 0:
+            raise RuntimeError(f"logcap exited {code}: {process.stderr.read().decode()[-2000:]}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    startup = (first_output - started) if first_output is not None else 0.0
+    return RunResult(name, lines, input_bytes, seconds, monitor.cpu_seconds,
+                     monitor.peak_rss, monitor.cpu_by_process(), startup)
+
+
+def count_lines(path: Path) -> int:
+    """Newlines in ``path`` (0 if missing)."""
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 22), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def file_has_lines(path: Path, expected: int, bytes_per_line: int) -> Callable[[], bool]:
+    """A cheap ``done`` predicate: check the size first, count only when it could be done."""
+    def done() -> bool:
+        try:
+            if os.path.getsize(path) < expected * bytes_per_line:
+                return False
+        except FileNotFoundError:
+            return False
+        return count_lines(path) >= expected
+    return done

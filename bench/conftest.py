@@ -1,0 +1,56 @@
+"""Shared fixtures of the benchmarks and the end-of-run comparison table.
+
+``LOGCAP_BENCH_LINES`` sets the input size (default 1,000,000; CI runs a short variant
+so the benchmarks cannot rot). Every benchmark checks its own output before reporting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.harness import LINE_BYTES, RunResult, write_inputs
+
+LINES = int(os.environ.get("LOGCAP_BENCH_LINES", "1000000"))
+FILES = 10
+RESULTS: dict[str, RunResult] = {}
+
+
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[Path]]]:
+    """LINES lines of ~200 bytes across FILES files, written once per session."""
+    directory = tmp_path_factory.mktemp("bench-input")
+    paths = write_inputs(directory / "logs", FILES, LINES)
+    yield directory / "logs", paths
+
+
+def record(result: RunResult) -> None:
+    """Keep a result for the comparison table."""
+    RESULTS[result.name] = result
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not RESULTS:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write(f"logcap benchmark ({LINES:,} lines of {LINE_BYTES} bytes, {FILES} files)")
+    for result in RESULTS.values():
+        write("  " + result.row())
+    peers = [r for n, r in RESULTS.items() if n in ("rsyslog file->file", "syslog-ng file->file")]
+    ours = RESULTS.get("logcap file->file")
+    if ours and peers:
+        best = max(peers, key=lambda r: r.lines_per_second)
+        write(f"  ratio logcap file->file / {best.name}: "
+              f"{ours.lines_per_second / best.lines_per_second:.2f}x "
+              f"(steady state {ours.steady_lines_per_second / best.lines_per_second:.2f}x)")
+    for result in RESULTS.values():
+        write(f"  cpu by process, {result.name}: {result.cpu_by_process}")
+    out = Path(os.environ.get("LOGCAP_BENCH_REPORT", "bench-results.json"))
+    out.write_text(json.dumps({n: {**r.__dict__, "lines_per_second": r.lines_per_second,
+                                   "steady_lines_per_second": r.steady_lines_per_second}
+                               for n, r in RESULTS.items()}, indent=2))

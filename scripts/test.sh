@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: setup, tests, then the short benchmark variant
+# (so the benchmarks cannot rot). The full benchmark: python3 -m pytest bench
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+python3 -m pytest tests -p no:cacheprovider
+LOGCAP_BENCH_LINES="${LOGCAP_BENCH_LINES:-100000}" LOGCAP_BENCH_REPORT=/tmp/logcap-bench.json \
+  python3 -m pytest bench -p no:cacheprovider --benchmark-disable-gc -q

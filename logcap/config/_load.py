@@ -18,6 +18,7 @@ import yaml
 
 from logcap.capture.config import SourceConfig
 from logcap.config._schema import Config
+from logcap.config._base import resolve_path
 from logcap.config._units import dec_hook
 from logcap.errors import ConfigError
 from logcap.sinks.config import SinkConfig
@@ -40,10 +41,10 @@ class _Document:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             self.data = yaml.safe_load(text) if node is not None else {}
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else 0
             self.data = None
-            self.problems.append(f"{origin}:{line}: invalid YAML: {exc}")
+            self.problems.append(
+                f"{origin}:{_yaml_error_line(exc, text)}: invalid YAML: {_yaml_error_reason(exc)}"
+            )
             return
         if node is not None:
             self._index(node, ())
@@ -76,6 +77,25 @@ class _Document:
         self.problems.append(f"{self.origin}:{self.line_of(path)}: {where}: {reason}")
 
 
+def _yaml_error_line(exc: yaml.YAMLError, text: str) -> int:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        return int(mark.line) + 1
+    position = getattr(exc, "position", None)  # ReaderError: a character offset, no mark
+    return text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+
+
+def _yaml_error_reason(exc: yaml.YAMLError) -> str:
+    # PyYAML's str() spans several lines and repeats the position; keep one line per problem
+    if isinstance(exc, yaml.MarkedYAMLError):
+        reason = ": ".join(part for part in (exc.context, exc.problem) if part)
+    elif isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.character, int):
+        reason = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    else:
+        reason = str(exc)
+    return " ".join(reason.split())
+
+
 def _dotted(path: PathKey) -> str:
     out = ""
     for part in path:
@@ -105,9 +125,15 @@ def _interpolate(doc: _Document, value: Any, path: PathKey, env: Mapping[str, st
     return _VAR.sub(substitute, value)
 
 
+def _convert(value: Any, kind: Any) -> Any:
+    # strict=False lets an interpolated string ("${N:-500}") set an int, float or bool field;
+    # msgspec still rejects text that is not a valid number or true/false/1/0
+    return msgspec.convert(value, kind, dec_hook=dec_hook, strict=False)
+
+
 def _validate(doc: _Document, value: Any, kind: Any, path: PathKey) -> Any:
     try:
-        return msgspec.convert(value, kind, dec_hook=dec_hook)
+        return _convert(value, kind)
     except msgspec.ValidationError as exc:
         message = str(exc)
         where = _MSGSPEC_PATH.search(message)
@@ -186,22 +212,20 @@ def parse_config(
                 doc.problem(
                     (section, name), "names use letters, digits, '_', '-', '.' (at most 64)"
                 )
-    shell = {k: v for k, v in data.items() if k not in ("sources", "sinks")}
-    top = _validate(doc, shell, Config, ())
-    if doc.problems or top is None:
+    # each top-level section on its own, so a bad `api` does not hide a bad `dispatcher`
+    for key, value in data.items():
+        if key not in ("sources", "sinks"):
+            _validate(doc, {key: value}, Config, ())
+    if doc.problems:
         raise ConfigError(doc.problems)
-    config: Config = msgspec.convert(data, Config, dec_hook=dec_hook)
+    config: Config = _convert(data, Config)
     _check_limits(doc, config)
     if doc.problems:
         raise ConfigError(doc.problems)
     base = base_dir if base_dir is not None else Path.cwd()
     return msgspec.structs.replace(
         config,
-        data_dir=str(
-            Path(os.path.expanduser(config.data_dir))
-            if os.path.isabs(os.path.expanduser(config.data_dir))
-            else (base / config.data_dir).resolve()
-        ),
+        data_dir=resolve_path(base, config.data_dir),
         sources={n: s.with_base(base) for n, s in config.sources.items()},
         sinks={n: s.with_base(base) for n, s in config.sinks.items()},
     )

@@ -45,12 +45,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     ours = RESULTS.get("logcap file->file")
     if ours and peers:
         best = max(peers, key=lambda r: r.lines_per_second)
-        write(f"  ratio logcap file->file / {best.name}: "
-              f"{ours.lines_per_second / best.lines_per_second:.2f}x "
-              f"(steady state {ours.steady_lines_per_second / best.lines_per_second:.2f}x)")
+        write(
+            f"  ratio logcap file->file / {best.name}: "
+            f"{ours.lines_per_second / best.lines_per_second:.2f}x "
+            f"(steady state {ours.steady_lines_per_second / best.lines_per_second:.2f}x)"
+        )
     for result in RESULTS.values():
         write(f"  cpu by process, {result.name}: {result.cpu_by_process}")
     out = Path(os.environ.get("LOGCAP_BENCH_REPORT", "bench-results.json"))
-    out.write_text(json.dumps({n: {**r.__dict__, "lines_per_second": r.lines_per_second,
-                                   "steady_lines_per_second": r.steady_lines_per_second}
-                               for n, r in RESULTS.items()}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                n: {
+                    **r.__dict__,
+                    "lines_per_second": r.lines_per_second,
+                    "steady_lines_per_second": r.steady_lines_per_second,
+                }
+                for n, r in RESULTS.items()
+            },
+            indent=2,
+        )
+    )

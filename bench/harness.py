@@ -30,9 +30,11 @@ LINE_BYTES = 200  # newline included
 
 def make_line(file_index: int, number: int) -> bytes:
     """A ~200-byte log line that names its file and its number (for verification)."""
-    head = (f"2026-11-22T08:02:06.{number % 1000:03d}Z INFO [worker-{file_index}] "
-            f"file={file_index} seq={number:09d} request handled path=/api/v1/items "
-            f"status=200 dur_ms=12.5 user=alice trace=abcdef0123456789 ")
+    head = (
+        f"2026-11-22T08:02:06.{number % 1000:03d}Z INFO [worker-{file_index}] "
+        f"file={file_index} seq={number:09d} request handled path=/api/v1/items "
+        f"status=200 dur_ms=12.5 user=alice trace=abcdef0123456789 "
+    )
     return (head + "x" * (LINE_BYTES - 1 - len(head))).encode() + b"\n"
 
 
@@ -152,10 +154,12 @@ class RunResult:
         return self.input_bytes / self.seconds / 2**20
 
     def row(self) -> str:
-        return (f"{self.name:<26} {self.lines_per_second / 1e6:5.2f} M lines/s "
-                f"{self.mib_per_second:6.1f} MiB/s  steady {self.steady_lines_per_second / 1e6:5.2f}"
-                f" M/s  start {self.startup_seconds:4.2f}s  cpu {self.cpu_seconds:5.2f}s  "
-                f"rss {self.peak_rss_bytes / 2**20:6.1f} MiB")
+        return (
+            f"{self.name:<26} {self.lines_per_second / 1e6:5.2f} M lines/s "
+            f"{self.mib_per_second:6.1f} MiB/s  steady {self.steady_lines_per_second / 1e6:5.2f}"
+            f" M/s  start {self.startup_seconds:4.2f}s  cpu {self.cpu_seconds:5.2f}s  "
+            f"rss {self.peak_rss_bytes / 2**20:6.1f} MiB"
+        )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -178,7 +182,12 @@ def metric(address: str, name: str, component: str) -> float:
 
 
 def run_logcap(
-    name: str, config: Path, api_address: str, sink: str, lines: int, input_bytes: int,
+    name: str,
+    config: Path,
+    api_address: str,
+    sink: str,
+    lines: int,
+    input_bytes: int,
     timeout: float = 300,
 ) -> RunResult:
     """Launch ``logcap run``, wait until ``sink`` has sent ``lines`` entries (read from the
@@ -219,8 +228,16 @@ def run_logcap(
             process.kill()
             process.wait()
     startup = (first_output - started) if first_output is not None else 0.0
-    return RunResult(name, lines, input_bytes, seconds, monitor.cpu_seconds,
-                     monitor.peak_rss, monitor.cpu_by_process(), startup)
+    return RunResult(
+        name,
+        lines,
+        input_bytes,
+        seconds,
+        monitor.cpu_seconds,
+        monitor.peak_rss,
+        monitor.cpu_by_process(),
+        startup,
+    )
 
 
 def count_lines(path: Path) -> int:
@@ -234,6 +251,7 @@ def count_lines(path: Path) -> int:
 
 def file_has_lines(path: Path, expected: int, bytes_per_line: int) -> Callable[[], bool]:
     """A cheap ``done`` predicate: check the size first, count only when it could be done."""
+
     def done() -> bool:
         try:
             if os.path.getsize(path) < expected * bytes_per_line:
@@ -241,4 +259,5 @@ def file_has_lines(path: Path, expected: int, bytes_per_line: int) -> Callable[[
         except FileNotFoundError:
             return False
         return count_lines(path) >= expected
+
     return done

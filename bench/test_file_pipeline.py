@@ -25,7 +25,7 @@ API = "127.0.0.1:19611"
 def _config(workdir: Path, logs: Path, sink_yaml: str) -> Path:
     config = workdir / "logcap.yaml"
     config.write_text(f"""
-data_dir: {workdir / 'data'}
+data_dir: {workdir / "data"}
 api: {{address: "{API}"}}
 sources:
   app: {{type: file, include: ["{logs}/*.log"]}}
@@ -62,25 +62,39 @@ def _run(benchmark, name: str, workdir: Path, logs: Path, sink_yaml: str, sink: 
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     result = results[-1]
-    benchmark.extra_info.update(lines_per_second=result.lines_per_second,
-                                steady_lines_per_second=result.steady_lines_per_second,
-                                cpu_seconds=result.cpu_seconds,
-                                peak_rss_bytes=result.peak_rss_bytes)
+    benchmark.extra_info.update(
+        lines_per_second=result.lines_per_second,
+        steady_lines_per_second=result.steady_lines_per_second,
+        cpu_seconds=result.cpu_seconds,
+        peak_rss_bytes=result.peak_rss_bytes,
+    )
     record(result)
     return result
 
 
 def test_file_to_blackhole(benchmark, inputs, tmp_path: Path) -> None:
     logs, _ = inputs
-    _run(benchmark, "logcap file->blackhole", tmp_path / "w", logs,
-         "  devnull: {type: blackhole}", "devnull")
+    _run(
+        benchmark,
+        "logcap file->blackhole",
+        tmp_path / "w",
+        logs,
+        "  devnull: {type: blackhole}",
+        "devnull",
+    )
 
 
 def test_file_to_file(benchmark, inputs, tmp_path: Path) -> None:
     logs, paths = inputs
     work = tmp_path / "w"
-    _run(benchmark, "logcap file->file", work, logs,
-         f'  archive: {{type: file, path: "{work}/out/{{source}}.ndjson"}}', "archive")
+    _run(
+        benchmark,
+        "logcap file->file",
+        work,
+        logs,
+        f'  archive: {{type: file, path: "{work}/out/{{source}}.ndjson"}}',
+        "archive",
+    )
     verify_file_output(work / "out" / "app.ndjson", paths)
 
 
@@ -97,20 +111,32 @@ def _peer(benchmark, name: str, runner, inputs, tmp_path: Path) -> None:
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     r = results[-1]
-    record(RunResult(name, r.lines, LINES * LINE_BYTES, r.seconds, r.cpu_seconds,
-                     r.peak_rss_bytes, {name: r.cpu_seconds}, getattr(r, "startup_seconds", 0.0)))
+    record(
+        RunResult(
+            name,
+            r.lines,
+            LINES * LINE_BYTES,
+            r.seconds,
+            r.cpu_seconds,
+            r.peak_rss_bytes,
+            {name: r.cpu_seconds},
+            getattr(r, "startup_seconds", 0.0),
+        )
+    )
 
 
 @pytest.mark.bench_peer
-@pytest.mark.skipif(not peers.rsyslog_available(), reason="rsyslog not installed "
-                    "(scripts/install_peers.sh)")
+@pytest.mark.skipif(
+    not peers.rsyslog_available(), reason="rsyslog not installed (scripts/install_peers.sh)"
+)
 def test_rsyslog_file_to_file(benchmark, inputs, tmp_path: Path) -> None:
     _peer(benchmark, "rsyslog file->file", peers.run_rsyslog, inputs, tmp_path)
 
 
 @pytest.mark.bench_peer
-@pytest.mark.skipif(not peers.syslog_ng_available(), reason="syslog-ng not unpacked "
-                    "(scripts/install_peers.sh)")
+@pytest.mark.skipif(
+    not peers.syslog_ng_available(), reason="syslog-ng not unpacked (scripts/install_peers.sh)"
+)
 def test_syslog_ng_file_to_file(benchmark, inputs, tmp_path: Path) -> None:
     _peer(benchmark, "syslog-ng file->file", peers.run_syslog_ng, inputs, tmp_path)
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from logcap.capture.file.collector import FileCollector
-from logcap.dispatch.checkpoint import CheckpointStore
-
 from logcap.child import ChildContext
+from logcap.dispatch.checkpoint import CheckpointStore
 
 
 def run_collector(ctx: ChildContext, source: str) -> None:

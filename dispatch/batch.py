@@ -94,9 +94,7 @@ class Batch:
             start += group.nbytes
 
 
-def write_batch(
-    slot: memoryview, meta: BatchMeta, pieces: list[list[bytes | memoryview]]
-) -> int:
+def write_batch(slot: memoryview, meta: BatchMeta, pieces: list[list[bytes | memoryview]]) -> int:
     """Lay out ``meta`` and each group's encoded pieces in ``slot``; return bytes used."""
     encoded = _encode_meta(meta)
     at = 8 + len(encoded)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, read_header
+from logcap.config import DispatcherConfig
 from logcap.dispatch.batch import (
     Batch,
     BatchMeta,
@@ -32,11 +33,9 @@ from logcap.dispatch.batch import (
 )
 from logcap.dispatch.checkpoint import CheckpointStore, FilePosition, Positions
 from logcap.dispatch.encode import encode_entries, entry_prefix, truncate_utf8
+from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Consumer, Producer, WaitStrategy
-
-from logcap.config import DispatcherConfig
-from logcap.errors import BufferFull
 
 log = logging.getLogger(__name__)
 FileKey = tuple[str, str]  # (source, path)
@@ -166,7 +165,8 @@ class Dispatcher:
             take, lines = (lines, []) if len(lines) <= room else (lines[:room], lines[room:])
             # estimated encoded size, proportional to the share of the block taken
             size = (header.data_len * len(take)) // max(1, len(take) + len(lines)) + (
-                len(prefix) + 3) * len(take)
+                len(prefix) + 3
+            ) * len(take)
             group = Group(source.name, labels, header.read_ns, len(take), 0)
             pending.groups.append((group, take, prefix))
             pending.count += len(take)

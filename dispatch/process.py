@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import socket
 
+from logcap.child import ChildContext
 from logcap.dispatch.checkpoint import CheckpointStore
 from logcap.dispatch.dispatcher import Dispatcher, SourceInput
-
-from logcap.child import ChildContext
 from logcap.plan import DISPATCHER
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ class RunState:
 
     def __init__(self, shm: SharedMemory) -> None:
         self.shm = shm
-        self._words = shm.buf.cast("q")
+        self._words = _shm.buffer(shm).cast("q")
         if self._words[0] != MAGIC:
             raise RingCorrupt(f"segment {shm.name!r} is not a logcap run state")
 
@@ -32,7 +32,7 @@ class RunState:
     def create(cls, name: str) -> RunState:
         """A fresh state: running, inputs open."""
         shm = _shm.create(name, SIZE)
-        words = shm.buf.cast("q")
+        words = _shm.buffer(shm).cast("q")
         words[0] = MAGIC
         words.release()
         return cls(shm)

@@ -19,9 +19,8 @@ from __future__ import annotations
 import enum
 from multiprocessing.shared_memory import SharedMemory
 
-from logcap.ringbuf import _shm
-
 from logcap.errors import RingCorrupt
+from logcap.ringbuf import _shm
 
 MAGIC = 0x4C4F47434150434E
 HEADER_WORDS = 8
@@ -49,7 +48,7 @@ class CounterTable:
 
     def __init__(self, shm: SharedMemory) -> None:
         self.shm = shm
-        self._words = shm.buf.cast("q")
+        self._words = _shm.buffer(shm).cast("q")
         if self._words[0] != MAGIC:
             raise RingCorrupt(f"segment {shm.name!r} is not a logcap counter table")
         self.components = self._words[1]
@@ -63,7 +62,7 @@ class CounterTable:
     def create(cls, name: str, components: int) -> CounterTable:
         """Create a zeroed table."""
         shm = _shm.create(name, cls.size(components))
-        words = shm.buf.cast("q")
+        words = _shm.buffer(shm).cast("q")
         words[1] = components
         words[0] = MAGIC
         words.release()

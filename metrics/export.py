@@ -10,9 +10,10 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from logcap.metrics._counters import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from logcap.metrics._counters import Counter
 
 if TYPE_CHECKING:
     from logcap.supervisor import Supervisor

@@ -40,10 +40,9 @@ import time
 from collections.abc import Sequence
 from multiprocessing.shared_memory import SharedMemory
 
+from logcap.errors import BufferFull, RingCorrupt
 from logcap.ringbuf import _shm
 from logcap.ringbuf._wait import SleepWait, WaitStrategy
-
-from logcap.errors import BufferFull, RingCorrupt
 
 MAGIC = b"LOGCAPRB"
 VERSION = 1
@@ -65,7 +64,7 @@ class Ring:
 
     def __init__(self, shm: SharedMemory) -> None:
         self.shm = shm
-        buf = shm.buf
+        buf = _shm.buffer(shm)
         if len(buf) < 4096 or bytes(buf[:8]) != MAGIC:
             raise RingCorrupt(f"segment {shm.name!r} is not a logcap ring")
         self._words = buf.cast("q")
@@ -110,7 +109,7 @@ class Ring:
             raise ValueError("a ring needs at least one consumer")
         slot_size = -(-(slot_payload + SLOT_HEADER) // 64) * 64
         shm = _shm.create(name, cls.segment_size(slot_count, slot_size, consumers))
-        words = shm.buf.cast("q")
+        words = _shm.buffer(shm).cast("q")
         words[_W_VERSION] = VERSION
         words[_W_SLOTS] = slot_count
         words[_W_SLOT_SIZE] = slot_size
@@ -119,7 +118,7 @@ class Ring:
         for i in range(consumers):
             words[_consumer_word(i)] = -1
         words.release()
-        shm.buf[:8] = MAGIC  # last: a half-initialised segment never looks valid
+        _shm.buffer(shm)[:8] = MAGIC  # last: a half-initialised segment never looks valid
         return cls(shm)
 
     @classmethod

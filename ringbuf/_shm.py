@@ -24,11 +24,11 @@ PREFIX = "logcap-"
 @contextlib.contextmanager
 def _untracked() -> Iterator[None]:
     original = resource_tracker.register
-    resource_tracker.register = lambda *args, **kwargs: None  # type: ignore[assignment]
+    resource_tracker.register = lambda *args, **kwargs: None
     try:
         yield
     finally:
-        resource_tracker.register = original  # type: ignore[assignment]
+        resource_tracker.register = original
 
 
 class Segment(shared_memory.SharedMemory):
@@ -53,6 +53,13 @@ def attach(name: str) -> Segment:
     """Attach to an existing segment without registering it for cleanup."""
     with _untracked():
         return Segment(name=name)
+
+
+def buffer(shm: shared_memory.SharedMemory) -> memoryview:
+    """The segment's bytes (typeshed says Optional; it is None only after ``close``)."""
+    if shm.buf is None:
+        raise ValueError(f"segment {shm.name!r} is closed")
+    return shm.buf
 
 
 def unlink(name: str) -> None:

@@ -8,10 +8,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from logcap.dispatch.batch import Batch
+from logcap.errors import DeliveryError
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Consumer
-
-from logcap.errors import DeliveryError
 
 log = logging.getLogger(__name__)
 

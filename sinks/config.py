@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
+from logcap.config._base import StrictStruct, doc
 from logcap.sinks.file.config import FileSinkConfig
 
-from logcap.config._base import StrictStruct, doc
 
-
-class ConsoleSinkConfig(StrictStruct, tag_field="type", tag="console"):
+class ConsoleSinkConfig(StrictStruct, tag_field="type", tag="console", frozen=True):
     """Write entries as JSON lines to the agent's stdout or stderr."""
 
     stream: Annotated[
@@ -22,7 +21,7 @@ class ConsoleSinkConfig(StrictStruct, tag_field="type", tag="console"):
         return self
 
 
-class BlackholeSinkConfig(StrictStruct, tag_field="type", tag="blackhole"):
+class BlackholeSinkConfig(StrictStruct, tag_field="type", tag="blackhole", frozen=True):
     """Count and discard entries (benchmarks, smoke tests)."""
 
     def with_base(self, base: Path) -> BlackholeSinkConfig:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from logcap.child import ChildContext
 from logcap.sinks.base import SinkRunner
 from logcap.sinks.registry import build_sink
-
-from logcap.child import ChildContext
 
 
 def run_sink(ctx: ChildContext, name: str) -> None:

@@ -47,7 +47,7 @@ class FileCollector:
         saved = self.checkpoints.get(tailer.path)
         size = tailer.size()
         if saved is not None and (saved.dev, saved.ino) == (tailer.dev, tailer.ino):
-            return saved.offset if saved.offset <= size else 0
+            return int(saved.offset) if saved.offset <= size else 0
         # read_from applies to files present at start; files that appear later are new
         # and are read whole, or their first lines would be lost.
         if saved is None and initial and self.config.read_from == "end":

@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 import msgspec
 
 from logcap.config._base import StrictStruct, doc, resolve_path
-from logcap.config._units import ByteSize, Duration, PositiveDuration, size_between
+from logcap.config._units import LineBytes, PositiveDuration
 
 
-class FileSourceConfig(StrictStruct, tag_field="type", tag="file"):
+class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
     """Tail files matching glob patterns; positions survive restarts."""
 
     include: Annotated[
@@ -30,22 +30,22 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file"):
         doc("Where to start in a file that has no checkpoint: its first byte or its end."),
     ] = "beginning"
     max_line_bytes: Annotated[
-        size_between(64, 2**40),
+        LineBytes,
         doc(
             "Lines longer than this are truncated to it (and counted); must fit a "
             "collector ring slot."
         ),
-    ] = ByteSize(64 * 1024)
+    ] = LineBytes(64 * 1024)
     glob_interval: Annotated[
         PositiveDuration, doc("How often include patterns are re-expanded to find new files.")
-    ] = Duration(1.0)
+    ] = PositiveDuration(1.0)
     poll_interval: Annotated[
         PositiveDuration,
         doc(
             "How often known files are checked for new data when no file-system event "
             "arrives (the fallback when inotify misses a change)."
         ),
-    ] = Duration(0.25)
+    ] = PositiveDuration(0.25)
     watch: Annotated[
         bool,
         doc(

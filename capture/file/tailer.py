@@ -12,10 +12,9 @@ import os
 import time
 
 from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, BlockHeader, write_header
+from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
-
-from logcap.errors import BufferFull
 
 SCAN_CHUNK = 1 << 20
 

@@ -17,8 +17,8 @@ import msgspec
 import yaml
 
 from logcap.capture.config import SourceConfig
-from logcap.config._schema import Config
 from logcap.config._base import resolve_path
+from logcap.config._schema import Config
 from logcap.config._units import dec_hook
 from logcap.errors import ConfigError
 from logcap.sinks.config import SinkConfig

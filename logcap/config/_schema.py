@@ -6,11 +6,11 @@ from typing import Annotated
 
 from logcap.capture.config import SourceConfig
 from logcap.config._base import StrictStruct, doc
-from logcap.config._units import ByteSize, Duration, PositiveDuration, size_between
+from logcap.config._units import BatchBytes, Duration, PositiveDuration, SlotBytes
 from logcap.sinks.config import SinkConfig
 
 
-class ApiConfig(StrictStruct):
+class ApiConfig(StrictStruct, frozen=True):
     """The HTTP endpoint serving /metrics, /health and /ready."""
 
     address: Annotated[
@@ -23,59 +23,59 @@ class ApiConfig(StrictStruct):
     enabled: Annotated[bool, doc("Serve the HTTP endpoint at all.")] = True
 
 
-class DispatcherConfig(StrictStruct):
+class DispatcherConfig(StrictStruct, frozen=True):
     """How entries are grouped into batches (each batch is encoded once for all sinks)."""
 
     batch_max_events: Annotated[
         int, doc("A batch is closed when it holds this many entries.", gt=0, le=1_000_000)
     ] = 1000
     batch_max_bytes: Annotated[
-        size_between(4096, 64 * 1024 * 1024),
+        BatchBytes,
         doc("A batch is closed when its lines add up to this many bytes."),
-    ] = ByteSize(1024 * 1024)
+    ] = BatchBytes(1024 * 1024)
     batch_timeout: Annotated[
         PositiveDuration, doc("A batch that is not full is sent after waiting this long.")
-    ] = Duration(0.2)
+    ] = PositiveDuration(0.2)
     checkpoint_interval: Annotated[
         PositiveDuration,
         doc("How often the positions every sink has delivered are saved to data_dir."),
-    ] = Duration(1.0)
+    ] = PositiveDuration(1.0)
 
 
-class BufferConfig(StrictStruct):
+class BufferConfig(StrictStruct, frozen=True):
     """Sizes of the shared-memory rings between the processes."""
 
     collector_slots: Annotated[
         int, doc("Slots in each collector's ring (a power of two).", ge=2, le=65536)
     ] = 16
     collector_slot_bytes: Annotated[
-        size_between(8192, 64 * 1024 * 1024),
+        SlotBytes,
         doc(
             "Bytes per collector ring slot: one read of whole lines; a file path and the "
             "longest line (max_line_bytes) must fit."
         ),
-    ] = ByteSize(256 * 1024)
+    ] = SlotBytes(256 * 1024)
     batch_slots: Annotated[
         int, doc("Slots in the batch ring read by every sink (a power of two).", ge=2, le=65536)
     ] = 16
 
 
-class SupervisorConfig(StrictStruct):
+class SupervisorConfig(StrictStruct, frozen=True):
     """How the supervisor runs and stops its child processes."""
 
     shutdown_timeout: Annotated[
         PositiveDuration,
         doc("On SIGTERM/SIGINT, how long draining may take before children are killed."),
-    ] = Duration(8.0)
+    ] = PositiveDuration(8.0)
     restart_backoff: Annotated[
         Duration, doc("Delay before restarting a crashed child; doubles per crash.")
     ] = Duration(0.5)
     restart_backoff_max: Annotated[PositiveDuration, doc("Upper bound of the restart delay.")] = (
-        Duration(30.0)
+        PositiveDuration(30.0)
     )
 
 
-class Config(StrictStruct):
+class Config(StrictStruct, frozen=True):
     """A whole logcap configuration."""
 
     data_dir: Annotated[

@@ -31,7 +31,7 @@ _SIZE_UNITS = {
 
 
 class Duration(float):
-    """Seconds, written in config as ``250ms``, ``5s``, ``2m``, ``1h`` (bare numbers are seconds)."""
+    """Seconds, written in config as ``250ms``, ``5s``, ``2m``, ``1h`` (bare number: seconds)."""
 
     minimum: float | None = None
     exclusive_minimum: bool = False
@@ -90,17 +90,22 @@ class PositiveDuration(Duration):
     exclusive_minimum = True
 
 
-def size_between(minimum: int, maximum: int) -> type[ByteSize]:
-    """A :class:`ByteSize` type bounded to ``[minimum, maximum]``."""
-    key = (minimum, maximum)
-    if key not in _bounded_sizes:
-        _bounded_sizes[key] = type(
-            f"ByteSize_{minimum}_{maximum}", (ByteSize,), {"minimum": minimum, "maximum": maximum}
-        )
-    return _bounded_sizes[key]
+class BatchBytes(ByteSize):
+    """Size of a batch: 4 KiB to 64 MiB."""
+
+    minimum, maximum = 4096, 64 * 2**20
 
 
-_bounded_sizes: dict[tuple[int, int], type[ByteSize]] = {}
+class SlotBytes(ByteSize):
+    """Size of a collector ring slot: 8 KiB to 64 MiB."""
+
+    minimum, maximum = 8192, 64 * 2**20
+
+
+class LineBytes(ByteSize):
+    """Longest line kept whole: at least 64 bytes."""
+
+    minimum = 64
 
 
 def dec_hook(kind: type, value: Any) -> Any:

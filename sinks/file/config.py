@@ -11,7 +11,7 @@ from logcap.config._base import StrictStruct, doc, resolve_path
 from logcap.config._units import ByteSize
 
 
-class FileSinkConfig(StrictStruct, tag_field="type", tag="file"):
+class FileSinkConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
     """Append entries as JSON lines to files named by a template."""
 
     path: Annotated[

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Code gates: ruff (lint + format) and mypy --strict over the installed `logcap` layout.
+# mypy cannot follow pyproject's package-dir mapping (capture/ -> logcap.capture, ...), so
+# it checks a symlinked view of the package as it is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ruff check logcap capture dispatch sinks ringbuf retry dlq metrics configs tests bench
+ruff format --check logcap capture dispatch sinks ringbuf retry dlq metrics configs tests bench
+view="$(mktemp -d)"
+trap 'rm -rf "$view"' EXIT
+mkdir "$view/logcap"
+for f in logcap/*; do ln -s "$PWD/$f" "$view/logcap/"; done
+for d in capture dispatch sinks ringbuf retry dlq metrics configs; do ln -s "$PWD/$d" "$view/logcap/$d"; done
+(cd "$view" && python3 -m mypy --strict --no-incremental --cache-dir=/dev/null \
+   --config-file "$OLDPWD/pyproject.toml" -p logcap)

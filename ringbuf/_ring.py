@@ -65,7 +65,8 @@ class Ring:
     def __init__(self, shm: SharedMemory) -> None:
         self.shm = shm
         buf = _shm.buffer(shm)
-        if len(buf) < 4096 or bytes(buf[:8]) != MAGIC:
+        # A size that is not whole int64 words would make the cast below raise TypeError.
+        if len(buf) < 4096 or len(buf) % 8 or bytes(buf[:8]) != MAGIC:
             raise RingCorrupt(f"segment {shm.name!r} is not a logcap ring")
         self._words = buf.cast("q")
         if self._words[_W_VERSION] != VERSION:
@@ -75,7 +76,8 @@ class Ring:
         self.consumers = self._words[_W_CONSUMERS]
         self._slots_at = _header_size(self.consumers)
         if (
-            self.slot_count <= 0
+            self.consumers < 1
+            or self.slot_count <= 0
             or self.slot_count & (self.slot_count - 1)
             or self.slot_size % 64
             or self.slot_size <= SLOT_HEADER

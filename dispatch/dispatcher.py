@@ -140,7 +140,9 @@ class Dispatcher:
         path_bytes = bytes(view[HEADER_SIZE:path_end])
         labelled = source.labels_by_path.get(path_bytes)
         if labelled is None:
-            path = path_bytes.decode("utf-8", "surrogateescape")
+            # JSON and msgpack hold valid UTF-8 only: a file name that is not UTF-8 (an
+            # old Latin-1 name) is shown and checkpointed with U+FFFD for its bad bytes.
+            path = path_bytes.decode("utf-8", "replace")
             labelled = (path, {"host": source.host, "path": path})
             source.labels_by_path[path_bytes] = labelled
         path, labels = labelled
@@ -150,7 +152,9 @@ class Dispatcher:
         lines.pop()  # a block always ends with b"\n"
         truncated = self._limit_line_length(lines, text, len(data), source.max_line_bytes)
         if header.flags & FLAG_TRUNCATED:
-            truncated += 1
+            # one line the collector already cut (and counted here once), perhaps cut again
+            # above only to drop a character its byte cut had split
+            truncated = 1
         if truncated:
             source.counters.add(Counter.LINES_TRUNCATED, truncated)
         source.counters.add(Counter.EVENTS_OUT, len(lines))

@@ -36,8 +36,9 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 class Agent:
     """A running ``logcap run`` process tree, stopped and reaped at teardown."""
 
-    def __init__(self, config: Path, address: str, cwd: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, address: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.address = address
         self.log = (cwd or config.parent) / f"agent-{time.monotonic_ns()}.log"
@@ -46,7 +47,10 @@ class Agent:
         if config.name != "<embedded>":
             args += ["--config", str(config)]
         self.process = subprocess.Popen(
-            args, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=cwd,
+            args,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
         )
 
@@ -79,13 +83,15 @@ class Agent:
                 return self.get("/ready")[0] == 200
             except OSError:
                 return False
+
         wait_for(ready, timeout, "the agent to be ready")
 
     def children(self) -> dict[str, int]:
         """Role/name → pid of the current child processes."""
         out = {}
-        for pid in Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children") \
-                .read_text().split():
+        for pid in (
+            Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        ):
             try:
                 args = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
             except OSError:

@@ -28,7 +28,9 @@ def _line(file_index: int, number: int) -> bytes:
 
 
 def _config(tmp_path: Path, address: str, extra: str = "") -> Path:
-    return write_config(tmp_path, f"""
+    return write_config(
+        tmp_path,
+        f"""
 data_dir: ./data
 sources:
   app: {{type: file, include: ["./logs/**/*.log"]}}
@@ -36,7 +38,9 @@ sinks:
   archive: {{type: file, path: "./out/{{source}}.ndjson"}}
   devnull: {{type: blackhole}}
 dispatcher: {{batch_timeout: 50ms, checkpoint_interval: 200ms}}
-{extra}""", address)
+{extra}""",
+        address,
+    )
 
 
 class _Entry(msgspec.Struct):
@@ -86,8 +90,11 @@ def test_appended_lines_arrive_exactly_once_in_order_and_a_rerun_adds_nothing(
     agent.wait_ready()
     per_file, total = 100_000, 1_000_000
     _append_rounds(files, per_file, 5_000)
-    wait_for(lambda: agent.metric("logcap_component_sent_events_total",
-                                  component="archive") >= total, 180, "1,000,000 entries")
+    wait_for(
+        lambda: agent.metric("logcap_component_sent_events_total", component="archive") >= total,
+        180,
+        "1,000,000 entries",
+    )
     began = time.monotonic()
     assert agent.stop(signal.SIGTERM) == 0
     assert time.monotonic() - began < 10, "SIGTERM must drain and exit within 10 s"
@@ -101,8 +108,11 @@ def test_appended_lines_arrive_exactly_once_in_order_and_a_rerun_adds_nothing(
     size = output.stat().st_size
     again = start_agent(config, address)
     again.wait_ready()
-    wait_for(lambda: again.metric("logcap_source_files_watched", component="app") == 10,
-             30, "the second run to open all files")
+    wait_for(
+        lambda: again.metric("logcap_source_files_watched", component="app") == 10,
+        30,
+        "the second run to open all files",
+    )
     time.sleep(1.0)  # several poll intervals: time enough to (wrongly) re-read anything
     assert again.stop() == 0
     assert output.stat().st_size == size, "a second run over the same files added entries"
@@ -112,16 +122,16 @@ def test_killed_children_are_restarted_and_no_line_is_lost(tmp_path: Path, start
     address = f"127.0.0.1:{free_port()}"
     (tmp_path / "logs").mkdir()
     files = [tmp_path / "logs" / f"f{i}.log" for i in range(3)]
-    agent = start_agent(_config(tmp_path, address,
-                                "supervisor: {restart_backoff: 100ms}"), address)
+    agent = start_agent(_config(tmp_path, address, "supervisor: {restart_backoff: 100ms}"), address)
     agent.wait_ready()
     per_file = 30_000
     _append_rounds(files, per_file // 3, 2_000)
     for victim in ("dispatcher:dispatcher", "sink:archive", "collector:app"):
         pid = agent.children()[victim]
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda v=victim, p=pid: agent.children().get(v, p) != p, 30,
-                 f"{victim} to be restarted")
+        wait_for(
+            lambda v=victim, p=pid: agent.children().get(v, p) != p, 30, f"{victim} to be restarted"
+        )
     wait_for(lambda: agent.metric("logcap_child_restarts_total") >= 3, 30, "restart metric")
     agent.wait_ready()
     # more input after the restarts, then everything must be there at least once
@@ -172,8 +182,11 @@ def test_metrics_health_and_ready_report_every_component(tmp_path: Path, start_a
     (tmp_path / "logs" / "a.log").write_bytes(b"one\ntwo\n")
     agent = start_agent(_config(tmp_path, address), address)
     agent.wait_ready()
-    wait_for(lambda: agent.metric("logcap_component_sent_events_total",
-                                  component="devnull") == 2, 30, "two entries")
+    wait_for(
+        lambda: agent.metric("logcap_component_sent_events_total", component="devnull") == 2,
+        30,
+        "two entries",
+    )
     status, health = agent.json("/health")
     assert status == 200 and health["status"] == "ok"
     status, ready = agent.json("/ready")
@@ -198,8 +211,12 @@ def test_embedded_default_config_runs_with_no_config_file(tmp_path: Path, start_
     logs = tmp_path / "input"
     (logs / "sub").mkdir(parents=True)
     (logs / "sub" / "x.log").write_bytes(b"hello default\n")
-    agent = start_agent(Path("<embedded>"), address, cwd=tmp_path,
-                        env={"LOGCAP_INPUT": str(logs), "LOGCAP_API_ADDRESS": address})
+    agent = start_agent(
+        Path("<embedded>"),
+        address,
+        cwd=tmp_path,
+        env={"LOGCAP_INPUT": str(logs), "LOGCAP_API_ADDRESS": address},
+    )
     agent.wait_ready()
     out = tmp_path / "logcap-out"
     wait_for(lambda: any(out.glob("local-*.ndjson")), 30, "the default sink's output")
@@ -216,8 +233,11 @@ def test_stop_signals_drain_what_was_read(tmp_path: Path, start_agent, sig: int)
     (tmp_path / "logs" / "a.log").write_bytes(b"".join(_line(0, n) for n in range(50_000)))
     agent = start_agent(_config(tmp_path, address), address)
     agent.wait_ready()
-    wait_for(lambda: agent.metric("logcap_component_received_bytes_total", component="app")
-             > 0, 30, "reading to begin")
+    wait_for(
+        lambda: agent.metric("logcap_component_received_bytes_total", component="app") > 0,
+        30,
+        "reading to begin",
+    )
     assert agent.stop(sig) == 0
     read = len(_read_output(tmp_path / "out" / "app.ndjson")[str(tmp_path / "logs" / "a.log")])
     assert read > 0
@@ -225,8 +245,14 @@ def test_stop_signals_drain_what_was_read(tmp_path: Path, start_agent, sig: int)
     again_address = f"127.0.0.1:{free_port()}"
     again = start_agent(_config(tmp_path, again_address), again_address)
     again.wait_ready()
-    wait_for(lambda: len(_read_output(tmp_path / "out" / "app.ndjson")
-                         [str(tmp_path / "logs" / "a.log")]) >= 50_000, 60, "the rest")
+    wait_for(
+        lambda: (
+            len(_read_output(tmp_path / "out" / "app.ndjson")[str(tmp_path / "logs" / "a.log")])
+            >= 50_000
+        ),
+        60,
+        "the rest",
+    )
     assert again.stop() == 0
     lines = _read_output(tmp_path / "out" / "app.ndjson")[str(tmp_path / "logs" / "a.log")]
     assert lines == [_line(0, n)[:-1].decode() for n in range(50_000)]

@@ -44,7 +44,8 @@ class FileCollector:
         self._next_scan = 0.0
 
     def _start_position(self, tailer: FileTailer, initial: bool) -> int:
-        saved = self.checkpoints.get(tailer.path)
+        # the dispatcher records non-UTF-8 names with U+FFFD (see Dispatcher._take)
+        saved = self.checkpoints.get(os.fsencode(tailer.path).decode("utf-8", "replace"))
         size = tailer.size()
         if saved is not None and (saved.dev, saved.ino) == (tailer.dev, tailer.ino):
             return int(saved.offset) if saved.offset <= size else 0

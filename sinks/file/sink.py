@@ -8,6 +8,7 @@ restart continues them) and rotated by size: the current file is renamed to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -74,7 +75,14 @@ class FileSink:
             limit = self.config.max_file_bytes
             if limit is not None and handle.size and handle.size + len(data) > limit:
                 handle = self._rotate(path, handle)
-            write_all(handle.fd, data)
+            try:
+                write_all(handle.fd, data)
+            except OSError:
+                # a short write before the error (disk full) left part of an entry at the
+                # end: cut it off, or the retried batch would be appended to a torn line
+                with contextlib.suppress(OSError):
+                    os.ftruncate(handle.fd, handle.size)
+                raise
         except OSError as exc:
             self._forget(path)  # reopen next time: the file may have been moved or removed
             raise classify(exc, f"writing {path}") from exc

@@ -70,9 +70,9 @@ class Agent:
         _, body = self.get("/metrics")
         total = 0.0
         for line in body.decode().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                    total += float(line.rsplit(" ", 1)[1])
+            named = line.startswith(name + "{") or line.startswith(name + " ")
+            if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
         return total
 
     def wait_ready(self, timeout: float = 30) -> None:

@@ -28,6 +28,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, lis
     yield directory / "logs", paths
 
 
+@pytest.fixture(scope="session")
+def single_input(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[Path]]]:
+    """The same LINES lines in one file: what logcap and the peers are compared on."""
+    directory = tmp_path_factory.mktemp("bench-single")
+    paths = write_inputs(directory / "logs", 1, LINES)
+    yield directory / "logs", paths
+
+
 def record(result: RunResult) -> None:
     """Keep a result for the comparison table."""
     RESULTS[result.name] = result
@@ -42,7 +50,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for result in RESULTS.values():
         write("  " + result.row())
     peers = [r for n, r in RESULTS.items() if n in ("rsyslog file->file", "syslog-ng file->file")]
-    ours = RESULTS.get("logcap file->file")
+    ours = RESULTS.get("logcap file->file (1 file)")
     if ours and peers:
         best = max(peers, key=lambda r: r.lines_per_second)
         write(

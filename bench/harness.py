@@ -193,10 +193,12 @@ def run_logcap(
     """Launch ``logcap run``, wait until ``sink`` has sent ``lines`` entries (read from the
     agent's own /metrics, so no output file is re-read inside the timed region), stop it
     gracefully, and return the figures. The caller verifies the output afterwards."""
+    log_path = config.parent / "logcap.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "logcap", "run", "--config", str(config)],
-        stderr=subprocess.PIPE,
+        stderr=log_file,
     )
     first_output = None
 
@@ -218,15 +220,16 @@ def run_logcap(
             wait_until(done, timeout, f"{name}: {lines} entries out of {sink}")
             seconds = time.perf_counter() - started
             if process.poll() is not None:
-                raise RuntimeError(f"logcap exited early: {process.stderr.read().decode()}")
+                raise RuntimeError(f"logcap exited early: {log_path.read_text()[-2000:]}")
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
         if code != 0:
-            raise RuntimeError(f"logcap exited {code}: {process.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"logcap exited {code}: {log_path.read_text()[-2000:]}")
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+        log_file.close()
     startup = (first_output - started) if first_output is not None else 0.0
     return RunResult(
         name,

@@ -1,5 +1,5 @@
-"""File → blackhole and file → file through the whole process tree, against rsyslog and
-syslog-ng on the same input in the same run.
+"""File → blackhole and file → file through the whole process tree, and the same single
+input file through rsyslog (imfile → omfile) and syslog-ng (file → file) in the same run.
 
     10 files ─▶ collector ─ring─▶ dispatcher (encode once) ─batch ring─▶ sink ─▶ out
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench import peers
-from bench.conftest import FILES, LINES, record
+from bench.conftest import LINES, record
 from bench.harness import LINE_BYTES, RunResult, run_logcap
 
 API = "127.0.0.1:19611"
@@ -98,16 +98,29 @@ def test_file_to_file(benchmark, inputs, tmp_path: Path) -> None:
     verify_file_output(work / "out" / "app.ndjson", paths)
 
 
-def _peer(benchmark, name: str, runner, inputs, tmp_path: Path) -> None:
-    logs, paths = inputs
-    # one input file for the peers too would be unfair to them; they read the same 10
-    # files through one config each
+def test_single_file_to_file(benchmark, single_input, tmp_path: Path) -> None:
+    """The case compared with the peers: the very same single input file."""
+    logs, paths = single_input
+    work = tmp_path / "w"
+    _run(
+        benchmark,
+        "logcap file->file (1 file)",
+        work,
+        logs,
+        f'  archive: {{type: file, path: "{work}/out/{{source}}.ndjson"}}',
+        "archive",
+    )
+    verify_file_output(work / "out" / "app.ndjson", paths)
+
+
+def _peer(benchmark, name: str, runner, single_input, tmp_path: Path) -> None:
+    _, (path,) = single_input
     results = []
 
     def once() -> None:
         work = tmp_path / "w"
         _fresh(work)
-        results.append(runner(paths, work, LINES))
+        results.append(runner(path, work, LINES))
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     r = results[-1]
@@ -129,16 +142,13 @@ def _peer(benchmark, name: str, runner, inputs, tmp_path: Path) -> None:
 @pytest.mark.skipif(
     not peers.rsyslog_available(), reason="rsyslog not installed (scripts/install_peers.sh)"
 )
-def test_rsyslog_file_to_file(benchmark, inputs, tmp_path: Path) -> None:
-    _peer(benchmark, "rsyslog file->file", peers.run_rsyslog, inputs, tmp_path)
+def test_rsyslog_file_to_file(benchmark, single_input, tmp_path: Path) -> None:
+    _peer(benchmark, "rsyslog file->file", peers.run_rsyslog, single_input, tmp_path)
 
 
 @pytest.mark.bench_peer
 @pytest.mark.skipif(
     not peers.syslog_ng_available(), reason="syslog-ng not unpacked (scripts/install_peers.sh)"
 )
-def test_syslog_ng_file_to_file(benchmark, inputs, tmp_path: Path) -> None:
-    _peer(benchmark, "syslog-ng file->file", peers.run_syslog_ng, inputs, tmp_path)
-
-
-assert FILES == 10
+def test_syslog_ng_file_to_file(benchmark, single_input, tmp_path: Path) -> None:
+    _peer(benchmark, "syslog-ng file->file", peers.run_syslog_ng, single_input, tmp_path)

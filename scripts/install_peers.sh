@@ -174,9 +174,9 @@ install_syslog_ng() {
     # Every ELF we ship must resolve all its libraries; otherwise say which are missing.
     local ldpath missing
     ldpath=$(sed -n "s/^LD_LIBRARY_PATH='\([^']*\)'.*/\1/p" "$SNG_WRAPPER")
-    missing=$(find "$SNG_ROOT/usr/sbin/syslog-ng" "$SNG_ROOT/usr/lib/syslog-ng" -name '*.so' \
-                -o -name syslog-ng -type f |
-              xargs -r env LD_LIBRARY_PATH="$ldpath" ldd 2>/dev/null |
+    missing=$(find "$SNG_ROOT/usr/sbin/syslog-ng" "$SNG_ROOT/usr/lib/syslog-ng" -type f \
+                \( -name '*.so' -o -name syslog-ng \) \
+                -exec env LD_LIBRARY_PATH="$ldpath" ldd {} + 2>/dev/null |
               awk '/not found/ {print $1}' | sort -u | tr '\n' ' ')
     [[ -z $missing ]] || die "syslog-ng libraries still missing: $missing"
     syslog_ng_works || die "$SNG_WRAPPER --version failed"

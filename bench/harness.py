@@ -7,11 +7,12 @@ Topology measured by the file benchmarks::
 
 Time runs from launching ``logcap run`` to the moment the last line is out (start-up
 included, as for the peers), CPU is utime+stime summed over every logcap process, and
-peak RSS is the highest *sum* of the processes' RSS seen by a 20 ms sampler.
+peak RSS is the highest *sum* of the processes' RSS seen by a 50 ms sampler.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,6 +52,30 @@ def write_inputs(directory: Path, files: int, lines: int) -> list[Path]:
     return paths
 
 
+def level_the_field(inputs: list[Path]) -> None:
+    """Give every measured run the same start: earlier runs' dirty pages written back,
+    clean page cache dropped (when root) so no run pays to reclaim another's output,
+    and the input read back into the cache, as it would be for a file just written."""
+    os.sync()
+    with contextlib.suppress(OSError):  # not root: runs share whatever cache state they find
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    # the interpreter and logcap's modules come back into the cache as on any running host
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import logcap.cli, logcap.supervisor, logcap.api, "
+            "logcap.worker, logcap.capture.process, logcap.dispatch.process, "
+            "logcap.sinks.process",
+        ],
+        check=True,
+    )
+    for path in inputs:
+        with open(path, "rb") as f:
+            while f.read(1 << 22):
+                pass
+
+
 def _descendants(pid: int) -> list[int]:
     out = [pid]
     try:
@@ -82,7 +107,7 @@ class TreeSample:
 class TreeMonitor:
     """Samples a process tree every ``interval`` seconds from a thread."""
 
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
         self.pid = pid
         self.interval = interval
         self.peak_rss = 0
@@ -162,13 +187,15 @@ class RunResult:
         )
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` every 10 ms; raise with ``what`` after ``timeout`` seconds."""
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.01
+) -> None:
+    """Poll ``condition`` every ``interval``; raise with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(interval)
 
 
 def metric(address: str, name: str, component: str) -> float:
@@ -189,10 +216,16 @@ def run_logcap(
     lines: int,
     input_bytes: int,
     timeout: float = 300,
+    output: Path | None = None,
+    output_bytes: int = 0,
 ) -> RunResult:
-    """Launch ``logcap run``, wait until ``sink`` has sent ``lines`` entries (read from the
-    agent's own /metrics, so no output file is re-read inside the timed region), stop it
-    gracefully, and return the figures. The caller verifies the output afterwards."""
+    """Launch ``logcap run``, wait until ``sink`` has delivered ``lines`` entries, stop it
+    gracefully, and return the figures; the caller verifies the output afterwards.
+
+    Completion is seen without disturbing the run: for a file sink by the output's exact
+    expected size (a ``stat``), otherwise by the agent's own /metrics every 50 ms.
+    Call :func:`level_the_field` before it.
+    """
     log_path = config.parent / "logcap.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
     started = time.perf_counter()
@@ -200,9 +233,15 @@ def run_logcap(
         [sys.executable, "-m", "logcap", "run", "--config", str(config)],
         stderr=log_file,
     )
-    first_output = None
+    first_output: float | None = None
 
-    def sent() -> float:
+    def delivered() -> float:
+        if output is not None:
+            try:
+                size = os.path.getsize(output)
+            except FileNotFoundError:
+                return 0.0
+            return lines if size >= output_bytes else size / max(1, output_bytes) * lines
         try:
             return metric(api_address, "logcap_component_sent_events_total", sink)
         except OSError:
@@ -210,14 +249,19 @@ def run_logcap(
 
     def done() -> bool:
         nonlocal first_output
-        count = sent()
+        count = delivered()
         if count and first_output is None:
             first_output = time.perf_counter()
         return count >= lines or process.poll() is not None
 
     try:
         with TreeMonitor(process.pid) as monitor:
-            wait_until(done, timeout, f"{name}: {lines} entries out of {sink}")
+            wait_until(
+                done,
+                timeout,
+                f"{name}: {lines} entries out of {sink}",
+                interval=0.005 if output is not None else 0.05,
+            )
             seconds = time.perf_counter() - started
             if process.poll() is not None:
                 raise RuntimeError(f"logcap exited early: {log_path.read_text()[-2000:]}")
@@ -264,3 +308,18 @@ def file_has_lines(path: Path, expected: int, bytes_per_line: int) -> Callable[[
         return count_lines(path) >= expected
 
     return done
+
+
+def expected_file_output_bytes(paths: list[Path], source: str) -> int:
+    """Exact size of the file sink's output for ``paths`` (messages need no escaping)."""
+    import socket
+
+    from logcap.dispatch.encode import entry_prefix
+
+    total = 0
+    for path in paths:
+        data = path.read_bytes()
+        lines = data.count(b"\n")
+        prefix = entry_prefix(source, {"host": socket.gethostname(), "path": str(path)}, 0)
+        total += len(data) - lines + lines * (len(prefix) + 2 + 2)  # quotes, "}" and \n
+    return total

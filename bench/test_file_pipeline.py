@@ -17,7 +17,13 @@ import pytest
 
 from bench import peers
 from bench.conftest import LINES, record
-from bench.harness import LINE_BYTES, RunResult, run_logcap
+from bench.harness import (
+    LINE_BYTES,
+    RunResult,
+    expected_file_output_bytes,
+    level_the_field,
+    run_logcap,
+)
 
 API = "127.0.0.1:19611"
 
@@ -52,13 +58,35 @@ def verify_file_output(output: Path, inputs: list[Path]) -> None:
         assert seen[path] == lines, f"{path}: output differs from input"
 
 
-def _run(benchmark, name: str, workdir: Path, logs: Path, sink_yaml: str, sink: str) -> RunResult:
+def _run(
+    benchmark,
+    name: str,
+    workdir: Path,
+    logs: Path,
+    sink_yaml: str,
+    sink: str,
+    output: Path | None = None,
+    inputs: list[Path] | None = None,
+) -> RunResult:
     results: list[RunResult] = []
+    output_bytes = expected_file_output_bytes(inputs, "app") if inputs else 0
 
     def once() -> None:
         _fresh(workdir)
         config = _config(workdir, logs, sink_yaml)
-        results.append(run_logcap(name, config, API, sink, LINES, LINES * LINE_BYTES))
+        level_the_field(sorted(logs.glob("*.log")))
+        results.append(
+            run_logcap(
+                name,
+                config,
+                API,
+                sink,
+                LINES,
+                LINES * LINE_BYTES,
+                output=output,
+                output_bytes=output_bytes,
+            )
+        )
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     result = results[-1]
@@ -96,6 +124,7 @@ def test_file_to_file(benchmark, inputs, tmp_path: Path) -> None:
         "archive",
     )
     verify_file_output(work / "out" / "app.ndjson", paths)
+    shutil.rmtree(work, ignore_errors=True)  # its page cache must not burden the next run
 
 
 def test_single_file_to_file(benchmark, single_input, tmp_path: Path) -> None:
@@ -120,9 +149,11 @@ def _peer(benchmark, name: str, runner, single_input, tmp_path: Path) -> None:
     def once() -> None:
         work = tmp_path / "w"
         _fresh(work)
+        level_the_field([path])
         results.append(runner(path, work, LINES))
 
     benchmark.pedantic(once, rounds=1, iterations=1)
+    shutil.rmtree(tmp_path / "w", ignore_errors=True)  # its page cache must not burden the next run
     r = results[-1]
     record(
         RunResult(

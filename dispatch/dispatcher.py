@@ -80,6 +80,7 @@ class Dispatcher:
         checkpoints: CheckpointStore,
         wait: WaitStrategy,
         clock: Callable[[], float] = time.monotonic,
+        frontier: Callable[[], int] | None = None,
     ) -> None:
         self.config = config
         self.inputs = inputs
@@ -94,7 +95,13 @@ class Dispatcher:
         }
         self.dirty = False
         self.last_checkpoint = clock()
-        self.unacked: deque[tuple[int, list[Progress]]] = deque()
+        # (batch sequence, positions it completes, wall-clock ns it was published)
+        self.unacked: deque[tuple[int, list[Progress], int]] = deque()
+        # highest batch sequence every sink has delivered or the DLQ holds; by default
+        # the slowest cursor (no retry process)
+        self.frontier = frontier or output.ring.min_consumer_cursor
+        self.read_positions: dict[FileKey, int] = {}
+        self._next_lag_report = 0.0
         self._recover_in_flight()
 
     # -- recovery ------------------------------------------------------------------
@@ -103,7 +110,8 @@ class Dispatcher:
         ring = self.output.ring
         for seq in range(ring.min_consumer_cursor() + 1, ring.published + 1):
             view = ring.payload(seq)[: ring.slot_length(seq)]
-            self.unacked.append((seq, list(Batch.from_slot(view).meta.progress)))
+            meta = Batch.from_slot(view).meta
+            self.unacked.append((seq, list(meta.progress), meta.created_ns))
 
     # -- the loop ------------------------------------------------------------------
     def step(self) -> bool:
@@ -146,6 +154,7 @@ class Dispatcher:
             labelled = (path, {"host": source.host, "path": path})
             source.labels_by_path[path_bytes] = labelled
         path, labels = labelled
+        self.read_positions[(source.name, path)] = header.end
         data = view[path_end : path_end + header.data_len]
         text = str(data, "utf-8", "replace")
         lines = text.split("\n")
@@ -221,7 +230,7 @@ class Dispatcher:
         length = write_batch(self.output.payload(seq), meta, pieces)
         self.output.commit(seq, length)
         self.output.publish(seq)
-        self.unacked.append((seq, meta.progress))
+        self.unacked.append((seq, meta.progress, meta.created_ns))
         self.counters.add(Counter.EVENTS_OUT, pending.count)
         self.counters.add(Counter.BYTES_OUT, length)
         self.counters.add(Counter.BATCHES)
@@ -263,9 +272,9 @@ class Dispatcher:
 
     # -- acknowledgements and checkpoints -------------------------------------------
     def _acknowledge(self) -> None:
-        delivered = self.output.ring.min_consumer_cursor()
+        delivered = self.frontier()
         while self.unacked and self.unacked[0][0] <= delivered:
-            _, progress = self.unacked.popleft()
+            _, progress, _ = self.unacked.popleft()
             for p in progress:
                 self.committed[(p.source, p.path)] = FilePosition(
                     p.source, p.path, p.dev, p.ino, p.offset
@@ -273,6 +282,20 @@ class Dispatcher:
             self.dirty = True
         if self.dirty and self.clock() - self.last_checkpoint >= self.config.checkpoint_interval:
             self.save_checkpoint()
+        if self.clock() >= self._next_lag_report:
+            self._report_lag()
+
+    def _report_lag(self) -> None:
+        """How far the checkpoint trails what was read, in bytes and in time."""
+        behind = 0
+        for key, read in self.read_positions.items():
+            saved = self.committed.get(key)
+            behind += read - saved.offset if saved is not None else read
+        self.counters.set(Counter.CHECKPOINT_LAG_BYTES, max(0, behind))
+        oldest = self.unacked[0][2] if self.unacked else None
+        lag_ms = (time.time_ns() - oldest) // 1_000_000 if oldest is not None else 0
+        self.counters.set(Counter.CHECKPOINT_LAG_MS, max(0, lag_ms))
+        self._next_lag_report = self.clock() + 0.5
 
     def save_checkpoint(self) -> None:
         """Write every acknowledged position now."""

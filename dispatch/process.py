@@ -8,6 +8,7 @@ import socket
 from logcap.child import ChildContext
 from logcap.dispatch.checkpoint import CheckpointStore
 from logcap.dispatch.dispatcher import Dispatcher, SourceInput
+from logcap.metrics import Counter
 from logcap.plan import DISPATCHER
 
 log = logging.getLogger(__name__)

@@ -1,1 +1,1 @@
-"""The dead letter queue writer; see issue 3. Not part of the walking skeleton."""
+"""The dead letter queue: checksummed segment files of batches that could not be delivered."""

@@ -10,7 +10,7 @@ import sys
 import threading
 
 from logcap.metrics import CounterBlock, CounterTable
-from logcap.plan import DISPATCHER, RunPlan
+from logcap.plan import DISPATCHER, RETRY, RunPlan
 from logcap.ringbuf import Consumer, Doorbell, Producer, Ring
 from logcap.runstate import RunState
 
@@ -50,6 +50,26 @@ class ChildContext:
         ring = Ring.attach(self.plan.batch_ring)
         index = self.plan.sinks.index(sink)
         return Consumer(ring, index, wake_producer=self.bells[DISPATCHER], wait=self.bell)
+
+    def failure_producer(self, sink: str) -> Producer:
+        """A sink's side of its failure ring (sink → retry)."""
+        ring = Ring.attach(self.plan.failure_rings[sink])
+        return Producer(ring, wake=[self.bells[RETRY]], wait=self.bell)
+
+    def failure_consumer(self, sink: str) -> Consumer:
+        """The retry process's side of a sink's failure ring."""
+        ring = Ring.attach(self.plan.failure_rings[sink])
+        return Consumer(ring, 0, wake_producer=self.bells[sink], wait=self.bell)
+
+    def redelivery_producer(self, sink: str) -> Producer:
+        """The retry process's side of a sink's redelivery ring."""
+        ring = Ring.attach(self.plan.redelivery_rings[sink])
+        return Producer(ring, wake=[self.bells[sink]], wait=self.bell)
+
+    def redelivery_consumer(self, sink: str) -> Consumer:
+        """A sink's side of its redelivery ring (retry → sink)."""
+        ring = Ring.attach(self.plan.redelivery_rings[sink])
+        return Consumer(ring, 0, wake_producer=self.bells[RETRY], wait=self.bell)
 
 
 def become_child(supervisor_pid: int, graceful_sigterm: bool) -> threading.Event:

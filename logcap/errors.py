@@ -8,6 +8,7 @@
     │   ├── BufferFull           try_claim found no free slot (back-pressure, not a fault)
     │   └── RingCorrupt          a shared-memory layout check failed
     ├── CheckpointCorrupt        a checkpoint file failed its checksum or parse
+    ├── DlqFull                  the dead letter queue is at max_bytes (when_full: block)
     └── DeliveryError            a sink could not deliver a batch
         ├── Retryable            worth trying again later (timeouts, 5xx, disk full)
         └── Permanent            will never succeed as is (4xx, oversize, encoding)
@@ -47,8 +48,29 @@ class CheckpointCorrupt(LogcapError):
     """A checkpoint file is truncated, unparsable or fails its checksum."""
 
 
+class DlqFull(LogcapError):
+    """The dead letter queue reached ``dlq.max_bytes`` and ``when_full`` is ``block``."""
+
+
+#: Why a delivery failed, as a metric label: a fixed set, so label cardinality stays bounded.
+REASON_CODES = (
+    "other",
+    "disk_full",
+    "io",
+    "timeout",
+    "connection",
+    "rate_limited",
+    "server_error",
+    "rejected",
+)
+
+
 class DeliveryError(LogcapError):
-    """A sink failed to deliver a batch."""
+    """A sink failed to deliver a batch; ``code`` is one of :data:`REASON_CODES`."""
+
+    def __init__(self, message: str, code: str = "other") -> None:
+        super().__init__(message)
+        self.code = code if code in REASON_CODES else "other"
 
 
 class Retryable(DeliveryError):
@@ -64,8 +86,10 @@ __all__ = [
     "CheckpointCorrupt",
     "ConfigError",
     "DeliveryError",
+    "DlqFull",
     "LogcapError",
     "Permanent",
+    "REASON_CODES",
     "Retryable",
     "RingCorrupt",
     "RingError",

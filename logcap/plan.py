@@ -12,6 +12,7 @@ from logcap.config import Config
 from logcap.config._units import dec_hook, enc_hook
 
 DISPATCHER = "dispatcher"
+RETRY = "retry"
 
 
 class RunPlan(msgspec.Struct, kw_only=True):
@@ -24,22 +25,20 @@ class RunPlan(msgspec.Struct, kw_only=True):
     sinks: list[str]
     collector_rings: dict[str, str]
     batch_ring: str
+    failure_rings: dict[str, str]  # per sink: sink -> retry
+    redelivery_rings: dict[str, str]  # per sink: retry -> sink
     counters: str
     runstate: str
     doorbells: dict[str, int]
 
     def counter_index(self, component: str) -> int:
-        """Block index in the counter table: sources, then the dispatcher, then sinks."""
-        if component == DISPATCHER:
-            return len(self.sources)
-        if component in self.sources:
-            return self.sources.index(component)
-        return len(self.sources) + 1 + self.sinks.index(component)
+        """Block index in the counter table: sources, dispatcher, sinks, then retry."""
+        return self.components.index(component)
 
     @property
     def components(self) -> list[str]:
         """Every component in counter-table order."""
-        return [*self.sources, DISPATCHER, *self.sinks]
+        return [*self.sources, DISPATCHER, *self.sinks, RETRY]
 
     def encode(self) -> bytes:
         """Bytes for a child's stdin."""

@@ -1,8 +1,10 @@
 """``logcap run``: build the shared segments, run the children, restart them, drain.
 
-Processes: one collector per source, one dispatcher, one process per sink. A child that
-exits unexpectedly is restarted after a delay that doubles per consecutive crash
-(``supervisor.restart_backoff`` … ``restart_backoff_max``). Children die with the
+Processes: one collector per source, one dispatcher, one process per sink, one retry
+process. A child that exits unexpectedly is restarted after a delay that doubles per
+consecutive crash (``supervisor.restart_backoff`` … ``restart_backoff_max``), except the
+retry process: the batches in its heap die with it, so the whole pipeline is restarted
+from the checkpoint, which never moved past them. Children die with the
 supervisor (PR_SET_PDEATHSIG), and the next run sweeps the segments a killed one left.
 
 Graceful stop (SIGTERM / SIGINT), bounded by ``supervisor.shutdown_timeout``:
@@ -27,13 +29,14 @@ from pathlib import Path
 
 from logcap.config import Config, component_type
 from logcap.dispatch.batch import meta_size_bound
-from logcap.metrics import CounterTable
-from logcap.plan import DISPATCHER, RunPlan
+from logcap.metrics import NOTHING, Counter, CounterTable
+from logcap.plan import DISPATCHER, RETRY, RunPlan
 from logcap.ringbuf import Doorbell, Ring, run_prefix, sweep_stale, unlink
 from logcap.runstate import RunState
 
 log = logging.getLogger(__name__)
 STABLE_AFTER = 60.0  # a child that ran this long is no longer "crash looping"
+EXCHANGE_SLOTS = 4  # failure/redelivery ring slots per sink: the retry process drains them fast
 
 
 @dataclass
@@ -67,12 +70,14 @@ class Supervisor:
             [Child("collector", n, component_type(s)) for n, s in config.sources.items()]
             + [Child("dispatcher", DISPATCHER, DISPATCHER)]
             + [Child("sink", n, component_type(s)) for n, s in config.sinks.items()]
+            + [Child("retry", RETRY, RETRY)]
         )
         self.stop_requested = False
         self.started = time.monotonic()
         self.segments: list[str] = []
         self.rings: dict[str, Ring] = {}
         self.bells: dict[str, Doorbell] = {}
+        self.pipeline_restarts = 0
 
     # -- setup -----------------------------------------------------------------------
     def create_segments(self) -> RunPlan:
@@ -97,11 +102,21 @@ class Supervisor:
             batch_name, cfg.buffer.batch_slots, batch_slot, len(sinks)
         )
         self.segments.append(batch_name)
+        # a failure record carries a whole batch plus its reason
+        exchange_slot = batch_slot + 4096 + 64
+        failure_rings: dict[str, str] = {}
+        redelivery_rings: dict[str, str] = {}
+        for i, sink in enumerate(sinks):
+            for kind, names in (("fail", failure_rings), ("redo", redelivery_rings)):
+                name = f"{self.prefix}{kind}-{i}"
+                self.rings[f"{sink}:{kind}"] = Ring.create(name, EXCHANGE_SLOTS, exchange_slot, 1)
+                names[sink] = name
+                self.segments.append(name)
         counters_name, state_name = f"{self.prefix}counters", f"{self.prefix}state"
-        self.table = CounterTable.create(counters_name, len(sources) + 1 + len(sinks))
+        self.table = CounterTable.create(counters_name, len(sources) + len(sinks) + 2)
         self.state = RunState.create(state_name)
         self.segments += [counters_name, state_name]
-        for component in [*sources, DISPATCHER, *sinks]:
+        for component in [*sources, DISPATCHER, *sinks, RETRY]:
             self.bells[component] = Doorbell()
         self.plan = RunPlan(
             run_prefix=self.prefix,
@@ -111,10 +126,14 @@ class Supervisor:
             sinks=sinks,
             collector_rings=collector_rings,
             batch_ring=batch_name,
+            failure_rings=failure_rings,
+            redelivery_rings=redelivery_rings,
             counters=counters_name,
             runstate=state_name,
             doorbells={name: bell.fd for name, bell in self.bells.items()},
         )
+        for sink in sinks:  # the retry process holds nothing yet
+            self.table.block(self.plan.counter_index(sink)).set(Counter.OWNED_LOW, NOTHING)
         return self.plan
 
     # -- children ----------------------------------------------------------------------
@@ -143,6 +162,15 @@ class Supervisor:
             if draining and code == 0:
                 child.finished = True
                 return
+            if child.role == "retry" and not draining:
+                # its heap is gone, and with it batches no sink delivered: start the
+                # whole pipeline again from the checkpoint (duplicates, never a loss)
+                log.error(
+                    "retry process exited with %s; restarting the pipeline from the checkpoint",
+                    code,
+                )
+                self.restart_pipeline()
+                return
             if now - child.started >= STABLE_AFTER:
                 child.crashes_in_a_row = 0
             child.crashes_in_a_row += 1
@@ -159,6 +187,19 @@ class Supervisor:
                 child.finished = True  # nothing more to read during a drain
                 return
             child.restarts += 1
+            self.spawn(child)
+
+    def restart_pipeline(self) -> None:
+        """Kill every child, recreate the segments, start again from the checkpoint."""
+        self.kill_all()
+        self.release_segments()
+        self.segments, self.rings, self.bells = [], {}, {}
+        self.pipeline_restarts += 1
+        time.sleep(self.config.supervisor.restart_backoff)
+        self.create_segments()
+        for child in self.children:
+            child.restarts += 1
+            child.crashes_in_a_row = 0
             self.spawn(child)
 
     def request_stop(self, *_: object) -> None:
@@ -230,9 +271,14 @@ class Supervisor:
                 child.process.wait()
 
     def release_segments(self) -> None:
-        """Unlink this run's segments and close the doorbells."""
+        """Unlink this run's segments, unmap them and close the doorbells."""
         for name in self.segments:
             unlink(name)
+        for ring in self.rings.values():
+            ring.close()
+        if hasattr(self, "table"):
+            self.table.close()
+            self.state.close()
         for bell in self.bells.values():
             bell.close()
 

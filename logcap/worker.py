@@ -1,6 +1,6 @@
 """``python -m logcap.worker ROLE NAME``: a child process of ``logcap run``.
 
-The run plan arrives on stdin (msgpack). Roles: ``collector``, ``dispatcher``, ``sink``.
+The run plan arrives on stdin (msgpack). Roles: ``collector``, ``dispatcher``, ``sink``, ``retry``.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from logcap.child import ChildContext, become_child, configure_logging
-from logcap.plan import DISPATCHER, RunPlan
+from logcap.plan import DISPATCHER, RETRY, RunPlan
 
 
 def main(argv: list[str]) -> int:
@@ -17,7 +17,7 @@ def main(argv: list[str]) -> int:
     plan = RunPlan.decode(sys.stdin.buffer.read())
     stop = become_child(plan.supervisor_pid, graceful_sigterm=(role == "collector"))
     configure_logging(name)
-    ctx = ChildContext(plan, DISPATCHER if role == "dispatcher" else name)
+    ctx = ChildContext(plan, {"dispatcher": DISPATCHER, "retry": RETRY}.get(role, name))
     ctx.stop = stop
     if role == "collector":
         from logcap.capture.process import run_collector
@@ -27,6 +27,10 @@ def main(argv: list[str]) -> int:
         from logcap.dispatch.process import run_dispatcher
 
         run_dispatcher(ctx)
+    elif role == "retry":
+        from logcap.retry.process import run_retry
+
+        run_retry(ctx)
     elif role == "sink":
         from logcap.sinks.process import run_sink
 

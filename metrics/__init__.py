@@ -1,5 +1,5 @@
 """Metrics: counters shared by every process and their Prometheus export."""
 
-from logcap.metrics._counters import Counter, CounterBlock, CounterTable, NullBlock
+from logcap.metrics._counters import NOTHING, Counter, CounterBlock, CounterTable, NullBlock
 
-__all__ = ["Counter", "CounterBlock", "CounterTable", "NullBlock"]
+__all__ = ["NOTHING", "Counter", "CounterBlock", "CounterTable", "NullBlock"]

@@ -10,8 +10,10 @@ Layout (little-endian int64 words)::
     word 2..7                  reserved
     word 8 + c*WORDS + k       counter k (see :class:`Counter`) of component c
 
-The component order is fixed by the run plan (sources, dispatcher, sinks), so every
-process finds its block by index.
+The component order is fixed by the run plan (sources, dispatcher, sinks, retry), so
+every process finds its block by index. A sink's block holds words written by the sink
+and words written by the retry process on its behalf (see :class:`Counter`); no word has
+two writers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from logcap.ringbuf import _shm
 
 MAGIC = 0x4C4F47434150434E
 HEADER_WORDS = 8
-WORDS = 16
+WORDS = 48
+NOTHING = (1 << 63) - 1  # OWNED_LOW when the retry process holds nothing for a sink
 
 
 class Counter(enum.IntEnum):
@@ -41,6 +44,29 @@ class Counter(enum.IntEnum):
     CHECKPOINTS = 8
     FILE_RESETS = 9
     ROTATIONS = 10
+    # sink blocks, written by the sink: batches handed to the retry process
+    RETRY_HANDOFFS = 11
+    # sink blocks, written by the retry process (one writer per word still holds)
+    RETRY_SCHEDULED = 12
+    RETRY_DELIVERED = 13
+    DLQ_PERMANENT = 14
+    DLQ_EXHAUSTED = 15
+    DLQ_OVERFLOW = 16
+    DLQ_BYTES = 17
+    DLQ_ENTRIES = 18
+    OWNED_LOW = 19  # lowest batch sequence the retry process still holds for this sink
+    # the retry process's own block (gauges)
+    RETRY_HEAP_ENTRIES = 20
+    RETRY_HEAP_BYTES = 21
+    DLQ_DROPPED = 22
+    DLQ_EXPIRED = 23
+    DLQ_TOTAL_BYTES = 24
+    # the dispatcher's block (gauges)
+    CHECKPOINT_LAG_BYTES = 25
+    CHECKPOINT_LAG_MS = 26
+    # sink blocks, written by the retry process: retries scheduled, one word per reason
+    # code (logcap.errors.REASON_CODES, 8 of them)
+    RETRIES_BY_CODE = 32
 
 
 class CounterTable:
@@ -80,9 +106,14 @@ class CounterTable:
         return CounterBlock(self._words, HEADER_WORDS + component * WORDS)
 
     def read(self, component: int) -> dict[Counter, int]:
-        """A snapshot of one component's counters."""
+        """A snapshot of one component's named counters."""
         base = HEADER_WORDS + component * WORDS
         return {c: self._words[base + c] for c in Counter}
+
+    def read_all(self, component: int) -> list[int]:
+        """Every word of one component's block, by index."""
+        base = HEADER_WORDS + component * WORDS
+        return list(self._words[base : base + WORDS])
 
     def close(self) -> None:
         """Unmap (the segment stays)."""
@@ -97,7 +128,7 @@ class CounterBlock:
         self._words = words
         self._base = base
 
-    def add(self, counter: Counter, amount: int = 1) -> None:
+    def add(self, counter: int, amount: int = 1) -> None:
         """Increase a counter (call per batch/block, not per line)."""
         self._words[self._base + counter] += amount
 

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from logcap.errors import REASON_CODES
 from logcap.metrics._counters import Counter
+from logcap.plan import DISPATCHER, RETRY
 
 if TYPE_CHECKING:
     from logcap.supervisor import Supervisor
@@ -37,6 +39,23 @@ _COMPONENT_COUNTERS = [
     ),
     ("logcap_checkpoints_written", Counter.CHECKPOINTS, "Checkpoint files written."),
     ("logcap_sink_file_rotations", Counter.ROTATIONS, "Output files rotated by size."),
+    (
+        "logcap_sink_retry_handoffs",
+        Counter.RETRY_HANDOFFS,
+        "Failed batches a sink handed to the retry process.",
+    ),
+    ("logcap_retry_delivered", Counter.RETRY_DELIVERED, "Batches delivered by a retry (per sink)."),
+    ("logcap_dlq_bytes", Counter.DLQ_BYTES, "Bytes written to the dead letter queue (per sink)."),
+    (
+        "logcap_dlq_entries",
+        Counter.DLQ_ENTRIES,
+        "Entries written to the dead letter queue (per sink).",
+    ),
+]
+_DLQ_KINDS = [
+    ("permanent", Counter.DLQ_PERMANENT),
+    ("exhausted", Counter.DLQ_EXHAUSTED),
+    ("overflow", Counter.DLQ_OVERFLOW),
 ]
 
 
@@ -49,6 +68,74 @@ def _proc_stats(pid: int) -> tuple[float, int] | None:
     except (OSError, IndexError, ValueError):
         return None
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, resident * _PAGE
+
+
+def _retry_families(sup: Supervisor) -> Iterator[Metric]:
+    retries = CounterMetricFamily(
+        "logcap_retries", "Retries scheduled, by sink and reason.", labels=["component", "reason"]
+    )
+    records = CounterMetricFamily(
+        "logcap_dlq_records",
+        "Batches written to the dead letter queue, by sink and why.",
+        labels=["component", "reason"],
+    )
+    for sink in sup.plan.sinks:
+        values = sup.table.read_all(sup.plan.counter_index(sink))
+        for code, name in enumerate(REASON_CODES):
+            retries.add_metric([sink, name], values[Counter.RETRIES_BY_CODE + code])
+        for kind, counter in _DLQ_KINDS:
+            records.add_metric([sink, kind], values[counter])
+    retry = sup.table.read_all(sup.plan.counter_index(RETRY))
+    dispatcher = sup.table.read_all(sup.plan.counter_index(DISPATCHER))
+    gauges = [
+        (
+            "logcap_retry_heap_entries",
+            "Entries waiting in the retry heap.",
+            retry[Counter.RETRY_HEAP_ENTRIES],
+        ),
+        (
+            "logcap_retry_heap_bytes",
+            "Bytes waiting in the retry heap.",
+            retry[Counter.RETRY_HEAP_BYTES],
+        ),
+        (
+            "logcap_dlq_size_bytes",
+            "Total size of the dead letter queue's segments.",
+            retry[Counter.DLQ_TOTAL_BYTES],
+        ),
+        (
+            "logcap_checkpoint_lag_bytes",
+            "Bytes read but not yet checkpointed (all files).",
+            dispatcher[Counter.CHECKPOINT_LAG_BYTES],
+        ),
+        (
+            "logcap_checkpoint_lag_seconds",
+            "Age of the oldest batch not yet acknowledged by every sink.",
+            dispatcher[Counter.CHECKPOINT_LAG_MS] / 1000,
+        ),
+    ]
+    yield retries
+    yield records
+    for name, text, value in gauges:
+        family = GaugeMetricFamily(name, text)
+        family.add_metric([], value)
+        yield family
+    for name, text, value in [
+        (
+            "logcap_dlq_dropped",
+            "DLQ records deleted by when_full: drop_oldest.",
+            retry[Counter.DLQ_DROPPED],
+        ),
+        ("logcap_dlq_expired", "DLQ records deleted by max_age.", retry[Counter.DLQ_EXPIRED]),
+        (
+            "logcap_pipeline_restarts",
+            "Whole-pipeline restarts (after the retry process died).",
+            sup.pipeline_restarts,
+        ),
+    ]:
+        counter = CounterMetricFamily(name, text)
+        counter.add_metric([], value)
+        yield counter
 
 
 class PipelineCollector(Collector):

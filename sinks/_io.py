@@ -22,8 +22,12 @@ _RETRYABLE = {
 
 def classify(exc: OSError, what: str) -> DeliveryError:
     """Turn an OS error into a retryable or permanent delivery error (one place)."""
-    kind = Retryable if exc.errno in _RETRYABLE else Permanent
-    return kind(f"{what}: {exc.strerror or exc}")
+    message = f"{what}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Retryable(message, "disk_full")
+    if exc.errno in _RETRYABLE:
+        return Retryable(message, "io")
+    return Permanent(message, "rejected")
 
 
 def write_all(fd: int, data: memoryview | bytes) -> None:

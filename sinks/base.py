@@ -1,4 +1,12 @@
-"""What a sink is, and the loop that feeds it batches from the batch ring."""
+"""What a sink is, and the loop that feeds it batches from the batch ring.
+
+With the retry process (``logcap run``): a batch that fails is copied into this sink's
+failure ring, and once the retry process has taken it in — microseconds, not a retry —
+the sink releases the batch-ring slot and goes on with the next batch. Batches due again
+come back on the sink's redelivery ring and are served first; their outcome is reported
+on the failure ring before that slot is released, so a crash re-serves them.
+Without a retry process (tests, tools) a failed batch is retried in place instead.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from logcap.dispatch.batch import Batch
-from logcap.errors import DeliveryError
+from logcap.errors import REASON_CODES, DeliveryError, Permanent
 from logcap.metrics import Counter, CounterBlock
-from logcap.ringbuf import Consumer
+from logcap.retry.messages import DELIVERED, PERMANENT, RETRYABLE, read_message, write_message
+from logcap.ringbuf import Consumer, Producer, SleepWait, WaitStrategy
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +38,7 @@ class Sink(Protocol):
 
 
 class SinkRunner:
-    """Reads the batch ring with this sink's own cursor and acknowledges by releasing.
-
-    A batch is released only after ``write`` returned, so a crash re-delivers it
-    (at least once). Until the retry process exists, a failed batch is retried here with
-    capped exponential backoff, holding the cursor: nothing is skipped or lost.
-    """
+    """Reads the batch ring with this sink's own cursor and acknowledges by releasing."""
 
     def __init__(
         self,
@@ -42,38 +46,63 @@ class SinkRunner:
         sink: Sink,
         consumer: Consumer,
         counters: CounterBlock,
+        failures: Producer | None = None,
+        redeliveries: Consumer | None = None,
         sleep: Callable[[float], None] = time.sleep,
         max_backoff: float = 5.0,
+        wall_ns: Callable[[], int] = time.time_ns,
+        wait: WaitStrategy | None = None,
     ) -> None:
         self.name = name
         self.sink = sink
         self.consumer = consumer
         self.counters = counters
+        self.failures = failures
+        self.redeliveries = redeliveries
         self.sleep = sleep
         self.max_backoff = max_backoff
+        self.wall_ns = wall_ns
+        self.wait = wait or SleepWait()
 
     def step(self, timeout: float = 0.5) -> bool:
-        """Deliver what is published (waiting up to ``timeout``); False if idle."""
+        """Serve redeliveries, then new batches (waiting up to ``timeout``); False if idle."""
+        moved = self._serve_redeliveries()
         consumer = self.consumer
         first = consumer.next_sequence
-        last = consumer.wait_for(first, timeout)
+        last = consumer.available()
         if last < first:
-            return False
+            if moved:
+                return True
+            last = consumer.wait_for(first, timeout)
+            if last < first:
+                return self._serve_redeliveries()
         for seq in range(first, last + 1):
-            batch = Batch.from_slot(consumer.read(seq))
-            self._deliver(batch)
-            self.counters.add(Counter.EVENTS_IN, batch.meta.count)
-            self.counters.add(Counter.EVENTS_OUT, batch.meta.count)
-            self.counters.add(Counter.BYTES_OUT, len(batch.payload))
-            self.counters.add(Counter.BATCHES)
-            del batch  # drop the view into the slot before handing the slot back
+            view = consumer.read(seq)
+            batch = Batch.from_slot(view)
+            count = batch.meta.count
+            try:
+                self._deliver(batch)
+            except DeliveryError as exc:
+                self._hand_off(exc, seq, view, attempts=1, first_ns=self.wall_ns(), entries=count)
+            else:
+                self._count(count, len(batch.payload))
+            del batch, view  # drop the views into the slot before handing the slot back
             consumer.release(seq)
         self.sink.flush()
         return True
 
+    def _count(self, entries: int, size: int) -> None:
+        self.counters.add(Counter.EVENTS_IN, entries)
+        self.counters.add(Counter.EVENTS_OUT, entries)
+        self.counters.add(Counter.BYTES_OUT, size)
+        self.counters.add(Counter.BATCHES)
+
     def _deliver(self, batch: Batch) -> None:
+        if self.failures is not None:
+            self.sink.write(batch)  # failures go to the retry process
+            return
         backoff = 0.05
-        while True:
+        while True:  # no retry process: hold the cursor and retry here
             try:
                 self.sink.write(batch)
                 return
@@ -84,6 +113,104 @@ class SinkRunner:
                 )
                 self.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
+
+    def _hand_off(
+        self,
+        exc: DeliveryError,
+        batch_seq: int,
+        batch: memoryview,
+        attempts: int,
+        first_ns: int,
+        entries: int,
+    ) -> None:
+        """Give a failed batch to the retry process; return once it has taken it in."""
+        assert self.failures is not None
+        kind = PERMANENT if isinstance(exc, Permanent) else RETRYABLE
+        self.counters.add(Counter.ERRORS)
+        self.counters.add(Counter.RETRY_HANDOFFS)
+        log.warning(
+            "sink %s: batch %d failed (%s, attempt %d): %s",
+            self.name,
+            batch_seq,
+            "permanent" if kind == PERMANENT else "retryable",
+            attempts,
+            exc,
+        )
+        seq = self._report(
+            kind,
+            batch_seq,
+            attempts,
+            first_ns,
+            entries,
+            str(exc),
+            batch,
+            REASON_CODES.index(exc.code),
+        )
+        ring = self.failures.ring
+        while ring.consumer_cursor(0) < seq:  # until the retry process owns it
+            self.wait.wait(0.1)
+
+    def _report(
+        self,
+        kind: int,
+        batch_seq: int,
+        attempts: int,
+        first_ns: int,
+        entries: int,
+        reason: str,
+        batch: bytes | memoryview = b"",
+        code: int = 0,
+    ) -> int:
+        assert self.failures is not None
+        seq = self.failures.claim(1)
+        length = write_message(
+            self.failures.payload(seq),
+            kind,
+            batch_seq,
+            attempts,
+            first_ns,
+            entries,
+            reason,
+            batch,
+            code,
+        )
+        self.failures.commit(seq, length)
+        self.failures.publish(seq)
+        return seq
+
+    def _serve_redeliveries(self) -> bool:
+        ring = self.redeliveries
+        if ring is None:
+            return False
+        first, last = ring.next_sequence, ring.available()
+        for seq in range(first, last + 1):
+            message = read_message(ring.read(seq))
+            batch = Batch.from_slot(message.batch)
+            try:
+                self.sink.write(batch)
+                self.sink.flush()
+            except DeliveryError as exc:
+                self._hand_off(
+                    exc,
+                    message.batch_seq,
+                    message.batch,
+                    message.attempts + 1,
+                    message.first_failure_ns,
+                    message.entries,
+                )
+            else:
+                self._count(message.entries, len(batch.payload))
+                self._report(
+                    DELIVERED,
+                    message.batch_seq,
+                    message.attempts,
+                    message.first_failure_ns,
+                    message.entries,
+                    "",
+                )
+            del batch, message
+            ring.release(seq)
+        return last >= first
 
     def run(self) -> None:
         """Deliver until the dispatcher closed the ring and everything is delivered."""

@@ -198,6 +198,20 @@ supervisor:
   shutdown_timeout: 20s
   restart_backoff: 1s
   restart_backoff_max: 1m
+retry:
+  initial_backoff: 250ms
+  max_backoff: 30s
+  max_attempts: 5
+  max_retry_duration: 10m
+  max_entries: 5000
+  max_bytes: 8MiB
+dlq:
+  max_bytes: 256MiB
+  max_age: 2d
+  segment_bytes: 8MiB
+  fsync: interval
+  fsync_interval: 2s
+  when_full: drop_oldest
 """
 
 
@@ -234,6 +248,8 @@ def test_every_accepted_key_reaches_the_parsed_config() -> None:
     assert config.sinks["archive"].max_file_bytes == 10_000_000
     assert config.sources["app"].poll_interval == pytest.approx(0.1)
     assert config.supervisor.restart_backoff_max == 60.0
+    assert config.retry.max_retry_duration == 600.0
+    assert config.dlq.max_age == 2 * 86400.0
 
 
 def test_minimal_config_gets_the_documented_defaults() -> None:
@@ -283,6 +299,8 @@ def test_run_plan_round_trip_keeps_the_config_and_its_unit_types() -> None:
         sinks=list(config.sinks),
         collector_rings={"app": "logcap-1-abcd-c-app"},
         batch_ring="logcap-1-abcd-batch",
+        failure_rings={sink: f"logcap-1-abcd-fail-{sink}" for sink in config.sinks},
+        redelivery_rings={sink: f"logcap-1-abcd-redo-{sink}" for sink in config.sinks},
         counters="logcap-1-abcd-counters",
         runstate="logcap-1-abcd-state",
         doorbells={"app": 5},

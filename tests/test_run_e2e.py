@@ -169,7 +169,9 @@ def test_segments_are_owner_only_and_removed_on_exit_and_after_a_dead_run(
     agent.wait_ready()
     assert not stale.exists(), "a dead run's segment was not swept"
     mine = [p for p in SHM.glob(f"logcap-{agent.process.pid}-*")]
-    assert len(mine) == 4  # one collector ring, the batch ring, counters, run state
+    # one collector ring, the batch ring, a failure and a redelivery ring per sink (2),
+    # counters, run state
+    assert len(mine) == 8
     for segment in mine:
         assert stat.S_IMODE(segment.stat().st_mode) == 0o600
     assert agent.stop() == 0
@@ -191,13 +193,13 @@ def test_metrics_health_and_ready_report_every_component(tmp_path: Path, start_a
     assert status == 200 and health["status"] == "ok"
     status, ready = agent.json("/ready")
     assert status == 200 and ready["ready"] is True
-    assert set(ready["components"]) == {"app", "dispatcher", "archive", "devnull"}
+    assert set(ready["components"]) == {"app", "dispatcher", "archive", "devnull", "retry"}
     assert agent.metric("logcap_component_received_bytes_total", component="app") == 8
     assert agent.metric("logcap_component_sent_events_total", component="app") == 2
     assert agent.metric("logcap_component_received_events_total", component="dispatcher") == 2
     assert agent.metric("logcap_component_sent_events_total", component="archive") == 2
     assert agent.metric("logcap_source_files_watched", component="app") == 1
-    assert agent.metric("logcap_child_up") == 4
+    assert agent.metric("logcap_child_up") == 5
     assert agent.metric("logcap_ring_capacity_slots", ring="batches") == 16
     assert agent.metric("logcap_process_resident_memory_bytes", component="dispatcher") > 0
     _, body = agent.get("/metrics")

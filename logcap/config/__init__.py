@@ -19,6 +19,8 @@ if TYPE_CHECKING:
         BufferConfig,
         Config,
         DispatcherConfig,
+        DlqConfig,
+        RetryConfig,
         SupervisorConfig,
     )
 
@@ -30,6 +32,8 @@ _LAZY = {
     "Config": "_schema",
     "DispatcherConfig": "_schema",
     "SupervisorConfig": "_schema",
+    "RetryConfig": "_schema",
+    "DlqConfig": "_schema",
 }
 
 
@@ -48,7 +52,9 @@ __all__ = [
     "ByteSize",
     "Config",
     "DispatcherConfig",
+    "DlqConfig",
     "Duration",
+    "RetryConfig",
     "StrictStruct",
     "SupervisorConfig",
     "component_type",

@@ -182,6 +182,10 @@ def _check_limits(doc: _Document, config: Config) -> None:
         count = getattr(config.buffer, key)
         if count & (count - 1):
             doc.problem(("buffer", key), f"must be a power of two, got {count}")
+    if config.retry.initial_backoff > config.retry.max_backoff:
+        doc.problem(("retry", "initial_backoff"), "is larger than max_backoff")
+    if config.dlq.segment_bytes > config.dlq.max_bytes:
+        doc.problem(("dlq", "segment_bytes"), "is larger than dlq.max_bytes")
     if config.supervisor.restart_backoff > config.supervisor.restart_backoff_max:
         doc.problem(("supervisor", "restart_backoff"), "is larger than restart_backoff_max")
 

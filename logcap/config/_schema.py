@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from logcap.capture.config import SourceConfig
 from logcap.config._base import StrictStruct, doc
-from logcap.config._units import BatchBytes, Duration, PositiveDuration, SlotBytes
+from logcap.config._units import (
+    BatchBytes,
+    DlqBytes,
+    Duration,
+    HeapBytes,
+    PositiveDuration,
+    SlotBytes,
+)
 from logcap.sinks.config import SinkConfig
 
 
@@ -75,6 +82,78 @@ class SupervisorConfig(StrictStruct, frozen=True):
     )
 
 
+class RetryConfig(StrictStruct, frozen=True):
+    """How failed batches are retried (one heap, one timer, in the retry process)."""
+
+    initial_backoff: Annotated[
+        PositiveDuration,
+        doc(
+            "Upper bound of the first retry delay; each further failure doubles it (the "
+            "delay is drawn uniformly below the bound: full jitter)."
+        ),
+    ] = PositiveDuration(1.0)
+    max_backoff: Annotated[PositiveDuration, doc("The delay bound never grows past this.")] = (
+        PositiveDuration(60.0)
+    )
+    max_attempts: Annotated[
+        int,
+        doc(
+            "Delivery attempts of a batch, the first included, before it goes to the "
+            "dead letter queue.",
+            ge=1,
+            le=1_000_000,
+        ),
+    ] = 10
+    max_retry_duration: Annotated[
+        PositiveDuration,
+        doc(
+            "A batch still failing this long after its first failure goes to the dead letter queue."
+        ),
+    ] = PositiveDuration(3600.0)
+    max_entries: Annotated[
+        int,
+        doc(
+            "Entries the retry heap may hold; a failed batch that does not fit goes "
+            "to the dead letter queue ('overflow').",
+            ge=1,
+        ),
+    ] = 1_000_000
+    max_bytes: Annotated[
+        HeapBytes, doc("Bytes of batches the retry heap may hold; see max_entries.")
+    ] = HeapBytes(64 * 1024 * 1024)
+
+
+class DlqConfig(StrictStruct, frozen=True):
+    """The dead letter queue: segment files under data_dir/dlq."""
+
+    max_bytes: Annotated[
+        DlqBytes, doc("Total size of all segments; what happens beyond it: when_full.")
+    ] = DlqBytes(1024**3)
+    max_age: Annotated[
+        PositiveDuration, doc("Segments whose newest record is older than this are deleted.")
+    ] = PositiveDuration(7 * 86400.0)
+    segment_bytes: Annotated[
+        DlqBytes, doc("A new segment file is started when the current one would pass this.")
+    ] = DlqBytes(64 * 1024 * 1024)
+    fsync: Annotated[
+        Literal["always", "interval", "never"],
+        doc(
+            "When records are forced to disk: after every record, every fsync_interval, "
+            "or never (the OS decides; a power loss may lose recent records)."
+        ),
+    ] = "always"
+    fsync_interval: Annotated[PositiveDuration, doc("With fsync: interval, how often.")] = (
+        PositiveDuration(1.0)
+    )
+    when_full: Annotated[
+        Literal["block", "drop_oldest"],
+        doc(
+            "At max_bytes: 'block' stops the pipeline until space is freed (nothing is "
+            "lost), 'drop_oldest' deletes the oldest segments and counts the records."
+        ),
+    ] = "block"
+
+
 class Config(StrictStruct, frozen=True):
     """A whole logcap configuration."""
 
@@ -92,3 +171,5 @@ class Config(StrictStruct, frozen=True):
     dispatcher: Annotated[DispatcherConfig, doc("Batching.")] = DispatcherConfig()
     buffer: Annotated[BufferConfig, doc("Ring sizes.")] = BufferConfig()
     supervisor: Annotated[SupervisorConfig, doc("Process management.")] = SupervisorConfig()
+    retry: Annotated[RetryConfig, doc("Retrying failed batches.")] = RetryConfig()
+    dlq: Annotated[DlqConfig, doc("The dead letter queue.")] = DlqConfig()

@@ -102,6 +102,18 @@ class SlotBytes(ByteSize):
     minimum, maximum = 8192, 64 * 2**20
 
 
+class HeapBytes(ByteSize):
+    """Bytes the retry heap may hold: at least 64 KiB."""
+
+    minimum = 64 * 1024
+
+
+class DlqBytes(ByteSize):
+    """A dead letter queue size: at least 64 KiB."""
+
+    minimum = 64 * 1024
+
+
 class LineBytes(ByteSize):
     """Longest line kept whole: at least 64 bytes."""
 

@@ -1,0 +1,72 @@
+"""Records exchanged between a sink and the retry process, one per ring slot.
+
+Failure ring (sink → retry), one per sink::
+
+    0   kind              uint8   1 retryable failure, 2 permanent failure, 3 delivered
+    1   code              uint8   index in logcap.errors.REASON_CODES
+    2   reserved          6 bytes
+    8   batch_seq         int64   the batch's sequence in the batch ring (its identity)
+    16  attempts          int64   attempts made so far, this one included
+    24  first_failure_ns  int64   wall clock of the first failure
+    32  entries           int64
+    40  reason_len        int64
+    48  reason            UTF-8, reason_len bytes
+        batch             the batch slot's bytes (absent for "delivered")
+
+Redelivery ring (retry → sink): the same layout with kind 4 ("try again").
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+HEADER = struct.Struct("<BB6xqqqqq")
+RETRYABLE, PERMANENT, DELIVERED, REDELIVER = 1, 2, 3, 4
+
+
+@dataclass
+class Message:
+    """A parsed record; ``batch`` is a view into the ring slot (copy it to keep it)."""
+
+    kind: int
+    code: int
+    batch_seq: int
+    attempts: int
+    first_failure_ns: int
+    entries: int
+    reason: str
+    batch: memoryview
+
+
+def write_message(
+    slot: memoryview,
+    kind: int,
+    batch_seq: int,
+    attempts: int,
+    first_failure_ns: int,
+    entries: int,
+    reason: str,
+    batch: bytes | memoryview = b"",
+    code: int = 0,
+) -> int:
+    """Lay a record out in ``slot``; return its length."""
+    encoded = reason.encode("utf-8", "replace")[:4096]
+    HEADER.pack_into(
+        slot, 0, kind, code, batch_seq, attempts, first_failure_ns, entries, len(encoded)
+    )
+    at = HEADER.size
+    slot[at : at + len(encoded)] = encoded
+    at += len(encoded)
+    slot[at : at + len(batch)] = batch
+    return at + len(batch)
+
+
+def read_message(view: memoryview) -> Message:
+    """Parse a record published in a ring slot."""
+    kind, code, batch_seq, attempts, first_ns, entries, reason_len = HEADER.unpack_from(view)
+    at = HEADER.size
+    reason = bytes(view[at : at + reason_len]).decode("utf-8", "replace")
+    return Message(
+        kind, code, batch_seq, attempts, first_ns, entries, reason, view[at + reason_len :]
+    )

@@ -1,0 +1,75 @@
+"""Entry point of the retry process."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from logcap.child import ChildContext
+from logcap.dlq.writer import DlqWriter
+from logcap.metrics import Counter
+from logcap.retry.heap import DelayHeap
+from logcap.retry.policy import BackoffPolicy
+from logcap.retry.service import RetryService, SinkLane
+from logcap.ringbuf import Ring
+
+log = logging.getLogger(__name__)
+
+
+def dlq_directory(data_dir: str) -> Path:
+    """Where the dead letter queue's segments live."""
+    return Path(data_dir) / "dlq"
+
+
+def run_retry(ctx: ChildContext) -> None:
+    """Serve every sink's failures until the pipeline has drained."""
+    plan, config = ctx.plan, ctx.plan.config
+    lanes = []
+    for index, sink in enumerate(plan.sinks):
+        block = ctx.table.block(plan.counter_index(sink))
+        lanes.append(
+            SinkLane(
+                index,
+                sink,
+                ctx.failure_consumer(sink),
+                ctx.redelivery_producer(sink),
+                block,
+                publish_low=lambda low, block=block: block.set(Counter.OWNED_LOW, low),
+            )
+        )
+    retry = config.retry
+    service = RetryService(
+        BackoffPolicy(
+            retry.initial_backoff, retry.max_backoff, retry.max_attempts, retry.max_retry_duration
+        ),
+        DelayHeap(retry.max_entries, retry.max_bytes),
+        DlqWriter(dlq_directory(config.data_dir), config.dlq),
+        lanes,
+        ctx.counters,
+    )
+    batches = Ring.attach(plan.batch_ring)
+    try:
+        while True:
+            moved = service.step()
+            if ctx.state.inputs_closed and _pipeline_drained(batches, lanes):
+                break
+            if not moved:
+                ctx.bell.wait(service.next_timeout())
+    finally:
+        service.dlq.close()
+    if not service.idle():
+        log.warning(
+            "stopping with %d batches still waiting for a retry; their lines were "
+            "not checkpointed and will be read again",
+            len(service.heap),
+        )
+
+
+def _pipeline_drained(batches: Ring, lanes: list[SinkLane]) -> bool:
+    """The dispatcher closed the batch ring, every sink released all of it, and every
+    failure ring is empty: nothing more can reach this process."""
+    return (
+        batches.closed
+        and batches.min_consumer_cursor() >= batches.published
+        and all(lane.failures.next_sequence > lane.failures.ring.published for lane in lanes)
+    )

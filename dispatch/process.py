@@ -28,13 +28,25 @@ def run_dispatcher(ctx: ChildContext) -> None:
         )
         for name in plan.sources
     ]
+    output = ctx.batch_producer()
+    sink_blocks = [ctx.table.block(plan.counter_index(sink)) for sink in plan.sinks]
+
+    def frontier() -> int:
+        # Cursors first, then what the retry process holds: it records a failed batch as
+        # held before the sink may release the slot, so read in this order no failed batch
+        # can be in neither place (see retry/service.py).
+        delivered = output.ring.min_consumer_cursor()
+        held = min(block.get(Counter.OWNED_LOW) for block in sink_blocks)
+        return min(delivered, held - 1)
+
     dispatcher = Dispatcher(
         plan.config.dispatcher,
         inputs,
-        ctx.batch_producer(),
+        output,
         ctx.table.block(plan.counter_index(DISPATCHER)),
         CheckpointStore(plan.config.data_dir),
         ctx.bell,
+        frontier=frontier,
     )
     while True:
         moved = dispatcher.step()

@@ -82,6 +82,7 @@ class Permanent(DeliveryError):
 
 
 __all__ = [
+    "REASON_CODES",
     "BufferFull",
     "CheckpointCorrupt",
     "ConfigError",
@@ -89,7 +90,6 @@ __all__ = [
     "DlqFull",
     "LogcapError",
     "Permanent",
-    "REASON_CODES",
     "Retryable",
     "RingCorrupt",
     "RingError",

@@ -187,6 +187,7 @@ class PipelineCollector(Collector):
         if supervisor_stats is not None:
             cpu.add_metric(["supervisor", "supervisor"], supervisor_stats[0])
             rss.add_metric(["supervisor", "supervisor"], supervisor_stats[1])
+        yield from _retry_families(sup)
         used = GaugeMetricFamily(
             "logcap_ring_used_slots",
             "Slots published and not yet released by the slowest consumer.",

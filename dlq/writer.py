@@ -24,6 +24,11 @@ SUFFIX = ".dlq"
 REPLAYED_SUFFIX = ".replayed"
 
 
+def dlq_directory(data_dir: str | os.PathLike[str]) -> Path:
+    """Where the dead letter queue's segments live."""
+    return Path(data_dir) / "dlq"
+
+
 def segment_paths(directory: Path) -> list[Path]:
     """Segments oldest first (their names are increasing numbers)."""
     return sorted(directory.glob(f"*{SUFFIX}"))
@@ -74,6 +79,7 @@ class DlqWriter:
     def append(self, record: DlqRecord) -> int:
         """Write one record; return its size. Raises :class:`DlqFull` (``block``)."""
         data = encode_record(record)
+        self._forget_purged()
         self.expire()
         while self.total_bytes + len(data) > self.config.max_bytes:
             if self.config.when_full == "block" or len(self.segments) <= 1:
@@ -102,6 +108,7 @@ class DlqWriter:
             and self.clock() - self._last_sync >= self.config.fsync_interval
         ):
             self.sync()
+        self._forget_purged()
         self.expire()
 
     def sync(self) -> None:
@@ -116,6 +123,13 @@ class DlqWriter:
         horizon = self.clock() - self.config.max_age
         while self.segments and self.segments[0].newest < horizon:
             self.expired_records += self._delete(self.segments[0])
+
+    def _forget_purged(self) -> None:
+        """Drop segments ``logcap dlq purge`` removed; never append to an unlinked file."""
+        if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+            os.close(self._fd)
+            self._fd = None
+        self.segments = [segment for segment in self.segments if segment.path.exists()]
 
     def _current(self, incoming: int) -> _Segment:
         last = self.segments[-1] if self.segments else None
@@ -146,7 +160,7 @@ class DlqWriter:
             self._fd = None
         self.segments.remove(segment)
         segment.path.unlink(missing_ok=True)
-        segment.path.with_suffix(SUFFIX + REPLAYED_SUFFIX).unlink(missing_ok=True)
+        segment.path.with_name(segment.path.name + REPLAYED_SUFFIX).unlink(missing_ok=True)
         log.warning("DLQ segment %s deleted with %d records", segment.path, segment.records)
         return segment.records
 

@@ -61,6 +61,15 @@ def validate(config_path: Path | None) -> None:
     click.echo(f"ok: {len(config.sources)} source(s), {len(config.sinks)} sink(s)")
 
 
+def _register_subcommands() -> None:
+    from logcap.cli_dlq import dlq
+
+    main.add_command(dlq)
+
+
+_register_subcommands()
+
+
 @main.command()
 @config_option
 def run(config_path: Path | None) -> None:

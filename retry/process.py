@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from logcap.child import ChildContext
-from logcap.dlq.writer import DlqWriter
+from logcap.dlq.writer import DlqWriter, dlq_directory
 from logcap.metrics import Counter
 from logcap.retry.heap import DelayHeap
 from logcap.retry.policy import BackoffPolicy
@@ -14,11 +13,6 @@ from logcap.retry.service import RetryService, SinkLane
 from logcap.ringbuf import Ring
 
 log = logging.getLogger(__name__)
-
-
-def dlq_directory(data_dir: str) -> Path:
-    """Where the dead letter queue's segments live."""
-    return Path(data_dir) / "dlq"
 
 
 def run_retry(ctx: ChildContext) -> None:

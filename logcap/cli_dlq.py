@@ -1,0 +1,251 @@
+"""``logcap dlq``: list, show, replay and purge the dead letter queue.
+
+Exit codes a script can rely on: 0 success (also: nothing to do); 1 some records could not
+be replayed (they stay pending; run replay again); 2 bad usage (e.g. an unknown sink);
+78 invalid configuration. Problems found while reading (a torn last record after a crash,
+a damaged record) are reported on stderr and do not change the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter as Tally
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from logcap.config import Config
+from logcap.dispatch.batch import Batch
+from logcap.dispatch.encode import rfc3339
+from logcap.dlq.marks import mark_replayed, marks_path, replayed
+from logcap.dlq.record import DlqRecord, Problem, read_segment
+from logcap.dlq.writer import dlq_directory, segment_paths
+from logcap.errors import DeliveryError
+
+EX_PARTIAL, EX_USAGE = 1, 2
+
+
+@dataclass
+class Found:
+    """One record, where it is, and whether it was replayed."""
+
+    segment: Path
+    offset: int
+    record: DlqRecord
+    replayed: bool
+
+
+def _records(config: Config, sink: str | None, reason: str | None) -> Iterator[Found]:
+    problems: list[Problem] = []
+    for segment in segment_paths(dlq_directory(config.data_dir)):
+        done = replayed(segment)
+        for offset, record in read_segment(segment, problems):
+            if (sink is None or record.sink == sink) and (reason is None or record.kind == reason):
+                yield Found(segment, offset, record, offset in done)
+        for problem in problems:
+            click.echo(
+                f"warning: {problem.path} at byte {problem.offset}: {problem.what}", err=True
+            )
+        problems.clear()
+
+
+def _entries(record: DlqRecord) -> list[Any]:
+    payload = Batch.from_slot(memoryview(record.batch)).payload
+    return [json.loads(line) for line in bytes(payload).splitlines()]
+
+
+def _load(config_path: Path | None) -> Config:
+    from logcap.cli import _load_or_exit
+
+    return _load_or_exit(config_path)
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML config file (default: the embedded default config).",
+)
+sink_option = click.option("--sink", default=None, help="Only records that failed for this sink.")
+reason_option = click.option(
+    "--reason",
+    type=click.Choice(["permanent", "exhausted", "overflow"]),
+    default=None,
+    help="Only records that went to the DLQ for this reason.",
+)
+
+
+@click.group()
+def dlq() -> None:
+    """Inspect and replay the dead letter queue (data_dir/dlq)."""
+
+
+@dlq.command("ls")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per segment.")
+def list_segments(config_path: Path | None, as_json: bool) -> None:
+    """Segments with their record counts, reasons, sinks and time range."""
+    config = _load(config_path)
+    rows = []
+    for segment in segment_paths(dlq_directory(config.data_dir)):
+        found = list(_records_in(segment))
+        times = [f.record.written_ns for f in found]
+        rows.append(
+            {
+                "segment": segment.name,
+                "bytes": segment.stat().st_size,
+                "records": len(found),
+                "entries": sum(f.record.entries for f in found),
+                "replayed": sum(f.replayed for f in found),
+                "reasons": dict(Tally(f.record.kind for f in found)),
+                "sinks": dict(Tally(f.record.sink for f in found)),
+                "first": rfc3339(min(times)) if times else None,
+                "last": rfc3339(max(times)) if times else None,
+            }
+        )
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("the dead letter queue is empty")
+        return
+    for row in rows:
+        reasons = ",".join(f"{k}={v}" for k, v in sorted(row["reasons"].items()))
+        sinks = ",".join(f"{k}={v}" for k, v in sorted(row["sinks"].items()))
+        click.echo(
+            f"{row['segment']}  {row['bytes']:>10} B  {row['records']:>6} records  "
+            f"{row['entries']:>8} entries  {row['replayed']:>6} replayed  "
+            f"reasons {reasons or '-'}  sinks {sinks or '-'}  "
+            f"{row['first'] or '-'} .. {row['last'] or '-'}"
+        )
+
+
+def _records_in(segment: Path) -> Iterator[Found]:
+    done = replayed(segment)
+    problems: list[Problem] = []
+    for offset, record in read_segment(segment, problems):
+        yield Found(segment, offset, record, offset in done)
+    for problem in problems:
+        click.echo(f"warning: {problem.path} at byte {problem.offset}: {problem.what}", err=True)
+
+
+@dlq.command()
+@config_option
+@sink_option
+@reason_option
+@click.option("--pending", is_flag=True, help="Only records not replayed yet.")
+def show(config_path: Path | None, sink: str | None, reason: str | None, pending: bool) -> None:
+    """One JSON object per line per record, with its entries."""
+    config = _load(config_path)
+    for found in _records(config, sink, reason):
+        if pending and found.replayed:
+            continue
+        r = found.record
+        click.echo(
+            json.dumps(
+                {
+                    "segment": found.segment.name,
+                    "offset": found.offset,
+                    "sink": r.sink,
+                    "reason": r.kind,
+                    "error": r.reason,
+                    "attempts": r.attempts,
+                    "first_failure": rfc3339(r.first_failure_ns),
+                    "written": rfc3339(r.written_ns),
+                    "batch_seq": r.batch_seq,
+                    "replayed": found.replayed,
+                    "entries": _entries(r),
+                },
+                ensure_ascii=False,
+            )
+        )
+
+
+@dlq.command()
+@config_option
+@sink_option
+@reason_option
+@click.option(
+    "--to",
+    "target",
+    default=None,
+    help="Deliver to this configured sink instead of the one each record names.",
+)
+def replay(
+    config_path: Path | None, sink: str | None, reason: str | None, target: str | None
+) -> None:
+    """Deliver pending records directly to their sink; each is marked once delivered, so
+    a second replay delivers nothing again."""
+    from logcap.metrics import NullBlock
+    from logcap.sinks.registry import build_sink
+
+    config = _load(config_path)
+    for name in (sink, target):
+        if name is not None and name not in config.sinks:
+            click.echo(f"error: no sink named {name!r} in the config", err=True)
+            sys.exit(EX_USAGE)
+    todo = [f for f in _records(config, sink, reason) if not f.replayed]
+    if not todo:
+        click.echo("nothing to replay")
+        return
+    sinks: dict[str, Any] = {}
+    delivered = failed = entries = 0
+    with click.progressbar(todo, label="replaying", file=sys.stderr) as bar:
+        for found in bar:
+            name = target or found.record.sink
+            if name not in config.sinks:
+                click.echo(
+                    f"\nwarning: sink {name!r} is no longer configured; record at "
+                    f"{found.segment.name}:{found.offset} left pending",
+                    err=True,
+                )
+                failed += 1
+                continue
+            if name not in sinks:
+                sinks[name] = build_sink(config.sinks[name], NullBlock())
+            try:
+                sinks[name].write(Batch.from_slot(memoryview(found.record.batch)))
+                sinks[name].flush()
+            except DeliveryError as exc:
+                click.echo(
+                    f"\nwarning: {found.segment.name}:{found.offset} to {name}: {exc}", err=True
+                )
+                failed += 1
+                continue
+            mark_replayed(found.segment, found.offset)
+            delivered += 1
+            entries += found.record.entries
+    for built in sinks.values():
+        built.close()
+    click.echo(f"replayed {delivered} records ({entries} entries); {failed} failed")
+    if failed:
+        sys.exit(EX_PARTIAL)
+
+
+@dlq.command()
+@config_option
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Delete every segment, replayed or not (their entries are lost).",
+)
+def purge(config_path: Path | None, everything: bool) -> None:
+    """Delete segments whose records were all replayed (or all segments with --all)."""
+    config = _load(config_path)
+    removed = kept = 0
+    for segment in segment_paths(dlq_directory(config.data_dir)):
+        found = list(_records_in(segment))
+        if everything or all(f.replayed for f in found):
+            segment.unlink(missing_ok=True)
+            marks_path(segment).unlink(missing_ok=True)
+            removed += 1
+        else:
+            kept += 1
+    click.echo(f"purged {removed} segments; {kept} with pending records kept")

@@ -1,0 +1,182 @@
+"""``logcap dlq`` against a DLQ filled by a real agent: a permanent failure goes to the
+DLQ on the first attempt, ``replay`` delivers it once the cause is fixed, a second
+replay delivers nothing, and ``ls``/``show``/``purge`` say what a script needs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from logcap.cli import main
+from tests.conftest import free_port, wait_for, write_config
+
+LINES = 1500
+
+
+def _dlq(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "logcap", "dlq", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def filled(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """An agent run whose `broken` sink fails permanently (its directory is a file)."""
+    from tests.conftest import Agent
+
+    root = tmp_path_factory.mktemp("dlqcli")
+    (root / "logs").mkdir()
+    (root / "logs" / "a.log").write_bytes(b"".join(b"line %06d\n" % n for n in range(LINES)))
+    (root / "blocked").write_bytes(b"a file where the sink wants a directory")
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        root,
+        """
+data_dir: ./data
+sources:
+  app: {type: file, include: ["./logs/*.log"]}
+sinks:
+  healthy: {type: file, path: "./out/healthy.ndjson"}
+  broken: {type: file, path: "./blocked/broken.ndjson"}
+dispatcher: {batch_max_events: 500, batch_timeout: 50ms}
+""",
+        address,
+    )
+    agent = Agent(config, address)
+    try:
+        agent.wait_ready()
+        wait_for(
+            lambda: (
+                agent.metric("logcap_dlq_records_total", component="broken", reason="permanent")
+                >= LINES // 500
+            ),
+            60,
+            "DLQ records",
+        )
+        assert agent.metric("logcap_component_sent_events_total", component="healthy") == LINES
+        assert agent.metric("logcap_retries_total", component="broken") == 0
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+    return config
+
+
+def test_permanent_failure_is_in_the_dlq_after_one_attempt(filled: Path) -> None:
+    result = _dlq("show", "--config", str(filled))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {r["sink"] for r in records} == {"broken"}
+    assert {r["reason"] for r in records} == {"permanent"}
+    assert all(r["attempts"] == 1 and not r["replayed"] for r in records)
+    messages = [e["message"] for r in records for e in r["entries"]]
+    assert sorted(messages) == [f"line {n:06d}" for n in range(LINES)]
+    entry = records[0]["entries"][0]
+    assert set(entry) == {"timestamp", "ingested_at", "source", "labels", "message"}
+    assert "File exists" in records[0]["error"] or "directory" in records[0]["error"]
+
+
+def test_show_filters_by_sink_and_reason(filled: Path) -> None:
+    assert _dlq("show", "--config", str(filled), "--sink", "healthy").stdout == ""
+    assert _dlq("show", "--config", str(filled), "--reason", "overflow").stdout == ""
+    assert _dlq("show", "--config", str(filled), "--reason", "permanent").stdout
+
+
+def test_ls_lists_segments_with_counts_reasons_and_sinks(filled: Path) -> None:
+    result = _dlq("ls", "--config", str(filled), "--json")
+    assert result.returncode == 0
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["records"] == LINES // 500 and row["entries"] == LINES
+    assert row["reasons"] == {"permanent": LINES // 500} and row["sinks"] == {"broken": 3}
+    assert row["first"] <= row["last"]
+    assert "records" in _dlq("ls", "--config", str(filled)).stdout
+
+
+def test_replay_fails_while_the_cause_remains_then_delivers_once_fixed_and_only_once(
+    filled: Path,
+) -> None:
+    root = filled.parent
+    failing = _dlq("replay", "--config", str(filled))
+    assert failing.returncode == 1 and "0 records" in failing.stdout
+    (root / "blocked").unlink()
+    (root / "blocked").mkdir()
+    fixed = _dlq("replay", "--config", str(filled))
+    assert fixed.returncode == 0, fixed.stderr
+    assert f"replayed 3 records ({LINES} entries)" in fixed.stdout
+    out = (root / "blocked" / "broken.ndjson").read_bytes().splitlines()
+    assert sorted(json.loads(line)["message"] for line in out) == [
+        f"line {n:06d}" for n in range(LINES)
+    ]
+    again = _dlq("replay", "--config", str(filled))
+    assert again.returncode == 0 and "nothing to replay" in again.stdout
+    assert (root / "blocked" / "broken.ndjson").read_bytes().splitlines() == out
+    pending = _dlq("show", "--config", str(filled), "--pending")
+    assert pending.stdout == ""
+    purged = _dlq("purge", "--config", str(filled))
+    assert purged.returncode == 0 and "purged 1 segments" in purged.stdout
+    assert "empty" in _dlq("ls", "--config", str(filled)).stdout
+
+
+def test_replay_to_an_unknown_sink_is_a_usage_error(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        """
+sources: {app: {type: file, include: [x]}}
+sinks: {out: {type: blackhole}}
+""",
+        "127.0.0.1:1",
+    )
+    result = CliRunner().invoke(main, ["dlq", "replay", "--config", str(config), "--to", "nope"])
+    assert result.exit_code == 2 and "no sink named 'nope'" in result.output
+
+
+def test_dlq_commands_refuse_an_invalid_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: {app: {type: file, include: [x], colour: red}}\nsinks: {}\n")
+    for command in ("ls", "show", "replay", "purge"):
+        result = CliRunner().invoke(main, ["dlq", command, "--config", str(bad)])
+        assert result.exit_code == 78, command
+        assert "sources.app.colour" in result.output
+
+
+def test_purge_keeps_segments_with_pending_records_unless_all(tmp_path: Path) -> None:
+    from logcap.config import parse_config
+    from logcap.dlq.record import DlqRecord
+    from logcap.dlq.writer import DlqWriter, dlq_directory
+
+    config = write_config(
+        tmp_path,
+        """
+data_dir: ./data
+sources: {app: {type: file, include: [x]}}
+sinks: {out: {type: blackhole}}
+""",
+        "127.0.0.1:1",
+    )
+    parsed = parse_config(config.read_text(), base_dir=tmp_path)
+    writer = DlqWriter(dlq_directory(parsed.data_dir), parsed.dlq)
+    writer.append(
+        DlqRecord(
+            sink="out",
+            kind="exhausted",
+            reason="x",
+            attempts=3,
+            first_failure_ns=1,
+            written_ns=2,
+            batch_seq=0,
+            entries=0,
+            batch=b"\0" * 8,
+        )
+    )
+    writer.close()
+    runner = CliRunner()
+    kept = runner.invoke(main, ["dlq", "purge", "--config", str(config)])
+    assert kept.exit_code == 0 and "1 with pending records kept" in kept.output
+    gone = runner.invoke(main, ["dlq", "purge", "--config", str(config), "--all"])
+    assert gone.exit_code == 0 and "purged 1 segments" in gone.output

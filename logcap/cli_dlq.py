@@ -91,7 +91,7 @@ def dlq() -> None:
 def list_segments(config_path: Path | None, as_json: bool) -> None:
     """Segments with their record counts, reasons, sinks and time range."""
     config = _load(config_path)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for segment in segment_paths(dlq_directory(config.data_dir)):
         found = list(_records_in(segment))
         times = [f.record.written_ns for f in found]

@@ -133,9 +133,9 @@ def _retry_families(sup: Supervisor) -> Iterator[Metric]:
             sup.pipeline_restarts,
         ),
     ]:
-        counter = CounterMetricFamily(name, text)
-        counter.add_metric([], value)
-        yield counter
+        total = CounterMetricFamily(name, text)
+        total.add_metric([], value)
+        yield total
 
 
 class PipelineCollector(Collector):

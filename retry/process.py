@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from logcap.child import ChildContext
 from logcap.dlq.writer import DlqWriter, dlq_directory
@@ -28,7 +29,7 @@ def run_retry(ctx: ChildContext) -> None:
                 ctx.failure_consumer(sink),
                 ctx.redelivery_producer(sink),
                 block,
-                publish_low=lambda low, block=block: block.set(Counter.OWNED_LOW, low),
+                publish_low=partial(block.set, Counter.OWNED_LOW),
             )
         )
     retry = config.retry

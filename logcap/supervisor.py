@@ -162,7 +162,12 @@ class Supervisor:
             if draining and code == 0:
                 child.finished = True
                 return
-            if child.role == "retry" and not draining:
+            if child.role == "retry" and draining:
+                # no restart while draining: a new retry process would overwrite what the
+                # old one held (OWNED_LOW); left stale, it keeps the checkpoint behind it
+                log.error("retry process exited with %s while draining", code)
+                return
+            if child.role == "retry":
                 # its heap is gone, and with it batches no sink delivered: start the
                 # whole pipeline again from the checkpoint (duplicates, never a loss)
                 log.error(

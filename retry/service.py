@@ -76,8 +76,9 @@ class RetryService:
         self.clock = clock
         self.wall_ns = wall_ns
         self.waiting_for_dlq: list[tuple[RetryItem, str, str]] = []  # (item, kind, reason)
-        for lane in lanes:
-            lane.publish_low(NOTHING)
+        # OWNED_LOW is not reset here: the supervisor sets it when it creates the segments.
+        # A retry process started on an existing pipeline must leave a predecessor's value
+        # in place (its heap died with it), so nothing it held can be checkpointed past.
 
     # -- one pass --------------------------------------------------------------------
     def step(self) -> bool:

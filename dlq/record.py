@@ -34,6 +34,9 @@ FILE_HEADER = struct.Struct("<8sII")
 RECORD_HEADER = struct.Struct("<III")
 MARKER = 0x51444C4C
 MAX_RECORD = 1 << 30
+_MARKER_BYTES = RECORD_HEADER.pack(MARKER, 0, 0)[:4]
+TORN = "torn record at the end (crash while writing)"
+DAMAGED = "damaged record skipped"
 
 
 class DlqRecord(msgspec.Struct, kw_only=True):
@@ -86,24 +89,25 @@ def read_segment(
         return
     at = FILE_HEADER.size
     while at < len(data):
-        if len(data) - at < RECORD_HEADER.size:
-            found.append(Problem(path, at, "torn record at the end (crash while writing)"))
-            return
-        marker, length, crc = RECORD_HEADER.unpack_from(data, at)
-        end = at + RECORD_HEADER.size + length
-        if marker == MARKER and length <= MAX_RECORD and end > len(data):
-            found.append(Problem(path, at, "torn record at the end (crash while writing)"))
-            return
-        body = data[at + RECORD_HEADER.size : end]
-        if marker == MARKER and end <= len(data) and zlib.crc32(body) == crc:
-            try:
-                yield at, _decode(body)
-                at = end
-                continue
-            except msgspec.DecodeError:
-                pass
-        found.append(Problem(path, at, "damaged record skipped"))
-        next_at = data.find(RECORD_HEADER.pack(MARKER, 0, 0)[:4], at + 1)
+        torn = len(data) - at < RECORD_HEADER.size
+        if not torn:
+            marker, length, crc = RECORD_HEADER.unpack_from(data, at)
+            end = at + RECORD_HEADER.size + length
+            torn = marker == MARKER and length <= MAX_RECORD and end > len(data)
+            body = data[at + RECORD_HEADER.size : end]
+            if marker == MARKER and not torn and zlib.crc32(body) == crc:
+                try:
+                    yield at, _decode(body)
+                    at = end
+                    continue
+                except msgspec.DecodeError:
+                    pass
+        # Not an intact record. A length that runs past the end is a torn last record
+        # only if no record follows: damage to the length field of a record in the
+        # middle looks the same, and must not hide every record after it.
+        next_at = data.find(_MARKER_BYTES, at + 1)
         if next_at < 0:
+            found.append(Problem(path, at, TORN if torn else DAMAGED))
             return
+        found.append(Problem(path, at, DAMAGED))
         at = next_at

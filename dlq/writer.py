@@ -62,6 +62,9 @@ class DlqWriter:
             for problem in problems:
                 log.warning("DLQ %s at byte %d: %s", problem.path, problem.offset, problem.what)
             self.segments.append(_Segment(path, path.stat().st_size, count, path.stat().st_mtime))
+        # numbers only grow while we run, even when every segment was deleted: a name
+        # reused for new records would inherit a concurrent replay's marks of the old one
+        self._last_number = int(self.segments[-1].path.stem) if self.segments else 0
         self._fd: int | None = None
         self._last_sync = clock()
         self._unsynced = False
@@ -81,8 +84,12 @@ class DlqWriter:
         data = encode_record(record)
         self._forget_purged()
         self.expire()
+        too_big = len(file_header()) + len(data) > self.config.max_bytes
         while self.total_bytes + len(data) > self.config.max_bytes:
-            if self.config.when_full == "block" or len(self.segments) <= 1:
+            # drop_oldest may drop the current segment too (segment_bytes may equal
+            # max_bytes); only a record larger than the whole DLQ cannot be written,
+            # and deleting everything for it would be a loss for nothing
+            if self.config.when_full == "block" or not self.segments or too_big:
                 raise DlqFull(
                     f"dead letter queue at {self.total_bytes} of {self.config.max_bytes} bytes"
                 )
@@ -138,8 +145,8 @@ class DlqWriter:
                 self.sync()
                 os.close(self._fd)
                 self._fd = None
-            number = int(last.path.stem) + 1 if last is not None else 1
-            path = self.dir / f"{number:016d}{SUFFIX}"
+            self._last_number += 1
+            path = self.dir / f"{self._last_number:016d}{SUFFIX}"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             os.write(fd, file_header())
             os.fsync(fd)

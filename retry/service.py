@@ -125,9 +125,9 @@ class RetryService:
                 lane.owned.add(key)
                 if message.kind == PERMANENT:
                     self._to_dlq(item, "permanent", message.reason)
-                elif message.kind == RETRYABLE:
+                elif message.kind == RETRYABLE and self._schedule(lane, item):
+                    # only retries actually scheduled: exhausted / overflow went to the DLQ
                     lane.counters.add(Counter.RETRIES_BY_CODE + message.code % len(REASON_CODES))
-                    self._schedule(lane, item)
             if message.kind == REDELIVER:
                 log.error("sink %s sent a redelivery record back; ignored", lane.name)
             # ownership is published before the slot is released (see module docstring)
@@ -135,14 +135,17 @@ class RetryService:
             consumer.release(seq)
         return available >= first
 
-    def _schedule(self, lane: SinkLane, item: RetryItem) -> None:
+    def _schedule(self, lane: SinkLane, item: RetryItem) -> bool:
+        """Put ``item`` in the heap (True), or send it to the DLQ (False)."""
         why = self.policy.exhausted(item.attempts, item.first_failure, self.clock())
         if why is not None:
             self._to_dlq(item, "exhausted", f"{why}; last error: {item.reason}")
-        elif self.heap.push(self.clock() + self.policy.delay(item.attempts), item):
+            return False
+        if self.heap.push(self.clock() + self.policy.delay(item.attempts), item):
             lane.counters.add(Counter.RETRY_SCHEDULED)
-        else:
-            self._to_dlq(item, "overflow", f"retry heap full; last error: {item.reason}")
+            return True
+        self._to_dlq(item, "overflow", f"retry heap full; last error: {item.reason}")
+        return False
 
     # -- due items ---------------------------------------------------------------------
     def _redeliver_due(self) -> bool:

@@ -9,6 +9,7 @@ restart continues them) and rotated by size: the current file is renamed to
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
@@ -21,6 +22,7 @@ from logcap.sinks.file.config import FileSinkConfig
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 IDLE_CLOSE_SECONDS = 300.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,6 +30,29 @@ class _OpenFile:
     fd: int
     size: int
     last_write: float
+
+
+def _cut_torn_tail(fd: int, path: str) -> int:
+    """Cut a partial last entry off; return the file's size.
+
+    A sink killed during a write(2) leaves the part of the batch copied so far, ending
+    in the middle of an entry. That batch was not acknowledged and will be written again;
+    appending it to the fragment would leave a corrupt line in the middle of the file.
+    The sink owns its output, so an unterminated tail is always such a fragment.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    end = size
+    while True:
+        start = max(0, end - 65536)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0 or start == 0:
+            keep = start + newline + 1  # 0 when the file holds no newline at all
+            log.warning("%s ended in a partial entry (%d bytes): cut off", path, size - keep)
+            os.ftruncate(fd, keep)
+            return keep
+        end = start
 
 
 class FileSink:
@@ -93,8 +118,8 @@ class FileSink:
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        handle = _OpenFile(fd, os.fstat(fd).st_size, time.monotonic())
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        handle = _OpenFile(fd, _cut_torn_tail(fd, path), time.monotonic())
         self._files[path] = handle
         return handle
 

@@ -9,42 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 
 import click
 
-from logcap.config import Config, load_config, parse_config
-from logcap.errors import ConfigError
-
-EX_CONFIG = 78
-DEFAULT_CONFIG = "default.yaml"
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML config file (default: the embedded default config).",
-)
-
-
-def _load(config_path: Path | None) -> Config:
-    if config_path is not None:
-        return load_config(config_path)
-    text = resources.files("logcap.configs").joinpath(DEFAULT_CONFIG).read_text("utf-8")
-    # the embedded config's relative paths are relative to where logcap is started
-    return parse_config(text, f"<embedded {DEFAULT_CONFIG}>", Path.cwd())
-
-
-def _load_or_exit(config_path: Path | None) -> Config:
-    try:
-        return _load(config_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(problem, err=True)
-        click.echo(f"invalid configuration: {len(exc.problems)} problem(s)", err=True)
-        sys.exit(EX_CONFIG)
+from logcap.cli_common import config_option, load_or_exit
 
 
 @click.group()
@@ -57,7 +26,7 @@ def main() -> None:
 @config_option
 def validate(config_path: Path | None) -> None:
     """Check a config file; print every problem with its YAML path and line."""
-    config = _load_or_exit(config_path)
+    config = load_or_exit(config_path)
     click.echo(f"ok: {len(config.sources)} source(s), {len(config.sinks)} sink(s)")
 
 
@@ -74,7 +43,7 @@ _register_subcommands()
 @config_option
 def run(config_path: Path | None) -> None:
     """Run the pipeline until SIGTERM/SIGINT, then drain and exit."""
-    config = _load_or_exit(config_path)
+    config = load_or_exit(config_path)
     logging.basicConfig(
         stream=sys.stderr,
         level=os.environ.get("LOGCAP_LOG_LEVEL", "INFO").upper(),

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from logcap.cli_common import config_option, load_or_exit
 from logcap.config import Config
 from logcap.dispatch.batch import Batch
 from logcap.dispatch.encode import rfc3339
@@ -58,19 +59,6 @@ def _entries(record: DlqRecord) -> list[Any]:
     return [json.loads(line) for line in bytes(payload).splitlines()]
 
 
-def _load(config_path: Path | None) -> Config:
-    from logcap.cli import _load_or_exit
-
-    return _load_or_exit(config_path)
-
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML config file (default: the embedded default config).",
-)
 sink_option = click.option("--sink", default=None, help="Only records that failed for this sink.")
 reason_option = click.option(
     "--reason",
@@ -90,7 +78,7 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per segment.")
 def list_segments(config_path: Path | None, as_json: bool) -> None:
     """Segments with their record counts, reasons, sinks and time range."""
-    config = _load(config_path)
+    config = load_or_exit(config_path)
     rows: list[dict[str, Any]] = []
     for segment in segment_paths(dlq_directory(config.data_dir)):
         found = list(_records_in(segment))
@@ -142,7 +130,7 @@ def _records_in(segment: Path) -> Iterator[Found]:
 @click.option("--pending", is_flag=True, help="Only records not replayed yet.")
 def show(config_path: Path | None, sink: str | None, reason: str | None, pending: bool) -> None:
     """One JSON object per line per record, with its entries."""
-    config = _load(config_path)
+    config = load_or_exit(config_path)
     for found in _records(config, sink, reason):
         if pending and found.replayed:
             continue
@@ -185,7 +173,7 @@ def replay(
     from logcap.metrics import NullBlock
     from logcap.sinks.registry import build_sink
 
-    config = _load(config_path)
+    config = load_or_exit(config_path)
     for name in (sink, target):
         if name is not None and name not in config.sinks:
             click.echo(f"error: no sink named {name!r} in the config", err=True)
@@ -238,7 +226,7 @@ def replay(
 )
 def purge(config_path: Path | None, everything: bool) -> None:
     """Delete segments whose records were all replayed (or all segments with --all)."""
-    config = _load(config_path)
+    config = load_or_exit(config_path)
     removed = kept = 0
     for segment in segment_paths(dlq_directory(config.data_dir)):
         found = list(_records_in(segment))

@@ -21,6 +21,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from logcap.ringbuf import Producer
+
 HEADER = struct.Struct("<BB6xqqqqq")
 RETRYABLE, PERMANENT, DELIVERED, REDELIVER = 1, 2, 3, 4
 
@@ -60,6 +62,35 @@ def write_message(
     at += len(encoded)
     slot[at : at + len(batch)] = batch
     return at + len(batch)
+
+
+def send(
+    producer: Producer,
+    seq: int,
+    kind: int,
+    batch_seq: int,
+    attempts: int,
+    first_failure_ns: int,
+    entries: int,
+    reason: str,
+    batch: bytes | memoryview = b"",
+    code: int = 0,
+) -> int:
+    """Write a record into the claimed slot ``seq`` and publish it; return ``seq``."""
+    length = write_message(
+        producer.payload(seq),
+        kind,
+        batch_seq,
+        attempts,
+        first_failure_ns,
+        entries,
+        reason,
+        batch,
+        code,
+    )
+    producer.commit(seq, length)
+    producer.publish(seq)
+    return seq
 
 
 def read_message(view: memoryview) -> Message:

@@ -29,7 +29,7 @@ from logcap.retry.messages import (
     REDELIVER,
     RETRYABLE,
     read_message,
-    write_message,
+    send,
 )
 from logcap.retry.policy import BackoffPolicy
 from logcap.ringbuf import Consumer, Producer
@@ -158,8 +158,9 @@ class RetryService:
             except BufferFull:  # the sink is still busy with earlier ones: a moment later
                 self.heap.push(now + 0.05, item)
                 break
-            length = write_message(
-                lane.redeliveries.payload(seq),
+            send(
+                lane.redeliveries,
+                seq,
                 REDELIVER,
                 item.batch_seq,
                 item.attempts,
@@ -168,8 +169,6 @@ class RetryService:
                 item.reason,
                 item.batch,
             )
-            lane.redeliveries.commit(seq, length)
-            lane.redeliveries.publish(seq)
             # still owned: the sink reports delivered or failed-again on its failure ring
             moved = True
         return moved

@@ -18,7 +18,7 @@ from typing import Protocol
 from logcap.dispatch.batch import Batch
 from logcap.errors import REASON_CODES, DeliveryError, Permanent
 from logcap.metrics import Counter, CounterBlock
-from logcap.retry.messages import DELIVERED, PERMANENT, RETRYABLE, read_message, write_message
+from logcap.retry.messages import DELIVERED, PERMANENT, RETRYABLE, read_message, send
 from logcap.ringbuf import Consumer, Producer, SleepWait, WaitStrategy
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,9 @@ class SinkRunner:
         code: int = 0,
     ) -> int:
         assert self.failures is not None
-        seq = self.failures.claim(1)
-        length = write_message(
-            self.failures.payload(seq),
+        return send(
+            self.failures,
+            self.failures.claim(1),
             kind,
             batch_seq,
             attempts,
@@ -174,9 +174,6 @@ class SinkRunner:
             batch,
             code,
         )
-        self.failures.commit(seq, length)
-        self.failures.publish(seq)
-        return seq
 
     def _serve_redeliveries(self) -> bool:
         ring = self.redeliveries

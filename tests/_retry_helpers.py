@@ -3,7 +3,7 @@ counter table and a clock that only moves when the test moves it.
 
 Each sink gets what the supervisor gives it: a failure ring (sink → retry) and a
 redelivery ring (retry → sink). :class:`SinkEnd` is the sink's side of both, so a test
-can write failure records with ``retry.messages.write_message`` exactly as a SinkRunner
+can write failure records with ``retry.messages.send`` exactly as a SinkRunner
 does, or hand the same rings to a real :class:`SinkRunner`.
 """
 
@@ -23,7 +23,7 @@ from logcap.dlq.record import DlqRecord, read_segment
 from logcap.dlq.writer import DlqWriter, segment_paths
 from logcap.metrics import NOTHING, Counter, CounterBlock, CounterTable
 from logcap.retry.heap import DelayHeap
-from logcap.retry.messages import read_message, write_message
+from logcap.retry.messages import read_message, send
 from logcap.retry.policy import BackoffPolicy
 from logcap.retry.service import RetryService, SinkLane
 from logcap.ringbuf import Consumer, Producer, Ring, unlink
@@ -126,9 +126,9 @@ class SinkEnd:
         entries: int = ENTRIES,
     ) -> int:
         """Publish one failure-ring record, as SinkRunner._report does; return its seq."""
-        seq = self.failures.claim(1, timeout=2.0)
-        length = write_message(
-            self.failures.payload(seq),
+        return send(
+            self.failures,
+            self.failures.claim(1, timeout=2.0),
             kind,
             batch_seq,
             attempts,
@@ -138,9 +138,6 @@ class SinkEnd:
             batch,
             code,
         )
-        self.failures.commit(seq, length)
-        self.failures.publish(seq)
-        return seq
 
     def redelivered(self) -> list[Redelivery]:
         """Every redelivery published and not yet taken; each slot released after copying."""

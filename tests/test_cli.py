@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from logcap.cli import EX_CONFIG, main
+from logcap.cli import main
+from logcap.cli_common import EX_CONFIG
 
 VALID = """\
 data_dir: ./state

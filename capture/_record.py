@@ -8,11 +8,13 @@ Layout inside a ring slot's payload (little-endian)::
                              larger than start+data_len when an over-long line was cut
     24   dev         int64   st_dev of the file
     32   ino         int64   st_ino of the file
-    40   data_len    uint32  bytes of line data
-    44   path_len    uint16  bytes of the UTF-8 path (surrogate-escaped)
-    46   flags       uint16  bit 0: the block is one truncated line
-    48   path        path_len bytes
-    48+path_len      data: whole lines, each ending in b"\\n"
+    40   fingerprint uint64  (length << 32) | crc32 of the file's first bytes, 0 while the
+                             file is shorter than fingerprint_bytes
+    48   data_len    uint32  bytes of line data
+    52   path_len    uint16  bytes of the UTF-8 path (surrogate-escaped)
+    54   flags       uint16  bit 0: the block is one truncated line
+    56   path        path_len bytes
+    56+path_len      data: whole lines, each ending in b"\\n"
 
 Packing uses ``struct.pack_into`` on purpose: these bytes are payload, published later
 by the ring cursor, so a transient zero can never be observed.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-HEADER = struct.Struct("<qqqqqIHH")
+HEADER = struct.Struct("<qqqqqQIHH")
 HEADER_SIZE = HEADER.size
 FLAG_TRUNCATED = 1
 MAX_PATH_BYTES = 4096
@@ -37,6 +39,7 @@ class BlockHeader(NamedTuple):
     end: int
     dev: int
     ino: int
+    fingerprint: int
     data_len: int
     path_len: int
     flags: int

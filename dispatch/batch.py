@@ -48,6 +48,7 @@ class Progress(msgspec.Struct, array_like=True, gc=False, frozen=True):
     dev: int
     ino: int
     offset: int
+    fingerprint: int = 0
 
 
 class BatchMeta(msgspec.Struct, array_like=True, gc=False):

@@ -28,13 +28,16 @@ FILE_NAME = "checkpoints.json"
 
 
 class FilePosition(msgspec.Struct, frozen=True, array_like=True):
-    """How far one file has been delivered."""
+    """How far one file has been delivered. A file is known by ``dev``/``ino`` checked
+    against ``fingerprint`` (see capture/file/identity.py); ``path`` is where it was last
+    seen, for people reading the file."""
 
     source: str
     path: str
     dev: int
     ino: int
     offset: int
+    fingerprint: int = 0
 
 
 class Positions(msgspec.Struct):
@@ -108,6 +111,6 @@ class CheckpointStore:
         finally:
             os.close(dir_fd)
 
-    def positions_for(self, source: str) -> dict[str, FilePosition]:
-        """Checkpointed files of one source, by path."""
-        return {p.path: p for p in self.load().files if p.source == source}
+    def positions_for(self, source: str) -> dict[tuple[int, int], FilePosition]:
+        """Checkpointed files of one source, by (dev, inode)."""
+        return {(p.dev, p.ino): p for p in self.load().files if p.source == source}

@@ -38,7 +38,7 @@ from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Consumer, Producer, WaitStrategy
 
 log = logging.getLogger(__name__)
-FileKey = tuple[str, str]  # (source, path)
+FileKey = tuple[str, int, int]  # (source, dev, inode): a renamed file stays the same file
 
 
 @dataclass
@@ -50,6 +50,7 @@ class SourceInput:
     counters: CounterBlock
     max_line_bytes: int
     host: str
+    skip_long_lines: bool = False  # long_lines: skip drops them instead of cutting them
     # sequence of the newest record fully placed into a published batch
     releasable: int = -1
     labels_by_path: dict[bytes, tuple[str, dict[str, str]]] = field(default_factory=dict)
@@ -91,7 +92,7 @@ class Dispatcher:
         self.clock = clock
         self.pending = _Pending()
         self.committed: dict[FileKey, FilePosition] = {
-            (p.source, p.path): p for p in checkpoints.load().files
+            (p.source, p.dev, p.ino): p for p in checkpoints.load().files
         }
         self.dirty = False
         self.last_checkpoint = clock()
@@ -154,21 +155,32 @@ class Dispatcher:
             labelled = (path, {"host": source.host, "path": path})
             source.labels_by_path[path_bytes] = labelled
         path, labels = labelled
-        self.read_positions[(source.name, path)] = header.end
+        self.read_positions[(source.name, header.dev, header.ino)] = header.end
         data = view[path_end : path_end + header.data_len]
         text = str(data, "utf-8", "replace")
         lines = text.split("\n")
         lines.pop()  # a block always ends with b"\n"
-        truncated = self._limit_line_length(lines, text, len(data), source.max_line_bytes)
+        overlong = self._limit_line_length(
+            lines, text, len(data), source.max_line_bytes, source.skip_long_lines
+        )
         if header.flags & FLAG_TRUNCATED:
-            # one line the collector already cut (and counted here once), perhaps cut again
-            # above only to drop a character its byte cut had split
-            truncated = 1
-        if truncated:
-            source.counters.add(Counter.LINES_TRUNCATED, truncated)
+            # one line the collector already cut or dropped (and counted here once),
+            # perhaps cut again above only to drop a character its byte cut had split
+            overlong = 1
+        if overlong:
+            counter = Counter.LINES_SKIPPED if source.skip_long_lines else Counter.LINES_TRUNCATED
+            source.counters.add(counter, overlong)
         source.counters.add(Counter.EVENTS_OUT, len(lines))
         self.counters.add(Counter.EVENTS_IN, len(lines))
         self.counters.add(Counter.BYTES_IN, header.data_len)
+        progress = Progress(
+            source.name, path, header.dev, header.ino, header.end, header.fingerprint
+        )
+        key = (source.name, header.dev, header.ino)
+        if not lines:  # e.g. one skipped line: nothing to send, a position to checkpoint
+            self.pending.progress[key] = progress
+            self.pending.completes[index] = seq
+            return
         prefix = entry_prefix(source.name, labels, header.read_ns)
         while lines:
             pending = self.pending
@@ -185,9 +197,7 @@ class Dispatcher:
             pending.count += len(take)
             pending.raw_bytes += size
             if not lines:
-                pending.progress[(source.name, path)] = Progress(
-                    source.name, path, header.dev, header.ino, header.end
-                )
+                pending.progress[key] = progress
                 pending.completes[index] = seq
             if (
                 pending.count >= self.config.batch_max_events
@@ -196,18 +206,25 @@ class Dispatcher:
                 self.flush()
 
     @staticmethod
-    def _limit_line_length(lines: list[str], text: str, raw_len: int, limit: int) -> int:
+    def _limit_line_length(
+        lines: list[str], text: str, raw_len: int, limit: int, skip: bool = False
+    ) -> int:
+        """Cut (or with ``skip`` drop) lines over ``limit`` bytes; return how many."""
         if raw_len <= limit or not lines or max(map(len, lines)) <= limit // 4:
             return 0
         ascii_only = len(text) == raw_len  # then characters == bytes
-        cut = 0
-        for i, line in enumerate(lines):
-            if len(line) > limit // 4 and (
-                len(line) > limit if ascii_only else len(line.encode()) > limit
-            ):
-                lines[i] = line[:limit] if ascii_only else truncate_utf8(line, limit)
-                cut += 1
-        return cut
+        over = [
+            i
+            for i, line in enumerate(lines)
+            if len(line) > limit // 4
+            and (len(line) > limit if ascii_only else len(line.encode()) > limit)
+        ]
+        for i in reversed(over) if skip else over:
+            if skip:
+                del lines[i]
+            else:
+                lines[i] = lines[i][:limit] if ascii_only else truncate_utf8(lines[i], limit)
+        return len(over)
 
     # -- publishing ----------------------------------------------------------------
     def flush(self) -> None:
@@ -276,8 +293,8 @@ class Dispatcher:
         while self.unacked and self.unacked[0][0] <= delivered:
             _, progress, _ = self.unacked.popleft()
             for p in progress:
-                self.committed[(p.source, p.path)] = FilePosition(
-                    p.source, p.path, p.dev, p.ino, p.offset
+                self.committed[(p.source, p.dev, p.ino)] = FilePosition(
+                    p.source, p.path, p.dev, p.ino, p.offset, p.fingerprint
                 )
             self.dirty = True
         if self.dirty and self.clock() - self.last_checkpoint >= self.config.checkpoint_interval:

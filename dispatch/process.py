@@ -25,6 +25,7 @@ def run_dispatcher(ctx: ChildContext) -> None:
             counters=ctx.table.block(plan.counter_index(name)),
             max_line_bytes=plan.config.sources[name].max_line_bytes,
             host=host,
+            skip_long_lines=plan.config.sources[name].long_lines == "skip",
         )
         for name in plan.sources
     ]

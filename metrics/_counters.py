@@ -64,6 +64,8 @@ class Counter(enum.IntEnum):
     # the dispatcher's block (gauges)
     CHECKPOINT_LAG_BYTES = 25
     CHECKPOINT_LAG_MS = 26
+    # source blocks, written by the dispatcher: lines dropped by long_lines: skip
+    LINES_SKIPPED = 27
     # sink blocks, written by the retry process: retries scheduled, one word per reason
     # code (logcap.errors.REASON_CODES, 8 of them)
     RETRIES_BY_CODE = 32

@@ -121,6 +121,7 @@ def publish_block(
         start + len(data) if end is None else end,
         dev,
         ino,
+        0,  # fingerprint: unknown (tests of identity use real files)
         len(data),
         len(path_bytes),
         flags,

@@ -152,12 +152,14 @@ def test_leftover_tmp_file_is_ignored_and_replaced(store: CheckpointStore) -> No
     assert not tmp.exists()
 
 
-def test_positions_for_returns_one_source_keyed_by_path(store: CheckpointStore) -> None:
+def test_positions_for_returns_one_source_keyed_by_device_and_inode(
+    store: CheckpointStore,
+) -> None:
     store.save(NEW)
     app = store.positions_for("app")
-    assert set(app) == {"/var/log/app.log", "/var/log/other.log"}
-    assert app["/var/log/app.log"] == FilePosition("app", "/var/log/app.log", 2049, 100, 250)
+    assert set(app) == {(2049, 100), (2049, 101)}
+    assert app[(2049, 100)] == FilePosition("app", "/var/log/app.log", 2049, 100, 250)
     assert store.positions_for("db") == {
-        "/var/log/db/slow.log": FilePosition("db", "/var/log/db/slow.log", 2050, 5, 4096)
+        (2050, 5): FilePosition("db", "/var/log/db/slow.log", 2050, 5, 4096)
     }
     assert store.positions_for("nobody") == {}

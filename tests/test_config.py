@@ -172,6 +172,9 @@ sources:
     exclude: [/var/log/app/debug.log]
     read_from: end
     max_line_bytes: 16KiB
+    long_lines: skip
+    fingerprint_bytes: 1024
+    ignore_older: 2h
     glob_interval: 5s
     poll_interval: 100ms
     watch: false

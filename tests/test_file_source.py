@@ -464,7 +464,7 @@ def test_checkpoint_is_resumed_when_dev_and_inode_match(tmp_path: Path, rings: R
     log = tmp_path / "app.log"
     log.write_bytes(b"delivered 1\ndelivered 2\nnot yet\n")
     st = log.stat()
-    saved = {str(log): FilePosition("app", str(log), st.st_dev, st.st_ino, 24)}
+    saved = {(st.st_dev, st.st_ino): FilePosition("app", str(log), st.st_dev, st.st_ino, 24)}
     wiring = Wiring(rings, source_config(tmp_path, "include: ['*.log']"))
     collector = wiring.collector(saved)
     collector.rescan(initial=True)
@@ -484,7 +484,9 @@ def test_checkpoint_of_another_inode_is_ignored_and_the_file_read_from_zero(
     st = log.stat()
     # the checkpoint belongs to the file this path named before (rotated away meanwhile);
     # read_from: end must not apply either: the path has a checkpoint
-    saved = {str(log): FilePosition("app", str(log), st.st_dev, st.st_ino + 1, 19)}
+    saved = {
+        (st.st_dev, st.st_ino + 1): FilePosition("app", str(log), st.st_dev, st.st_ino + 1, 19)
+    }
     wiring = Wiring(rings, source_config(tmp_path, "include: ['*.log']\nread_from: end"))
     collector = wiring.collector(saved)
     collector.rescan(initial=True)
@@ -500,7 +502,7 @@ def test_checkpoint_past_the_end_of_the_same_file_restarts_at_zero(
     log = tmp_path / "app.log"
     log.write_bytes(b"short now\n")
     st = log.stat()
-    saved = {str(log): FilePosition("app", str(log), st.st_dev, st.st_ino, 5000)}
+    saved = {(st.st_dev, st.st_ino): FilePosition("app", str(log), st.st_dev, st.st_ino, 5000)}
     wiring = Wiring(rings, source_config(tmp_path, "include: ['*.log']"))
     collector = wiring.collector(saved)
     collector.rescan(initial=True)

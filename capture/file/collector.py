@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from logcap.capture.file.config import FileSourceConfig
 from logcap.capture.file.discovery import ChangeWatcher, FileFinder
+from logcap.capture.file.identity import matches
 from logcap.capture.file.tailer import FileTailer
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.metrics import Counter, CounterBlock
@@ -26,7 +27,7 @@ class FileCollector:
         config: FileSourceConfig,
         producer: Producer,
         counters: CounterBlock,
-        checkpoints: dict[str, FilePosition],
+        checkpoints: dict[tuple[int, int], FilePosition],
         should_stop: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -44,32 +45,58 @@ class FileCollector:
         self._next_scan = 0.0
 
     def _start_position(self, tailer: FileTailer, initial: bool) -> int:
-        # the dispatcher records non-UTF-8 names with U+FFFD (see Dispatcher._take)
-        saved = self.checkpoints.get(os.fsencode(tailer.path).decode("utf-8", "replace"))
-        size = tailer.size()
-        if saved is not None and (saved.dev, saved.ino) == (tailer.dev, tailer.ino):
+        saved = self.checkpoints.get((tailer.dev, tailer.ino))
+        if saved is not None and matches(saved, tailer.dev, tailer.ino, tailer.fd):
+            size = tailer.size()
             return int(saved.offset) if saved.offset <= size else 0
-        # read_from applies to files present at start; files that appear later are new
-        # and are read whole, or their first lines would be lost.
-        if saved is None and initial and self.config.read_from == "end":
-            return size
+        # Not a checkpointed file (none, or a new file on a reused inode). read_from: end
+        # applies on the source's first run only, to the files already there: later, and
+        # on any restart, a file we do not know appeared while we were not looking, and
+        # is read whole, or its first lines would be lost.
+        if initial and self.config.read_from == "end" and not self.checkpoints:
+            return tailer.size()
         return 0
 
+    def _known(self, dev: int, ino: int) -> FileTailer | None:
+        """The tailer already reading this file under some name, if any."""
+        for tailer in (*self.tailers.values(), *self.retiring):
+            if (tailer.dev, tailer.ino) == (dev, ino):
+                return tailer
+        return None
+
+    def _too_old(self, st: os.stat_result) -> bool:
+        horizon = self.config.ignore_older
+        return horizon is not None and st.st_mtime < time.time() - horizon
+
     def rescan(self, initial: bool = False) -> None:
-        """Open new matches; retire files that were replaced or removed."""
+        """Open new matches; follow renamed files; retire files replaced or removed."""
         found = self.finder.scan()
         for path in found:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
             current = self.tailers.get(path)
             if current is not None:
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
                 if (st.st_dev, st.st_ino) == (current.dev, current.ino):
                     continue
                 self.retiring.append(self.tailers.pop(path))  # rotated: drain the old one
+            known = self._known(st.st_dev, st.st_ino)
+            if known is not None:  # renamed (rotated away) but still matching: same position
+                if known in self.retiring:
+                    self.retiring.remove(known)
+                for old_path, tailer in list(self.tailers.items()):
+                    if tailer is known:
+                        del self.tailers[old_path]
+                known.rename(path)
+                self.tailers[path] = known
+                continue
+            if self._too_old(st) and (st.st_dev, st.st_ino) not in self.checkpoints:
+                continue  # ignore_older: looked at again on every scan, in case it is written
             try:
-                tailer = FileTailer(path, 0)
+                tailer = FileTailer(
+                    path, 0, self.config.fingerprint_bytes, self.config.long_lines == "skip"
+                )
             except OSError as exc:
                 log.warning("source %s: cannot open %s: %s", self.name, path, exc)
                 self.counters.add(Counter.ERRORS)

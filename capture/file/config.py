@@ -27,7 +27,11 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
     ] = []
     read_from: Annotated[
         Literal["beginning", "end"],
-        doc("Where to start in a file that has no checkpoint: its first byte or its end."),
+        doc(
+            "On the source's first run (no checkpoint yet), where to start in the files "
+            "already there: their first byte or their end. Files that appear later, or "
+            "on a restart, are always read from their first byte."
+        ),
     ] = "beginning"
     max_line_bytes: Annotated[
         LineBytes,
@@ -36,6 +40,30 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             "collector ring slot."
         ),
     ] = LineBytes(64 * 1024)
+    long_lines: Annotated[
+        Literal["truncate", "skip"],
+        doc(
+            "What happens to a line longer than max_line_bytes: cut to that length, or "
+            "dropped whole; either way it is counted."
+        ),
+    ] = "truncate"
+    fingerprint_bytes: Annotated[
+        int,
+        doc(
+            "A file is known by device and inode, checked against a checksum of its first "
+            "this many bytes, so a rename keeps its position and a reused inode is not "
+            "taken for the old file.",
+            ge=16,
+            le=65536,
+        ),
+    ] = 256
+    ignore_older: Annotated[
+        PositiveDuration | None,
+        doc(
+            "Files not modified for this long (and not checkpointed) are not read until "
+            "they are written again. Null: read every matching file."
+        ),
+    ] = None
     glob_interval: Annotated[
         PositiveDuration, doc("How often include patterns are re-expanded to find new files.")
     ] = PositiveDuration(1.0)

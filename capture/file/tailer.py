@@ -12,6 +12,7 @@ import os
 import time
 
 from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, BlockHeader, write_header
+from logcap.capture.file.identity import UNKNOWN, fingerprint
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -22,14 +23,23 @@ SCAN_CHUNK = 1 << 20
 class FileTailer:
     """An open file, the offset of its next unread line, and how to publish from it."""
 
-    def __init__(self, path: str, position: int) -> None:
-        self.path = path
-        self.path_bytes = os.fsencode(path)[:4096]
+    def __init__(
+        self, path: str, position: int, fingerprint_bytes: int = 256, skip_long_lines: bool = False
+    ) -> None:
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.rename(path)
         st = os.fstat(self.fd)
         self.dev, self.ino = st.st_dev, st.st_ino
+        self.fingerprint_bytes = fingerprint_bytes
+        self.fingerprint = fingerprint(self.fd, fingerprint_bytes)
         self.position = position
+        self.skip_long_lines = skip_long_lines
         self._scan_at: int | None = None  # set while skipping the tail of an over-long line
+
+    def rename(self, path: str) -> None:
+        """The file is now known under ``path`` (renamed, or rotated away)."""
+        self.path = path
+        self.path_bytes = os.fsencode(path)[:4096]
 
     def size(self) -> int:
         """Current size of the open file."""
@@ -46,7 +56,10 @@ class FileTailer:
         size = self.size()
         if size < self.position:  # truncated in place (copytruncate, "> file")
             self.position, self._scan_at = 0, None
+            self.fingerprint = fingerprint(self.fd, self.fingerprint_bytes)
             counters.add(Counter.FILE_RESETS)
+        if self.fingerprint == UNKNOWN and size >= self.fingerprint_bytes:
+            self.fingerprint = fingerprint(self.fd, self.fingerprint_bytes)
         if size <= self.position:
             return False
         if self._scan_at is not None:
@@ -68,6 +81,7 @@ class FileTailer:
                 self.position + cut,
                 self.dev,
                 self.ino,
+                self.fingerprint,
                 cut,
                 len(self.path_bytes),
                 0,
@@ -92,7 +106,13 @@ class FileTailer:
                 self._scan_at += len(chunk)
                 continue
             end = self._scan_at + newline + 1
-            head = os.pread(self.fd, max_line_bytes, self.position) + b"\n"
+            # the head of the line, cut to max_line_bytes; nothing when long lines are skipped
+            # (the record still carries the position past the line, to be checkpointed)
+            head = (
+                b""
+                if self.skip_long_lines
+                else (os.pread(self.fd, max_line_bytes, self.position) + b"\n")
+            )
             if not self._publish(
                 producer,
                 BlockHeader(
@@ -101,6 +121,7 @@ class FileTailer:
                     end,
                     self.dev,
                     self.ino,
+                    self.fingerprint,
                     len(head),
                     len(self.path_bytes),
                     FLAG_TRUNCATED,

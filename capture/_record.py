@@ -8,8 +8,8 @@ Layout inside a ring slot's payload (little-endian)::
                              larger than start+data_len when an over-long line was cut
     24   dev         int64   st_dev of the file
     32   ino         int64   st_ino of the file
-    40   fingerprint uint64  (length << 32) | crc32 of the file's first bytes, 0 while the
-                             file is shorter than fingerprint_bytes
+    40   fingerprint uint64  (n << 32) | crc32 of the file's first n bytes (n up to
+                             fingerprint_bytes; 0 for an empty file)
     48   data_len    uint32  bytes of line data
     52   path_len    uint16  bytes of the UTF-8 path (surrogate-escaped)
     54   flags       uint16  bit 0: the block is one truncated line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from logcap.capture.file.config import FileSourceConfig
@@ -16,6 +17,7 @@ from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
 
 log = logging.getLogger(__name__)
+CLOSED_FILES_REMEMBERED = 4096
 
 
 class FileCollector:
@@ -42,10 +44,14 @@ class FileCollector:
         self.watcher = ChangeWatcher(config.include) if config.watch else None
         self.tailers: dict[str, FileTailer] = {}
         self.retiring: list[FileTailer] = []  # replaced or deleted, read to their end
+        # where files we stopped tailing ended: a listing taken mid-rotation can miss a
+        # file, and when it shows up again it must not be read again from its start
+        self.closed: OrderedDict[tuple[int, int], FilePosition] = OrderedDict()
         self._next_scan = 0.0
 
     def _start_position(self, tailer: FileTailer, initial: bool) -> int:
-        saved = self.checkpoints.get((tailer.dev, tailer.ino))
+        key = (tailer.dev, tailer.ino)
+        saved = self.closed.pop(key, None) or self.checkpoints.get(key)
         if saved is not None and matches(saved, tailer.dev, tailer.ino, tailer.fd):
             size = tailer.size()
             return int(saved.offset) if saved.offset <= size else 0
@@ -56,6 +62,13 @@ class FileCollector:
         if initial and self.config.read_from == "end" and not self.checkpoints:
             return tailer.size()
         return 0
+
+    def _remember(self, tailer: FileTailer) -> None:
+        self.closed[(tailer.dev, tailer.ino)] = FilePosition(
+            self.name, tailer.path, tailer.dev, tailer.ino, tailer.position, tailer.fingerprint
+        )
+        while len(self.closed) > CLOSED_FILES_REMEMBERED:
+            self.closed.popitem(last=False)
 
     def _known(self, dev: int, ino: int) -> FileTailer | None:
         """The tailer already reading this file under some name, if any."""
@@ -120,6 +133,7 @@ class FileCollector:
                 self.counters.add(Counter.ERRORS)
         for tailer in [t for t in self.retiring if t.at_end()]:
             self.retiring.remove(tailer)
+            self._remember(tailer)
             tailer.close()
         return moved
 

@@ -2,9 +2,10 @@
 
 A rename keeps the inode, so a renamed (rotated) file keeps its position and is not read
 again under its new name. A deleted file's inode may be reused for a new file; the
-fingerprint — a CRC32 of the first ``fingerprint_bytes`` bytes, recorded with the length it
-covers — tells the two apart. A file shorter than that has no fingerprint yet (0) and is
-known by device and inode alone, the only evidence there is.
+fingerprint — a CRC32 of the file's first bytes, recorded with how many it covers — tells
+the two apart. It covers up to ``fingerprint_bytes`` and is extended while a young file
+grows: the start of a log file never changes, so even a short prefix identifies it.
+Only an empty file has none (0), and it has no position to lose.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ UNKNOWN = 0
 
 
 def fingerprint(fd: int, length: int) -> int:
-    """``(length << 32) | crc32(first length bytes)``, or UNKNOWN if the file is shorter."""
+    """``(n << 32) | crc32(first n bytes)`` for the first ``n <= length`` bytes there are;
+    UNKNOWN for an empty file."""
     data = os.pread(fd, length, 0)
-    if len(data) < length:
-        return UNKNOWN
-    return (length << 32) | zlib.crc32(data)
+    return (len(data) << 32) | zlib.crc32(data) if data else UNKNOWN
+
+
+def covered(value: int) -> int:
+    """How many leading bytes a fingerprint covers."""
+    return value >> 32
 
 
 def matches(saved: FilePosition, dev: int, ino: int, fd: int) -> bool:
@@ -31,6 +36,6 @@ def matches(saved: FilePosition, dev: int, ino: int, fd: int) -> bool:
         return False
     if saved.fingerprint == UNKNOWN:
         return True
-    length = saved.fingerprint >> 32
+    length = covered(saved.fingerprint)
     data = os.pread(fd, length, 0)
     return len(data) == length and zlib.crc32(data) == saved.fingerprint & 0xFFFFFFFF

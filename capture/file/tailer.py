@@ -12,7 +12,7 @@ import os
 import time
 
 from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, BlockHeader, write_header
-from logcap.capture.file.identity import UNKNOWN, fingerprint
+from logcap.capture.file.identity import covered, fingerprint
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -58,7 +58,7 @@ class FileTailer:
             self.position, self._scan_at = 0, None
             self.fingerprint = fingerprint(self.fd, self.fingerprint_bytes)
             counters.add(Counter.FILE_RESETS)
-        if self.fingerprint == UNKNOWN and size >= self.fingerprint_bytes:
+        if covered(self.fingerprint) < min(size, self.fingerprint_bytes):  # a young file grew
             self.fingerprint = fingerprint(self.fd, self.fingerprint_bytes)
         if size <= self.position:
             return False

@@ -32,7 +32,7 @@ from logcap.dispatch.batch import (
     write_batch,
 )
 from logcap.dispatch.checkpoint import CheckpointStore, FilePosition, Positions
-from logcap.dispatch.encode import encode_entries, entry_prefix, truncate_utf8
+from logcap.dispatch.encode import encode_entries, entry_prefix, truncate_encoded
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Consumer, Producer, WaitStrategy
@@ -51,6 +51,7 @@ class SourceInput:
     max_line_bytes: int
     host: str
     skip_long_lines: bool = False  # long_lines: skip drops them instead of cutting them
+    encoding: str = "utf-8"
     # sequence of the newest record fully placed into a published batch
     releasable: int = -1
     labels_by_path: dict[bytes, tuple[str, dict[str, str]]] = field(default_factory=dict)
@@ -157,11 +158,18 @@ class Dispatcher:
         path, labels = labelled
         self.read_positions[(source.name, header.dev, header.ino)] = header.end
         data = view[path_end : path_end + header.data_len]
-        text = str(data, "utf-8", "replace")
+        text = str(data, source.encoding, "replace")
+        if header.start == 0 and text.startswith("\ufeff"):
+            text = text[1:]  # a byte-order mark is not part of the first line
         lines = text.split("\n")
         lines.pop()  # a block always ends with b"\n"
         overlong = self._limit_line_length(
-            lines, text, len(data), source.max_line_bytes, source.skip_long_lines
+            lines,
+            text,
+            len(data),
+            source.max_line_bytes,
+            source.skip_long_lines,
+            source.encoding,
         )
         if header.flags & FLAG_TRUNCATED:
             # one line the collector already cut or dropped (and counted here once),
@@ -207,23 +215,30 @@ class Dispatcher:
 
     @staticmethod
     def _limit_line_length(
-        lines: list[str], text: str, raw_len: int, limit: int, skip: bool = False
+        lines: list[str],
+        text: str,
+        raw_len: int,
+        limit: int,
+        skip: bool = False,
+        encoding: str = "utf-8",
     ) -> int:
-        """Cut (or with ``skip`` drop) lines over ``limit`` bytes; return how many."""
+        """Cut (or with ``skip`` drop) lines over ``limit`` bytes as read; return how many."""
         if raw_len <= limit or not lines or max(map(len, lines)) <= limit // 4:
             return 0
-        ascii_only = len(text) == raw_len  # then characters == bytes
+        ascii_only = encoding == "utf-8" and len(text) == raw_len  # characters == bytes
         over = [
             i
             for i, line in enumerate(lines)
             if len(line) > limit // 4
-            and (len(line) > limit if ascii_only else len(line.encode()) > limit)
+            and (len(line) if ascii_only else len(line.encode(encoding, "replace"))) > limit
         ]
         for i in reversed(over) if skip else over:
             if skip:
                 del lines[i]
             else:
-                lines[i] = lines[i][:limit] if ascii_only else truncate_utf8(lines[i], limit)
+                lines[i] = (
+                    lines[i][:limit] if ascii_only else truncate_encoded(lines[i], limit, encoding)
+                )
         return len(over)
 
     # -- publishing ----------------------------------------------------------------

@@ -53,6 +53,8 @@ def encode_entries(prefix: bytes, messages: list[str]) -> list[bytes | memoryvie
     return [prefix, memoryview(joined)[: len(joined) - len(prefix)]]
 
 
-def truncate_utf8(text: str, max_bytes: int) -> str:
-    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character."""
-    return text.encode("utf-8", "surrogatepass")[:max_bytes].decode("utf-8", "ignore")
+def truncate_encoded(text: str, max_bytes: int, encoding: str = "utf-8") -> str:
+    """``text`` cut to at most ``max_bytes`` bytes in ``encoding``, never inside a character."""
+    return text.encode(encoding, "surrogatepass" if encoding == "utf-8" else "replace")[
+        :max_bytes
+    ].decode(encoding, "ignore")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 
+from logcap.capture.file.encoding import line_codec
 from logcap.child import ChildContext
 from logcap.dispatch.checkpoint import CheckpointStore
 from logcap.dispatch.dispatcher import Dispatcher, SourceInput
@@ -26,6 +27,7 @@ def run_dispatcher(ctx: ChildContext) -> None:
             max_line_bytes=plan.config.sources[name].max_line_bytes,
             host=host,
             skip_long_lines=plan.config.sources[name].long_lines == "skip",
+            encoding=line_codec(plan.config.sources[name].encoding).name,
         )
         for name in plan.sources
     ]

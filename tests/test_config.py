@@ -172,6 +172,7 @@ sources:
     exclude: [/var/log/app/debug.log]
     read_from: end
     max_line_bytes: 16KiB
+    encoding: latin-1
     long_lines: skip
     fingerprint_bytes: 1024
     ignore_older: 2h

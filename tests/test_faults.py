@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from logcap.dispatch.checkpoint import CheckpointStore, FilePosition
+from logcap.dispatch.checkpoint import CheckpointStore
 from logcap.dlq.record import Problem, read_segment
 from logcap.dlq.writer import segment_paths
 from tests._fault_helpers import (
@@ -473,9 +473,15 @@ dispatcher: {batch_timeout: 50ms, checkpoint_interval: 200ms}
     # the garbage was replaced by a good checkpoint covering the whole file
     checkpoint.with_suffix(".json.prev").unlink()
     stat = source.stat()
-    assert CheckpointStore(tmp_path / "data").load().files == [
-        FilePosition("app", str(source), stat.st_dev, stat.st_ino, stat.st_size)
-    ]
+    (saved,) = CheckpointStore(tmp_path / "data").load().files
+    assert (saved.source, saved.path, saved.dev, saved.ino, saved.offset) == (
+        "app",
+        str(source),
+        stat.st_dev,
+        stat.st_ino,
+        stat.st_size,
+    )
+    assert saved.fingerprint  # the file is known by its first bytes too
 
 
 # a crash while appending a large record may leave only its first bytes

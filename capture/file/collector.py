@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from logcap.capture.file.config import FileSourceConfig
 from logcap.capture.file.discovery import ChangeWatcher, FileFinder
+from logcap.capture.file.encoding import line_codec
 from logcap.capture.file.identity import matches
 from logcap.capture.file.tailer import FileTailer
 from logcap.dispatch.checkpoint import FilePosition
@@ -41,6 +42,7 @@ class FileCollector:
         self.should_stop = should_stop
         self.clock = clock
         self.finder = FileFinder(config.include, config.exclude)
+        self.codec = line_codec(config.encoding)
         self.watcher = ChangeWatcher(config.include) if config.watch else None
         self.tailers: dict[str, FileTailer] = {}
         self.retiring: list[FileTailer] = []  # replaced or deleted, read to their end
@@ -108,7 +110,11 @@ class FileCollector:
                 continue  # ignore_older: looked at again on every scan, in case it is written
             try:
                 tailer = FileTailer(
-                    path, 0, self.config.fingerprint_bytes, self.config.long_lines == "skip"
+                    path,
+                    0,
+                    self.config.fingerprint_bytes,
+                    self.config.long_lines == "skip",
+                    self.codec,
                 )
             except OSError as exc:
                 log.warning("source %s: cannot open %s: %s", self.name, path, exc)

@@ -40,6 +40,14 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             "collector ring slot."
         ),
     ] = LineBytes(64 * 1024)
+    encoding: Annotated[
+        str,
+        doc(
+            "Text encoding of the files, any Python codec name ('utf-8', 'utf-16-le', "
+            "'latin-1', 'shift_jis', ...). Invalid bytes become U+FFFD; a byte-order mark "
+            "at the start of a file is dropped."
+        ),
+    ] = "utf-8"
     long_lines: Annotated[
         Literal["truncate", "skip"],
         doc(

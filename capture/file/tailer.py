@@ -12,19 +12,26 @@ import os
 import time
 
 from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, BlockHeader, write_header
+from logcap.capture.file.encoding import LineCodec, line_codec
 from logcap.capture.file.identity import covered, fingerprint
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
 
 SCAN_CHUNK = 1 << 20
+UTF8: LineCodec = line_codec("utf-8")
 
 
 class FileTailer:
     """An open file, the offset of its next unread line, and how to publish from it."""
 
     def __init__(
-        self, path: str, position: int, fingerprint_bytes: int = 256, skip_long_lines: bool = False
+        self,
+        path: str,
+        position: int,
+        fingerprint_bytes: int = 256,
+        skip_long_lines: bool = False,
+        codec: LineCodec = UTF8,
     ) -> None:
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.rename(path)
@@ -34,6 +41,7 @@ class FileTailer:
         self.fingerprint = fingerprint(self.fd, fingerprint_bytes)
         self.position = position
         self.skip_long_lines = skip_long_lines
+        self.codec = codec
         self._scan_at: int | None = None  # set while skipping the tail of an over-long line
 
     def rename(self, path: str) -> None:
@@ -65,9 +73,10 @@ class FileTailer:
         if self._scan_at is not None:
             return self._skip_long_line(producer, max_line_bytes, counters, size)
         room = producer.ring.slot_capacity - HEADER_SIZE - len(self.path_bytes)
+        room -= room % self.codec.unit  # reads stay aligned to the encoding's code units
         read_ns = time.time_ns()
         data = os.pread(self.fd, room, self.position)
-        cut = data.rfind(b"\n") + 1
+        cut = self.codec.rfind(data)
         if cut == 0:
             if len(data) == room or len(data) > max_line_bytes:
                 self._scan_at = self.position + len(data)  # over-long: find its end first
@@ -101,17 +110,18 @@ class FileTailer:
             chunk = os.pread(self.fd, SCAN_CHUNK, self._scan_at)
             if not chunk:
                 return False
-            newline = chunk.find(b"\n")
+            newline = self.codec.find(chunk)
             if newline < 0:
-                self._scan_at += len(chunk)
+                self._scan_at += len(chunk) - len(chunk) % self.codec.unit
                 continue
-            end = self._scan_at + newline + 1
+            end = self._scan_at + newline + len(self.codec.newline)
             # the head of the line, cut to max_line_bytes; nothing when long lines are skipped
             # (the record still carries the position past the line, to be checkpointed)
+            keep = max_line_bytes - max_line_bytes % self.codec.unit
             head = (
                 b""
                 if self.skip_long_lines
-                else (os.pread(self.fd, max_line_bytes, self.position) + b"\n")
+                else (os.pread(self.fd, keep, self.position) + self.codec.newline)
             )
             if not self._publish(
                 producer,

@@ -17,6 +17,7 @@ import msgspec
 import yaml
 
 from logcap.capture.config import SourceConfig
+from logcap.capture.file.encoding import line_codec
 from logcap.config._base import resolve_path
 from logcap.config._schema import Config
 from logcap.config._units import dec_hook
@@ -171,6 +172,10 @@ def _check_components(doc: _Document, data: dict[str, Any], section: str, kind: 
 def _check_limits(doc: _Document, config: Config) -> None:
     slot = config.buffer.collector_slot_bytes
     for name, source in config.sources.items():
+        try:
+            line_codec(source.encoding)
+        except ValueError as exc:
+            doc.problem(("sources", name, "encoding"), str(exc))
         # a slot holds a block header, the file path (<= 4 KiB) and at least one whole line
         if source.max_line_bytes + 4096 + 128 > slot:
             doc.problem(

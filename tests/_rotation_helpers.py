@@ -1,0 +1,283 @@
+"""Helpers of tests/test_rotation.py: numbered log lines, an application that writes and
+reopens its log, logrotate-style rotations, a scenario running the real agent with a file
+sink, an incremental tally of what it delivered, and the JSON report."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tests.conftest import Agent, free_port, wait_for, write_config
+
+PAD = b"." * 60
+REPORT_PATH = Path("/tmp/logcap-test-reports/rotation.json")
+QUIET = 1.0  # output unchanged this long (5 glob intervals) before a run is stopped
+
+
+def line(tag: str, number: int, pad: bytes = PAD) -> bytes:
+    """Line ``number`` of stream ``tag``; its first two words (see :func:`line_id`) name it."""
+    return b"%s %08d %s\n" % (tag.encode(), number, pad)
+
+
+def line_id(tag: str, number: int) -> str:
+    """The id of a line: what :func:`entry_id` reads back from the delivered message."""
+    return f"{tag} {number:08d}"
+
+
+def entry_id(message: str) -> str:
+    """The id at the start of a delivered message."""
+    return " ".join(message.split(" ", 2)[:2])
+
+
+class NumberedLog:
+    """An application's log: numbered lines appended through a descriptor it keeps open
+    and reopens after a rotation (as a program does when logrotate signals it)."""
+
+    def __init__(self, path: Path, tag: str, pad: bytes = PAD) -> None:
+        self.path = path
+        self.tag = tag
+        self.pad = pad
+        self.next = 0
+        self.ids: list[str] = []
+        self.fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def write(self, count: int) -> list[str]:
+        """Append ``count`` numbered lines in one write; return their ids."""
+        numbers = range(self.next, self.next + count)
+        os.write(self.fd, b"".join(line(self.tag, n, self.pad) for n in numbers))
+        self.next += count
+        new = [line_id(self.tag, n) for n in numbers]
+        self.ids += new
+        return new
+
+    def reopen(self) -> None:
+        """Start writing to whatever file is at ``path`` now (creating it if needed)."""
+        os.close(self.fd)
+        self.fd = self._open()
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def shift_rotate(path: Path, keep: int | None = None) -> None:
+    """logrotate without copytruncate: ``path.N`` → ``path.N+1`` (the oldest beyond
+    ``keep`` deleted), ``path`` → ``path.1``, then a new empty ``path``."""
+    numbered = sorted(
+        (int(p.name.rsplit(".", 1)[1]), p)
+        for p in path.parent.glob(path.name + ".*")
+        if p.name.rsplit(".", 1)[1].isdigit()
+    )
+    for n, old in reversed(numbered):
+        if keep is not None and n >= keep:
+            old.unlink()
+        else:
+            os.rename(old, f"{path}.{n + 1}")
+    os.rename(path, f"{path}.1")
+    path.touch()
+
+
+def copy_truncate(path: Path, between: Callable[[], object] | None = None) -> None:
+    """logrotate's copytruncate: older copies shifted, ``path`` copied to ``path.1``,
+    ``between()`` run (an application still writing), then ``path`` truncated to 0."""
+    for n in range(
+        max((int(p.suffix[1:]) for p in path.parent.glob(path.name + ".*")), default=0), 0, -1
+    ):
+        os.rename(f"{path}.{n}", f"{path}.{n + 1}")
+    shutil.copyfile(path, f"{path}.1")
+    if between is not None:
+        between()
+    os.truncate(path, 0)
+
+
+class _Entry(msgspec.Struct):
+    message: str
+
+
+_decode = msgspec.json.Decoder(_Entry).decode
+
+
+class Tally:
+    """How often each line id appears in the file sink's output, read incrementally."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.messages: dict[str, str] = {}  # id → one delivered message, to check content
+
+    def refresh(self) -> collections.Counter[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return self.counts
+        cut = data.rfind(b"\n") + 1  # a line the sink is still writing is read next time
+        for raw in data[:cut].splitlines():
+            message = _decode(raw).message
+            key = entry_id(message)
+            self.counts[key] += 1
+            self.messages.setdefault(key, message)
+        self.offset += cut
+        return self.counts
+
+    def has_all(self, ids: Iterable[str]) -> bool:
+        counts = self.refresh()
+        return all(counts[i] for i in ids)
+
+
+@dataclass
+class Outcome:
+    """Lines written against lines delivered, for one scenario."""
+
+    written: int
+    delivered: int
+    lost: int
+    duplicated: int
+    unexpected: int  # entries whose id was never written (a line read from its middle)
+    lost_sample: list[str] = field(default_factory=list)
+    duplicated_sample: list[str] = field(default_factory=list)
+    unexpected_sample: list[str] = field(default_factory=list)
+
+
+def outcome(written: list[str], counts: collections.Counter[str]) -> Outcome:
+    """Compare the ids written with how often each was delivered."""
+    expected = set(written)
+    lost = [i for i in written if not counts[i]]
+    duplicated = [i for i in written if counts[i] > 1]
+    unexpected = [i for i in counts if i not in expected]
+    return Outcome(
+        written=len(written),
+        delivered=sum(counts.values()),
+        lost=len(lost),
+        duplicated=sum(counts[i] - 1 for i in duplicated),
+        unexpected=sum(counts[i] for i in unexpected),
+        lost_sample=lost[:5],
+        duplicated_sample=duplicated[:5],
+        unexpected_sample=unexpected[:5],
+    )
+
+
+class Report:
+    """Per-scenario results, written as JSON when the module's tests are done."""
+
+    def __init__(self) -> None:
+        self.scenarios: dict[str, dict[str, Any]] = {}
+
+    def add(self, scenario: str, result: Outcome, **extra: Any) -> None:
+        self.scenarios[scenario] = {**asdict(result), **extra}
+
+    def write(self, began: float) -> None:
+        REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
+        REPORT_PATH.write_text(
+            json.dumps(
+                {
+                    "suite": "tests/test_rotation.py",
+                    "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "runtime_s": round(time.monotonic() - began, 1),
+                    "scenarios": self.scenarios,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+
+class Scenario:
+    """A directory of logs, the agent tailing them into ``out/app.ndjson``, and the tally.
+
+    ``include`` patterns are relative to the scenario directory; ``source`` adds keys to
+    the file source (values as YAML/JSON). Scans and polls are quick so a rotation is seen
+    within a fraction of a second; checkpoints are frequent so restarts resume late."""
+
+    def __init__(
+        self,
+        root: Path,
+        start_agent: Callable[..., Agent],
+        include: list[str],
+        source: dict[str, Any] | None = None,
+    ) -> None:
+        self.root = root
+        self.logs = root / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._start_agent = start_agent
+        self.source: dict[str, Any] = {
+            "type": "file",
+            "include": include,
+            "glob_interval": "200ms",
+            "poll_interval": "100ms",
+            **(source or {}),
+        }
+        self.output = root / "out" / "app.ndjson"
+        self.tally = Tally(self.output)
+        self.agent: Agent | None = None
+
+    def start(self) -> Agent:
+        address = f"127.0.0.1:{free_port()}"
+        config = write_config(
+            self.root,
+            f"""
+data_dir: ./data
+sources: {{app: {json.dumps(self.source)}}}
+sinks:
+  archive: {{type: file, path: "./out/{{source}}.ndjson"}}
+dispatcher: {{batch_timeout: 20ms, checkpoint_interval: 100ms}}
+""",
+            address,
+        )
+        self.agent = self._start_agent(config, address)
+        self.agent.wait_ready()
+        return self.agent
+
+    def wait_delivered(self, ids: Iterable[str], timeout: float = 60, what: str = "") -> None:
+        """Wait until every line in ``ids`` has been delivered at least once."""
+        missing = set(ids)
+
+        def done() -> bool:
+            counts = self.tally.refresh()
+            missing.difference_update([i for i in missing if counts[i]])
+            return not missing
+
+        wait_for(done, timeout, what or f"{len(missing)} lines to be delivered")
+
+    def settle(self, quiet: float = QUIET, timeout: float = 60) -> None:
+        """Wait until the output has not grown for ``quiet`` seconds: anything the agent
+        would (wrongly) read again has had several scans to show up."""
+        last = (-1, time.monotonic())
+
+        def still() -> bool:
+            nonlocal last
+            size = self.output.stat().st_size if self.output.exists() else 0
+            if size != last[0]:
+                last = (size, time.monotonic())
+            return time.monotonic() - last[1] >= quiet
+
+        wait_for(still, timeout, "the output to stop growing")
+
+    def stop(self) -> None:
+        """SIGTERM: the agent drains what it read, checkpoints and exits 0."""
+        assert self.agent is not None
+        assert self.agent.stop() == 0, self.agent.log.read_text()[-3000:]
+        self.agent = None
+
+    def finish(self, written: list[str]) -> Outcome:
+        """Let the output settle, stop the agent, and compare it with ``written``."""
+        self.settle()
+        self.stop()
+        return outcome(written, self.tally.refresh())
+
+    def metric(self, name: str) -> float:
+        assert self.agent is not None
+        return self.agent.metric(name, component="app")

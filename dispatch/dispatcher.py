@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, read_header
+from logcap.capture.file.multiline import MultilineRule
 from logcap.config import DispatcherConfig
 from logcap.dispatch.batch import (
     Batch,
@@ -52,6 +53,8 @@ class SourceInput:
     host: str
     skip_long_lines: bool = False  # long_lines: skip drops them instead of cutting them
     encoding: str = "utf-8"
+    multiline: MultilineRule | None = None  # blocks hold whole events; join their lines
+    multiline: MultilineRule | None = None  # blocks hold whole events; join their lines
     # sequence of the newest record fully placed into a published batch
     releasable: int = -1
     labels_by_path: dict[bytes, tuple[str, dict[str, str]]] = field(default_factory=dict)
@@ -163,6 +166,8 @@ class Dispatcher:
             text = text[1:]  # a byte-order mark is not part of the first line
         lines = text.split("\n")
         lines.pop()  # a block always ends with b"\n"
+        if source.multiline is not None:
+            lines = source.multiline.join(lines)
         overlong = self._limit_line_length(
             lines,
             text,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 
+from logcap.capture.file.config import multiline_rule
 from logcap.capture.file.encoding import line_codec
 from logcap.child import ChildContext
 from logcap.dispatch.checkpoint import CheckpointStore
@@ -28,6 +29,7 @@ def run_dispatcher(ctx: ChildContext) -> None:
             host=host,
             skip_long_lines=plan.config.sources[name].long_lines == "skip",
             encoding=line_codec(plan.config.sources[name].encoding).name,
+            multiline=multiline_rule(plan.config.sources[name]),
         )
         for name in plan.sources
     ]

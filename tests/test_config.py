@@ -173,6 +173,7 @@ sources:
     read_from: end
     max_line_bytes: 16KiB
     encoding: latin-1
+    multiline: {start_pattern: '^\\d', timeout: 2s, max_lines: 40}
     long_lines: skip
     fingerprint_bytes: 1024
     ignore_older: 2h
@@ -246,7 +247,16 @@ def _non_default_fields(value: msgspec.Struct, where: str) -> Iterator[tuple[str
 def test_every_accepted_key_reaches_the_parsed_config() -> None:
     # If a new field is added without being covered here, this fails naming it.
     config = parse(FULL)
-    left_at_default = [name for name, changed in _non_default_fields(config, "") if not changed]
+    # keys that exclude one another are exercised by variants of FULL
+    variants = [
+        FULL.replace("{start_pattern: '^\\d',", f"{{{alternative},")
+        for alternative in ("continuation_pattern: '^ '", "preset: python")
+    ]
+    exercised: dict[str, bool] = {}
+    for parsed in (config, *map(parse, variants)):
+        for name, changed in _non_default_fields(parsed, ""):
+            exercised[name] = exercised.get(name, False) or changed
+    left_at_default = [name for name, changed in exercised.items() if not changed]
     assert not left_at_default, f"FULL does not exercise: {', '.join(left_at_default)}"
     assert {component_type(s) for s in config.sinks.values()} == {"file", "console", "blackhole"}
     assert config.sinks["archive"].max_file_bytes == 10_000_000

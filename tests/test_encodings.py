@@ -38,37 +38,52 @@ def test_ascii_compatible_encodings_cut_at_the_plain_newline() -> None:
 
 @pytest.mark.parametrize(
     ("name", "why"),
-    [("utf-16", "byte order"), ("utf-32", "byte order"), ("rot13", "not a text"),
-     ("klingon", "unknown")],
+    [
+        ("utf-16", "byte order"),
+        ("utf-32", "byte order"),
+        ("rot13", "not a text"),
+        ("klingon", "unknown"),
+    ],
 )
 def test_unusable_encodings_are_refused_by_validation(name: str, why: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(f"""
+        parse_config(
+            f"""
 sources:
   app: {{type: file, include: [x], encoding: {name}}}
 sinks: {{out: {{type: blackhole}}}}
-""", "c.yaml")
+""",
+            "c.yaml",
+        )
     assert "sources.app.encoding" in str(info.value) and why in str(info.value)
 
 
-def _run(tmp_path: Path, start_agent, files: dict[str, bytes], encoding: str,
-         expected: int) -> list[dict]:
+def _run(
+    tmp_path: Path, start_agent, files: dict[str, bytes], encoding: str, expected: int
+) -> list[dict]:
     address = f"127.0.0.1:{free_port()}"
     (tmp_path / "logs").mkdir()
     for name, data in files.items():
         (tmp_path / "logs" / name).write_bytes(data)
-    config = write_config(tmp_path, f"""
+    config = write_config(
+        tmp_path,
+        f"""
 data_dir: ./data
 sources:
   app: {{type: file, include: ["./logs/*.log"], encoding: {encoding}}}
 sinks:
   out: {{type: file, path: "./out/all.ndjson"}}
 dispatcher: {{batch_timeout: 50ms}}
-""", address)
+""",
+        address,
+    )
     agent = start_agent(config, address)
     agent.wait_ready()
-    wait_for(lambda: agent.metric("logcap_component_sent_events_total", component="out")
-             >= expected, 30, f"{expected} entries")
+    wait_for(
+        lambda: agent.metric("logcap_component_sent_events_total", component="out") >= expected,
+        30,
+        f"{expected} entries",
+    )
     assert agent.stop() == 0
     with (tmp_path / "out" / "all.ndjson").open("rb") as out:
         return [json.loads(line) for line in out]

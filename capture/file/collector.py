@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from logcap.capture.file.config import FileSourceConfig
+from logcap.capture.file.config import FileSourceConfig, multiline_rule
 from logcap.capture.file.discovery import ChangeWatcher, FileFinder
 from logcap.capture.file.encoding import line_codec
 from logcap.capture.file.identity import matches
@@ -43,6 +43,7 @@ class FileCollector:
         self.clock = clock
         self.finder = FileFinder(config.include, config.exclude)
         self.codec = line_codec(config.encoding)
+        self.multiline = multiline_rule(config)
         self.watcher = ChangeWatcher(config.include) if config.watch else None
         self.tailers: dict[str, FileTailer] = {}
         self.retiring: list[FileTailer] = []  # replaced or deleted, read to their end
@@ -121,6 +122,10 @@ class FileCollector:
                 self.counters.add(Counter.ERRORS)
                 continue
             tailer.position = self._start_position(tailer, initial)
+            if self.multiline is not None and self.config.multiline is not None:
+                tailer.multiline = self.multiline
+                tailer.multiline_timeout = self.config.multiline.timeout
+                tailer.clock = self.clock
             self.tailers[path] = tailer
         for path in set(self.tailers) - set(found):
             self.retiring.append(self.tailers.pop(path))

@@ -7,8 +7,41 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from logcap.capture.file.multiline import MultilineRule
 from logcap.config._base import StrictStruct, doc, resolve_path
 from logcap.config._units import LineBytes, PositiveDuration
+
+
+class MultilineConfig(StrictStruct, frozen=True):
+    """Joining lines into events (stack traces); exactly one of the three ways to say when
+    a line starts a new event."""
+
+    start_pattern: Annotated[
+        str | None, doc("A line matching this regular expression starts a new event.")
+    ] = None
+    continuation_pattern: Annotated[
+        str | None,
+        doc(
+            "A line matching this regular expression continues the previous event; any "
+            "other line starts a new one."
+        ),
+    ] = None
+    preset: Annotated[
+        Literal["java", "python"] | None,
+        doc("A built-in continuation rule for Java or Python stack traces."),
+    ] = None
+    timeout: Annotated[
+        PositiveDuration,
+        doc("The last event of a file is sent once the file has not grown for this long."),
+    ] = PositiveDuration(1.0)
+    max_lines: Annotated[
+        int,
+        doc(
+            "An event never holds more lines than this; the next line starts a new one.",
+            ge=2,
+            le=100_000,
+        ),
+    ] = 500
 
 
 class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
@@ -48,6 +81,9 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             "at the start of a file is dropped."
         ),
     ] = "utf-8"
+    multiline: Annotated[
+        MultilineConfig | None, doc("Join continuation lines into one event. Null: off.")
+    ] = None
     long_lines: Annotated[
         Literal["truncate", "skip"],
         doc(
@@ -97,3 +133,11 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             include=[resolve_path(base, p) for p in self.include],
             exclude=[resolve_path(base, p) for p in self.exclude],
         )
+
+
+def multiline_rule(config: FileSourceConfig) -> MultilineRule | None:
+    """The compiled multiline rule of a (validated) source config, or None."""
+    m = config.multiline
+    if m is None:
+        return None
+    return MultilineRule.build(m.start_pattern, m.continuation_pattern, m.preset, m.max_lines)

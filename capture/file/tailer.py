@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, BlockHeader, write_header
 from logcap.capture.file.encoding import LineCodec, line_codec
 from logcap.capture.file.identity import covered, fingerprint
+from logcap.capture.file.multiline import MultilineRule
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -42,6 +44,10 @@ class FileTailer:
         self.position = position
         self.skip_long_lines = skip_long_lines
         self.codec = codec
+        self.multiline: MultilineRule | None = None
+        self.multiline_timeout = 1.0
+        self.clock: Callable[[], float] = time.monotonic
+        self._held: tuple[int, float] | None = None  # (file size, since) while an event waits
         self._scan_at: int | None = None  # set while skipping the tail of an over-long line
 
     def rename(self, path: str) -> None:
@@ -72,11 +78,18 @@ class FileTailer:
             return False
         if self._scan_at is not None:
             return self._skip_long_line(producer, max_line_bytes, counters, size)
+        held = self._held
+        if held is not None and held[0] == size and self.clock() - held[1] < self.multiline_timeout:
+            return False  # an unfinished event waits in the file; nothing new yet
         room = producer.ring.slot_capacity - HEADER_SIZE - len(self.path_bytes)
         room -= room % self.codec.unit  # reads stay aligned to the encoding's code units
         read_ns = time.time_ns()
         data = os.pread(self.fd, room, self.position)
         cut = self.codec.rfind(data)
+        if cut and self.multiline is not None:
+            cut = self._complete_events(data, cut, room, size)
+            if not cut:
+                return False
         if cut == 0:
             if len(data) == room or len(data) > max_line_bytes:
                 self._scan_at = self.position + len(data)  # over-long: find its end first
@@ -101,6 +114,21 @@ class FileTailer:
         self.position += cut
         counters.add(Counter.BYTES_IN, cut)
         return True
+
+    def _complete_events(self, data: bytes, cut: int, room: int, size: int) -> int:
+        """Where to cut ``data`` so no event is split: before the last event's first line,
+        unless it timed out, or fills a whole slot (then it is split, as it must be)."""
+        assert self.multiline is not None
+        hold_from = self.multiline.last_event_start(data[:cut], self.codec)
+        timed_out = self._held is not None and (
+            self.clock() - self._held[1] >= self.multiline_timeout
+        )
+        if hold_from == 0 and not timed_out and len(data) < room:
+            if self._held is None or self._held[0] != size:
+                self._held = (size, self.clock())  # the timeout runs from the last growth
+            return 0
+        self._held = None
+        return cut if hold_from == 0 or timed_out else hold_from
 
     def _skip_long_line(
         self, producer: Producer, max_line_bytes: int, counters: CounterBlock, size: int

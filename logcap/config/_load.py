@@ -176,6 +176,18 @@ def _check_limits(doc: _Document, config: Config) -> None:
             line_codec(source.encoding)
         except ValueError as exc:
             doc.problem(("sources", name, "encoding"), str(exc))
+        multiline = source.multiline
+        if multiline is not None:
+            where = ("sources", name, "multiline")
+            ways = [multiline.start_pattern, multiline.continuation_pattern, multiline.preset]
+            if sum(way is not None for way in ways) != 1:
+                doc.problem(where, "set exactly one of start_pattern, continuation_pattern, preset")
+            for key in ("start_pattern", "continuation_pattern"):
+                pattern = getattr(multiline, key)
+                try:
+                    re.compile(pattern or "")
+                except re.error as exc:
+                    doc.problem((*where, key), f"not a regular expression: {exc}")
         # a slot holds a block header, the file path (<= 4 KiB) and at least one whole line
         if source.max_line_bytes + 4096 + 128 > slot:
             doc.problem(

@@ -54,7 +54,6 @@ class SourceInput:
     skip_long_lines: bool = False  # long_lines: skip drops them instead of cutting them
     encoding: str = "utf-8"
     multiline: MultilineRule | None = None  # blocks hold whole events; join their lines
-    multiline: MultilineRule | None = None  # blocks hold whole events; join their lines
     # sequence of the newest record fully placed into a published batch
     releasable: int = -1
     labels_by_path: dict[bytes, tuple[str, dict[str, str]]] = field(default_factory=dict)

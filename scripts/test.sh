@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
+bash scripts/check.sh  # ruff and mypy --strict: the code gates
 python3 -m pytest tests -p no:cacheprovider
 LOGCAP_BENCH_LINES="${LOGCAP_BENCH_LINES:-100000}" LOGCAP_BENCH_REPORT=/tmp/logcap-bench.json \
   python3 -m pytest bench -p no:cacheprovider --benchmark-disable-gc -q

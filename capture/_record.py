@@ -12,7 +12,8 @@ Layout inside a ring slot's payload (little-endian)::
                              fingerprint_bytes; 0 for an empty file)
     48   data_len    uint32  bytes of line data
     52   path_len    uint16  bytes of the UTF-8 path (surrogate-escaped)
-    54   flags       uint16  bit 0: the block is one truncated line
+    54   flags       uint16  bit 0: the block is one truncated line; bit 1: the data is
+                             structured entries (HTTP ingest), see FLAG_ENTRIES
     56   path        path_len bytes
     56+path_len      data: whole lines, each ending in b"\\n"
 
@@ -28,6 +29,7 @@ from typing import NamedTuple
 HEADER = struct.Struct("<qqqqqQIHH")
 HEADER_SIZE = HEADER.size
 FLAG_TRUNCATED = 1
+FLAG_ENTRIES = 2  # data is msgpack [[timestamp_ns, message, labels], ...], no file behind it
 MAX_PATH_BYTES = 4096
 
 

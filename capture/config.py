@@ -1,5 +1,6 @@
 """The union of every source type's config."""
 
 from logcap.capture.file.config import FileSourceConfig
+from logcap.capture.http.config import HttpSourceConfig
 
-SourceConfig = FileSourceConfig
+SourceConfig = FileSourceConfig | HttpSourceConfig

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from logcap.capture.file.collector import FileCollector
+from logcap.capture.http.collector import HttpCollector
+from logcap.capture.http.config import HttpSourceConfig
 from logcap.child import ChildContext
 from logcap.dispatch.checkpoint import CheckpointStore
 
 
 def run_collector(ctx: ChildContext, source: str) -> None:
-    """Tail the source's inputs until draining starts."""
+    """Read the source's inputs until draining starts."""
     config = ctx.plan.config.sources[source]
+    should_stop = lambda: ctx.stop.is_set() or ctx.state.draining  # noqa: E731
+    if isinstance(config, HttpSourceConfig):
+        HttpCollector(source, config, ctx.collector_producer(source), ctx.counters).run(should_stop)
+        return
     checkpoints = CheckpointStore(ctx.plan.config.data_dir).positions_for(source)
     collector = FileCollector(
         source,
@@ -17,6 +23,6 @@ def run_collector(ctx: ChildContext, source: str) -> None:
         ctx.collector_producer(source),
         ctx.counters,
         checkpoints,
-        should_stop=lambda: ctx.stop.is_set() or ctx.state.draining,
+        should_stop=should_stop,
     )
     collector.run()

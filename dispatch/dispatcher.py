@@ -21,7 +21,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, read_header
+import msgspec
+
+from logcap.capture._record import (
+    FLAG_ENTRIES,
+    FLAG_TRUNCATED,
+    HEADER_SIZE,
+    BlockHeader,
+    read_header,
+)
 from logcap.capture.file.multiline import MultilineRule
 from logcap.config import DispatcherConfig
 from logcap.dispatch.batch import (
@@ -39,6 +47,7 @@ from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Consumer, Producer, WaitStrategy
 
 log = logging.getLogger(__name__)
+_decode_entries = msgspec.msgpack.Decoder(list[tuple[int, str, dict[str, str]]]).decode
 FileKey = tuple[str, int, int]  # (source, dev, inode): a renamed file stays the same file
 
 
@@ -148,6 +157,9 @@ class Dispatcher:
     def _take(self, index: int, source: SourceInput, seq: int) -> None:
         view = source.consumer.read(seq)
         header = read_header(view)
+        if header.flags & FLAG_ENTRIES:
+            self._take_entries(index, source, seq, header, view)
+            return
         path_end = HEADER_SIZE + header.path_len
         path_bytes = bytes(view[HEADER_SIZE:path_end])
         labelled = source.labels_by_path.get(path_bytes)
@@ -216,6 +228,37 @@ class Dispatcher:
                 or pending.raw_bytes >= self.config.batch_max_bytes
             ):
                 self.flush()
+
+    def _take_entries(
+        self, index: int, source: SourceInput, seq: int, header: BlockHeader, view: memoryview
+    ) -> None:
+        """Structured entries (HTTP ingest): each keeps its own event time and labels."""
+        data = view[HEADER_SIZE : HEADER_SIZE + header.data_len]
+        entries = _decode_entries(data)
+        source.counters.add(Counter.EVENTS_OUT, len(entries))
+        self.counters.add(Counter.EVENTS_IN, len(entries))
+        self.counters.add(Counter.BYTES_IN, header.data_len)
+        labels_base = {"host": source.host}
+        for timestamp_ns, message, labels in entries:
+            pending = self.pending
+            if not pending.count:
+                pending.opened = self.clock()
+            merged = {**labels, **labels_base}
+            prefix = entry_prefix(source.name, merged, timestamp_ns, header.read_ns)
+            group = Group(source.name, merged, timestamp_ns, 1, 0)
+            pending.groups.append((group, [message], prefix))
+            pending.count += 1
+            pending.raw_bytes += len(prefix) + len(message) + 3
+            if (
+                pending.count >= self.config.batch_max_events
+                or pending.raw_bytes >= self.config.batch_max_bytes
+            ):
+                self.flush()
+        # no file position to checkpoint; the slot may be released with the batch
+        self.pending.completes[index] = seq
+        if not self.pending.count:
+            source.releasable = seq
+            self._release_inputs()
 
     @staticmethod
     def _limit_line_length(

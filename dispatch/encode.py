@@ -22,14 +22,18 @@ def rfc3339(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
 
 
-def entry_prefix(source: str, labels: dict[str, str], timestamp_ns: int) -> bytes:
-    """The bytes every entry of a group starts with, up to the message value."""
+def entry_prefix(
+    source: str, labels: dict[str, str], timestamp_ns: int, ingested_ns: int | None = None
+) -> bytes:
+    """The bytes every entry of a group starts with, up to the message value; the event
+    time is the ingestion time unless the entry brought its own."""
     stamp = _json.encode(rfc3339(timestamp_ns))
+    ingested = stamp if ingested_ns is None else _json.encode(rfc3339(ingested_ns))
     return (
         b'{"timestamp":'
         + stamp
         + b',"ingested_at":'
-        + stamp
+        + ingested
         + b',"source":'
         + _json.encode(source)
         + b',"labels":'

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 
-from logcap.capture.file.config import multiline_rule
+from logcap.capture.config import SourceConfig
+from logcap.capture.file.config import FileSourceConfig, multiline_rule
 from logcap.capture.file.encoding import line_codec
 from logcap.child import ChildContext
 from logcap.dispatch.checkpoint import CheckpointStore
@@ -14,6 +16,18 @@ from logcap.metrics import Counter
 from logcap.plan import DISPATCHER
 
 log = logging.getLogger(__name__)
+
+
+def _line_rules(source: SourceConfig, slot_bytes: int) -> dict[str, Any]:
+    """How the dispatcher cuts a source's data into entries."""
+    if not isinstance(source, FileSourceConfig):  # structured entries, limited by the slot
+        return {"max_line_bytes": slot_bytes}
+    return {
+        "max_line_bytes": source.max_line_bytes,
+        "skip_long_lines": source.long_lines == "skip",
+        "encoding": line_codec(source.encoding).name,
+        "multiline": multiline_rule(source),
+    }
 
 
 def run_dispatcher(ctx: ChildContext) -> None:
@@ -25,11 +39,8 @@ def run_dispatcher(ctx: ChildContext) -> None:
             name=name,
             consumer=ctx.collector_consumer(name),
             counters=ctx.table.block(plan.counter_index(name)),
-            max_line_bytes=plan.config.sources[name].max_line_bytes,
             host=host,
-            skip_long_lines=plan.config.sources[name].long_lines == "skip",
-            encoding=line_codec(plan.config.sources[name].encoding).name,
-            multiline=multiline_rule(plan.config.sources[name]),
+            **_line_rules(plan.config.sources[name], plan.config.buffer.collector_slot_bytes),
         )
         for name in plan.sources
     ]

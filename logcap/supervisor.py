@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from logcap.capture.file.config import FileSourceConfig
 from logcap.config import Config, component_type
 from logcap.dispatch.batch import meta_size_bound
 from logcap.metrics import NOTHING, Counter, CounterTable
@@ -94,7 +95,11 @@ class Supervisor:
             )
             collector_rings[source] = name
             self.segments.append(name)
-        longest = max(s.max_line_bytes for s in cfg.sources.values())
+        # the longest entry a source can produce: a line, or a whole HTTP ingest record
+        longest = max(
+            s.max_line_bytes if isinstance(s, FileSourceConfig) else cfg.buffer.collector_slot_bytes
+            for s in cfg.sources.values()
+        )
         # one entry may grow 6x when escaped (\\u00XX), and a batch must always fit a slot
         batch_slot = cfg.dispatcher.batch_max_bytes + 6 * longest + 1024 + meta_size_bound(64, 64)
         batch_name = f"{self.prefix}batches"

@@ -66,6 +66,8 @@ class Counter(enum.IntEnum):
     CHECKPOINT_LAG_MS = 26
     # source blocks, written by the dispatcher: lines dropped by long_lines: skip
     LINES_SKIPPED = 27
+    # http source blocks: requests refused with 429 while the pipeline was full
+    HTTP_THROTTLED = 28
     # sink blocks, written by the retry process: retries scheduled, one word per reason
     # code (logcap.errors.REASON_CODES, 8 of them)
     RETRIES_BY_CODE = 32

@@ -33,6 +33,11 @@ _COMPONENT_COUNTERS = [
     ("logcap_component_batches", Counter.BATCHES, "Batches produced or delivered."),
     ("logcap_source_lines_truncated", Counter.LINES_TRUNCATED, "Lines cut to max_line_bytes."),
     (
+        "logcap_source_http_throttled",
+        Counter.HTTP_THROTTLED,
+        "HTTP ingest requests refused with 429 while the pipeline was backpressured.",
+    ),
+    (
         "logcap_source_lines_skipped",
         Counter.LINES_SKIPPED,
         "Lines over max_line_bytes dropped (long_lines: skip).",

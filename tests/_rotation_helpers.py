@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from tests.conftest import Agent, free_port, wait_for, write_config
 
@@ -69,6 +70,31 @@ class NumberedLog:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def held_inodes(pid: int) -> set[int]:
+    """Inodes of the files process ``pid`` has open (deleted ones included)."""
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            held.add(os.stat(f"/proc/{pid}/fd/{fd}").st_ino)
+        except OSError:
+            continue  # closed meanwhile
+    return held
+
+
+def create_on_freed_inode(path: Path, inode: int, attempts: int = 200) -> bool:
+    """Create ``path`` (empty), trying for a few moments to get the freed ``inode`` (ext4
+    hands a just-freed inode to the next file created, but not always later); True if it
+    did. ``path`` exists afterwards either way."""
+    for _ in range(attempts):
+        path.touch()
+        if path.stat().st_ino == inode:
+            return True
+        path.unlink()
+        time.sleep(0.005)
+    path.touch()
+    return False
 
 
 def shift_rotate(path: Path, keep: int | None = None) -> None:
@@ -241,16 +267,22 @@ dispatcher: {{batch_timeout: 20ms, checkpoint_interval: 100ms}}
         self.agent.wait_ready()
         return self.agent
 
-    def wait_delivered(self, ids: Iterable[str], timeout: float = 60, what: str = "") -> None:
+    def wait_delivered(self, ids: Iterable[str], timeout: float = 60) -> None:
         """Wait until every line in ``ids`` has been delivered at least once."""
         missing = set(ids)
-
-        def done() -> bool:
+        wanted = len(missing)
+        deadline = time.monotonic() + timeout
+        while True:
             counts = self.tally.refresh()
             missing.difference_update([i for i in missing if counts[i]])
-            return not missing
-
-        wait_for(done, timeout, what or f"{len(missing)} lines to be delivered")
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"after {timeout}s, {len(missing)} of {wanted} lines still not delivered, "
+                    f"e.g. {sorted(missing)[:5]}"
+                )
+            time.sleep(0.05)
 
     def settle(self, quiet: float = QUIET, timeout: float = 60) -> None:
         """Wait until the output has not grown for ``quiet`` seconds: anything the agent

@@ -180,6 +180,12 @@ sources:
     glob_interval: 5s
     poll_interval: 100ms
     watch: false
+  ingest:
+    type: http
+    address: 0.0.0.0:8687
+    bearer_token: t0ken
+    max_body_bytes: 1MiB
+    retry_after: 5s
 sinks:
   archive:
     type: file

@@ -17,6 +17,7 @@ import msgspec
 import yaml
 
 from logcap.capture.config import SourceConfig
+from logcap.capture.file.config import FileSourceConfig
 from logcap.capture.file.encoding import line_codec
 from logcap.config._base import resolve_path
 from logcap.config._schema import Config
@@ -172,6 +173,8 @@ def _check_components(doc: _Document, data: dict[str, Any], section: str, kind: 
 def _check_limits(doc: _Document, config: Config) -> None:
     slot = config.buffer.collector_slot_bytes
     for name, source in config.sources.items():
+        if not isinstance(source, FileSourceConfig):
+            continue
         try:
             line_codec(source.encoding)
         except ValueError as exc:

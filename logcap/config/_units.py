@@ -114,6 +114,12 @@ class DlqBytes(ByteSize):
     minimum = 64 * 1024
 
 
+class BodyBytes(ByteSize):
+    """An HTTP request body limit: 1 KiB to 1 GiB."""
+
+    minimum, maximum = 1024, 2**30
+
+
 class LineBytes(ByteSize):
     """Longest line kept whole: at least 64 bytes."""
 

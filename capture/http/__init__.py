@@ -1,0 +1,1 @@
+"""The HTTP ingest source: clients POST entries to the agent."""

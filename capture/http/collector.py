@@ -1,0 +1,227 @@
+"""The HTTP ingest collector: ``POST /api/v1/logs`` into this source's ring.
+
+A request is published whole or not at all: if the ring has no room for all of it, the
+client gets 429 with ``Retry-After`` and sends it again later, so a line is never dropped
+silently. 200 means the entries are in the pipeline (a crash of the agent between that
+and delivery loses them: HTTP clients hold no file a restart could re-read).
+
+Accepted bodies: a JSON object, a JSON array of objects, or NDJSON. An entry::
+
+    {"message": "...", "level": "error", "timestamp": "2026-11-22T08:00:00Z" or epoch
+     seconds/ms/ns, "labels": {"k": "v"}, "source_type": "...", "source_id": "..."}
+
+``message`` is required; ``level``, ``source_type`` and ``source_id`` become labels, as do
+``client_ip`` and ``ingested_via: http``; ``timestamp`` (the event time) is kept.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import msgspec
+
+from logcap.capture._record import FLAG_ENTRIES, HEADER_SIZE, BlockHeader, write_header
+from logcap.capture.http.config import HttpSourceConfig
+from logcap.metrics import Counter, CounterBlock
+from logcap.ringbuf import Producer
+
+log = logging.getLogger(__name__)
+PATH = "/api/v1/logs"
+_FRACTION = re.compile(r"\.(\d+)")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class IncomingEntry(msgspec.Struct, forbid_unknown_fields=True):
+    """One entry as clients send it."""
+
+    message: str
+    level: str | None = None
+    timestamp: str | int | float | None = None
+    labels: dict[str, str] = {}
+    source_type: str | None = None
+    source_id: str | None = None
+
+
+class BadRequest(ValueError):
+    """The body cannot be turned into entries; the reason goes back to the client."""
+
+
+_entries = msgspec.json.Decoder(IncomingEntry | list[IncomingEntry])
+_entry = msgspec.json.Decoder(IncomingEntry)
+_pack = msgspec.msgpack.Encoder().encode
+
+
+def _timestamp_ns(value: str | int | float | None, received_ns: int) -> int:
+    if value is None:
+        return received_ns
+    if isinstance(value, str):
+        # whole seconds from datetime, the fraction from its digits: exact to the ns
+        match = _FRACTION.search(value)
+        digits = match.group(1) if match else ""
+        try:
+            stamp = datetime.fromisoformat(_FRACTION.sub("", value, count=1))
+        except ValueError as exc:
+            raise BadRequest(f"timestamp {value!r} is not RFC 3339") from exc
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        seconds = (stamp - _EPOCH) // timedelta(seconds=1)
+        return seconds * 1_000_000_000 + int((digits + "000000000")[:9])
+    magnitude = abs(value)  # epoch seconds, milliseconds, microseconds or nanoseconds
+    exponent = 9 if magnitude < 1e11 else 6 if magnitude < 1e14 else 3 if magnitude < 1e17 else 0
+    if isinstance(value, int):
+        return value * 10**exponent  # exact
+    return int(value * 10**exponent)
+
+
+def parse_body(body: bytes, client_ip: str, received_ns: int) -> list[list[Any]]:
+    """``[[timestamp_ns, message, labels], ...]`` from a request body."""
+    if not body.strip():
+        raise BadRequest("empty body: send a JSON object, a JSON array or NDJSON")
+    try:
+        parsed = _entries.decode(body)
+        items = parsed if isinstance(parsed, list) else [parsed]
+    except msgspec.DecodeError as first_error:
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        if len(lines) < 2:
+            raise BadRequest(str(first_error)) from first_error
+        try:
+            items = [_entry.decode(line) for line in lines]
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"not JSON, a JSON array or NDJSON: {exc}") from exc
+    out = []
+    for item in items:
+        labels = {**item.labels, "ingested_via": "http", "client_ip": client_ip}
+        for key in ("level", "source_type", "source_id"):
+            value = getattr(item, key)
+            if value is not None:
+                labels[key] = value
+        out.append([_timestamp_ns(item.timestamp, received_ns), item.message, labels])
+    return out
+
+
+class HttpCollector:
+    """The server and the ring; handler threads publish under one lock (one producer)."""
+
+    def __init__(
+        self, name: str, config: HttpSourceConfig, producer: Producer, counters: CounterBlock
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.producer = producer
+        self.counters = counters
+        self.lock = threading.Lock()
+        host, port = config.address.rsplit(":", 1)
+        self.server = ThreadingHTTPServer((host, int(port)), _Handler)
+        self.server.daemon_threads = True
+        self.server.collector = self  # type: ignore[attr-defined]
+
+    def publish(self, entries: list[list[Any]], received_ns: int) -> bool:
+        """All entries into the ring, or nothing (False: no room now)."""
+        capacity = self.producer.ring.slot_capacity - HEADER_SIZE
+        chunks: list[bytes] = []
+        start = 0
+        while start < len(entries):  # as many entries per record as fit a slot
+            count = len(entries) - start
+            while True:
+                data = _pack(entries[start : start + count])
+                if len(data) <= capacity:
+                    break
+                if count == 1:
+                    raise BadRequest(
+                        f"an entry of {len(data)} bytes does not fit the "
+                        f"collector ring ({capacity} bytes)"
+                    )
+                count = max(1, count // 2)
+            chunks.append(data)
+            start += count
+        with self.lock:
+            if self.producer.free_slots() < len(chunks):
+                return False
+            for data in chunks:
+                seq = self.producer.try_claim(1)
+                slot = self.producer.payload(seq)
+                at = write_header(
+                    slot, BlockHeader(received_ns, 0, 0, 0, 0, 0, len(data), 0, FLAG_ENTRIES), b""
+                )
+                slot[at : at + len(data)] = data
+                self.producer.commit(seq, at + len(data))
+                self.producer.publish(seq)
+        return True
+
+    def run(self, should_stop: Any) -> None:
+        """Serve until asked to stop, then close the ring cleanly."""
+        thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        thread.start()
+        log.info("source %s: listening on http://%s%s", self.name, self.config.address, PATH)
+        try:
+            while not should_stop():
+                time.sleep(0.2)
+        finally:
+            self.server.shutdown()
+            self.server.server_close()
+            with self.lock:
+                self.producer.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        collector: HttpCollector = self.server.collector  # type: ignore[attr-defined]
+        config = collector.config
+        if self.path.split("?", 1)[0] != PATH:
+            return self._reply(404, {"error": f"POST entries to {PATH}"})
+        if config.bearer_token is not None:
+            given = self.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {config.bearer_token}".encode()):
+                collector.counters.add(Counter.ERRORS)
+                return self._reply(401, {"error": "missing or wrong bearer token"})
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            return self._reply(411, {"error": "Content-Length is required"})
+        if int(length) > config.max_body_bytes:
+            collector.counters.add(Counter.ERRORS)
+            self.close_connection = True
+            return self._reply(413, {"error": f"body over {config.max_body_bytes} bytes"})
+        body = self.rfile.read(int(length))
+        received_ns = time.time_ns()
+        try:
+            entries = parse_body(body, self.client_address[0], received_ns)
+            accepted = collector.publish(entries, received_ns)
+        except BadRequest as exc:
+            collector.counters.add(Counter.ERRORS)
+            return self._reply(400, {"error": str(exc)})
+        if not accepted:
+            collector.counters.add(Counter.HTTP_THROTTLED)
+            retry = max(1, round(config.retry_after))
+            return self._reply(
+                429,
+                {"error": "pipeline is backpressured; retry later"},
+                {"Retry-After": str(retry)},
+            )
+        collector.counters.add(Counter.EVENTS_IN, len(entries))
+        collector.counters.add(Counter.BYTES_IN, len(body))
+        return self._reply(200, {"accepted": len(entries)})
+
+    def _reply(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Requests are counted, not logged one by one."""

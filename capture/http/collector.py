@@ -77,7 +77,7 @@ def _timestamp_ns(value: str | int | float | None, received_ns: int) -> int:
     magnitude = abs(value)  # epoch seconds, milliseconds, microseconds or nanoseconds
     exponent = 9 if magnitude < 1e11 else 6 if magnitude < 1e14 else 3 if magnitude < 1e17 else 0
     if isinstance(value, int):
-        return value * 10**exponent  # exact
+        return int(value * 10**exponent)  # exact: integer arithmetic
     return int(value * 10**exponent)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from logcap.capture.file.collector import FileCollector
 from logcap.capture.http.collector import HttpCollector
 from logcap.capture.http.config import HttpSourceConfig
@@ -17,6 +19,7 @@ def run_collector(ctx: ChildContext, source: str) -> None:
         HttpCollector(source, config, ctx.collector_producer(source), ctx.counters).run(should_stop)
         return
     checkpoints = CheckpointStore(ctx.plan.config.data_dir).positions_for(source)
+    started = Path(ctx.plan.config.data_dir) / "started" / source
     collector = FileCollector(
         source,
         config,
@@ -24,5 +27,6 @@ def run_collector(ctx: ChildContext, source: str) -> None:
         ctx.counters,
         checkpoints,
         should_stop=should_stop,
+        started_marker=started,
     )
     collector.run()

@@ -98,11 +98,13 @@ class CheckpointStore:
         tmp = self.dir / (FILE_NAME + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, _encode(positions))
+            data = memoryview(_encode(positions))
+            while data:  # a short write (disk nearly full) must not pass for a whole one
+                data = data[os.write(fd, data) :]
             os.fsync(fd)
         finally:
             os.close(fd)
-        if self.path.exists():
+        if self._intact(self.path):  # never let a damaged current replace a good .prev
             os.replace(self.path, self.previous)
         os.replace(tmp, self.path)
         dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -110,6 +112,14 @@ class CheckpointStore:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    @staticmethod
+    def _intact(path: Path) -> bool:
+        try:
+            _decode(path.read_bytes(), path)
+        except (FileNotFoundError, CheckpointCorrupt):
+            return False
+        return True
 
     def positions_for(self, source: str) -> dict[tuple[int, int], FilePosition]:
         """Checkpointed files of one source, by (dev, inode)."""

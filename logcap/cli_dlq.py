@@ -225,10 +225,16 @@ def replay(
     help="Delete every segment, replayed or not (their entries are lost).",
 )
 def purge(config_path: Path | None, everything: bool) -> None:
-    """Delete segments whose records were all replayed (or all segments with --all)."""
+    """Delete segments whose records were all replayed, except the newest (a running agent
+    may be appending to it); --all deletes every segment, replayed or not."""
     config = load_or_exit(config_path)
     removed = kept = 0
-    for segment in segment_paths(dlq_directory(config.data_dir)):
+    segments = segment_paths(dlq_directory(config.data_dir))
+    newest_kept = bool(segments) and not everything
+    if newest_kept:
+        # a running agent may be appending to the newest segment right now: leave it
+        segments = segments[:-1]
+    for segment in segments:
         found = list(_records_in(segment))
         if everything or all(f.replayed for f in found):
             segment.unlink(missing_ok=True)
@@ -236,4 +242,5 @@ def purge(config_path: Path | None, everything: bool) -> None:
             removed += 1
         else:
             kept += 1
-    click.echo(f"purged {removed} segments; {kept} with pending records kept")
+    newest = "; the newest kept (the agent may be writing it)" if newest_kept else ""
+    click.echo(f"purged {removed} segments; {kept} with pending records kept{newest}")

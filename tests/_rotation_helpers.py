@@ -83,18 +83,38 @@ def held_inodes(pid: int) -> set[int]:
     return held
 
 
-def create_on_freed_inode(path: Path, inode: int, attempts: int = 200) -> bool:
-    """Create ``path`` (empty), trying for a few moments to get the freed ``inode`` (ext4
-    hands a just-freed inode to the next file created, but not always later); True if it
-    did. ``path`` exists afterwards either way."""
-    for _ in range(attempts):
+def at_a_second_start() -> None:
+    """Sleep until a wall-clock second has just begun.
+
+    ext4 hands a freed inode to the next file created, except (without a journal, as
+    here) one freed in an earlier second: that is passed over for ~30 s. A test that
+    wants an inode reused frees it and creates the new file within one second."""
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+
+def create_on_freed_inode(path: Path, inode: int, decoys: int = 5000) -> bool:
+    """Create ``path`` (empty), trying until the second ends to get the freed ``inode``;
+    True if it did. ``path`` exists afterwards either way.
+
+    ext4 takes the lowest free inode of the directory's group: files that get a lower one
+    are kept (as hidden ``.decoy-N`` files, which no pattern here matches) until ours
+    comes up, then removed."""
+    second = int(time.time())
+    taken: list[Path] = []
+    try:
+        for n in range(decoys):
+            path.touch()
+            if path.stat().st_ino == inode:
+                return True
+            if int(time.time()) != second:
+                return False
+            taken.append(path.with_name(f".decoy-{n}"))
+            os.rename(path, taken[-1])
         path.touch()
-        if path.stat().st_ino == inode:
-            return True
-        path.unlink()
-        time.sleep(0.005)
-    path.touch()
-    return False
+        return False
+    finally:
+        for decoy in taken:
+            decoy.unlink()
 
 
 def shift_rotate(path: Path, keep: int | None = None) -> None:

@@ -4,6 +4,7 @@ damaged file is reported and replaced by the ``.prev`` copy instead of crashing 
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -163,3 +164,26 @@ def test_positions_for_returns_one_source_keyed_by_device_and_inode(
         (2050, 5): FilePosition("db", "/var/log/db/slow.log", 2050, 5, 4096)
     }
     assert store.positions_for("nobody") == {}
+
+
+def test_a_damaged_current_file_never_replaces_a_good_previous_copy(
+    store: CheckpointStore,
+) -> None:
+    store.save(OLD)
+    store.save(NEW)  # OLD is now .prev
+    store.path.write_bytes(store.path.read_bytes()[:-5])  # torn by a full disk
+    newer = Positions(files=[FilePosition("app", "/var/log/app.log", 2049, 100, 999)])
+    store.save(newer)
+    assert store.load() == newer
+    store.path.unlink()
+    assert store.load() == OLD  # the good copy survived; the torn one was not kept
+
+
+def test_a_short_write_is_completed_not_taken_for_a_whole_file(
+    store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data)[:7]))
+    store.save(NEW)
+    monkeypatch.undo()
+    assert store.load() == NEW

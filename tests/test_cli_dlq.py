@@ -118,7 +118,10 @@ def test_replay_fails_while_the_cause_remains_then_delivers_once_fixed_and_only_
     assert (root / "blocked" / "broken.ndjson").read_bytes().splitlines() == out
     pending = _dlq("show", "--config", str(filled), "--pending")
     assert pending.stdout == ""
-    purged = _dlq("purge", "--config", str(filled))
+    kept = _dlq("purge", "--config", str(filled))  # the newest segment is never purged
+    assert kept.returncode == 0 and "purged 0 segments" in kept.stdout
+    assert "the newest kept" in kept.stdout
+    purged = _dlq("purge", "--config", str(filled), "--all")
     assert purged.returncode == 0 and "purged 1 segments" in purged.stdout
     assert "empty" in _dlq("ls", "--config", str(filled)).stdout
 
@@ -156,27 +159,30 @@ def test_purge_keeps_segments_with_pending_records_unless_all(tmp_path: Path) ->
 data_dir: ./data
 sources: {app: {type: file, include: [x]}}
 sinks: {out: {type: blackhole}}
+dlq: {segment_bytes: 64KiB}
 """,
         "127.0.0.1:1",
     )
     parsed = parse_config(config.read_text(), base_dir=tmp_path)
     writer = DlqWriter(dlq_directory(parsed.data_dir), parsed.dlq)
-    writer.append(
-        DlqRecord(
-            sink="out",
-            kind="exhausted",
-            reason="x",
-            attempts=3,
-            first_failure_ns=1,
-            written_ns=2,
-            batch_seq=0,
-            entries=0,
-            batch=b"\0" * 8,
+    for seq in (0, 1):  # 40 KB each: two segments of 64 KiB
+        writer.append(
+            DlqRecord(
+                sink="out",
+                kind="exhausted",
+                reason="x",
+                attempts=3,
+                first_failure_ns=1,
+                written_ns=2,
+                batch_seq=seq,
+                entries=0,
+                batch=b"\0" * 40_000,
+            )
         )
-    )
     writer.close()
     runner = CliRunner()
     kept = runner.invoke(main, ["dlq", "purge", "--config", str(config)])
     assert kept.exit_code == 0 and "1 with pending records kept" in kept.output
+    assert "the newest kept" in kept.output
     gone = runner.invoke(main, ["dlq", "purge", "--config", str(config), "--all"])
-    assert gone.exit_code == 0 and "purged 1 segments" in gone.output
+    assert gone.exit_code == 0 and "purged 2 segments" in gone.output

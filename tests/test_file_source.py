@@ -546,3 +546,39 @@ def test_rotated_file_is_read_to_its_end_and_the_new_file_is_read_too(
     assert collector.retiring == []  # the old file was closed once read to its end
     assert set(collector.tailers) == {str(log)}
     close_tailers(collector)
+
+
+def test_read_from_end_applies_only_to_the_first_run_ever_even_without_a_checkpoint(
+    tmp_path: Path, rings: RingFactory
+) -> None:
+    """A run killed before its first checkpoint must not skip to the end again."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"old line\n")
+    marker = tmp_path / "data" / "started" / "app"
+    wiring = Wiring(rings, source_config(tmp_path, "include: ['*.log']\nread_from: end"))
+    first = FileCollector(
+        "app",
+        wiring.source,
+        wiring.producer,
+        wiring.counters,
+        {},
+        lambda: False,
+        started_marker=marker,
+    )
+    first.rescan(initial=True)
+    assert marker.exists() and first.tailers[str(log)].position == log.stat().st_size
+    close_tailers(first)
+    with open(log, "ab") as f:  # written while the killed collector was restarting
+        f.write(b"written during the restart\n")
+    again = FileCollector(
+        "app",
+        wiring.source,
+        wiring.producer,
+        wiring.counters,
+        {},
+        lambda: False,
+        started_marker=marker,
+    )
+    again.rescan(initial=True)
+    assert again.tailers[str(log)].position == 0  # no checkpoint: read whole, lose nothing
+    close_tailers(again)

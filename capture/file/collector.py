@@ -7,6 +7,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 from logcap.capture.file.config import FileSourceConfig, multiline_rule
 from logcap.capture.file.discovery import ChangeWatcher, FileFinder
@@ -21,6 +22,21 @@ log = logging.getLogger(__name__)
 CLOSED_FILES_REMEMBERED = 4096
 
 
+def mark_started(marker: Path) -> None:
+    """Durably record that a source has run (an empty file, fsynced with its directory)."""
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    directory = os.open(marker.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 class FileCollector:
     """Tails every file of one ``file`` source into that source's ring."""
 
@@ -33,8 +49,17 @@ class FileCollector:
         checkpoints: dict[tuple[int, int], FilePosition],
         should_stop: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
+        started_marker: Path | None = None,
     ) -> None:
         self.name = name
+        # read_from: end applies only to the very first run of a source. Whether there was
+        # one is kept on disk before anything is read: a checkpoint alone cannot tell (a
+        # run killed before its first checkpoint would otherwise skip to the end again).
+        self.first_run = (
+            not checkpoints if started_marker is None else not started_marker.exists()
+        )
+        if started_marker is not None and self.first_run:
+            mark_started(started_marker)
         self.config = config
         self.producer = producer
         self.counters = counters
@@ -62,7 +87,7 @@ class FileCollector:
         # applies on the source's first run only, to the files already there: later, and
         # on any restart, a file we do not know appeared while we were not looking, and
         # is read whole, or its first lines would be lost.
-        if initial and self.config.read_from == "end" and not self.checkpoints:
+        if initial and self.config.read_from == "end" and self.first_run:
             return tailer.size()
         return 0
 

@@ -202,8 +202,13 @@ class Dispatcher:
         )
         key = (source.name, header.dev, header.ino)
         if not lines:  # e.g. one skipped line: nothing to send, a position to checkpoint
-            self.pending.progress[key] = progress
-            self.pending.completes[index] = seq
+            if self.pending.count:  # earlier lines may wait in the open batch: go with it
+                self.pending.progress[key] = progress
+                self.pending.completes[index] = seq
+            else:  # all earlier lines are published: safe once the last batch is delivered
+                self.unacked.append((self.output.ring.published, [progress], time.time_ns()))
+                source.releasable = seq
+                self._release_inputs()
             return
         prefix = entry_prefix(source.name, labels, header.read_ns)
         while lines:

@@ -15,6 +15,25 @@ DISPATCHER = "dispatcher"
 RETRY = "retry"
 
 
+def batch_slot_bytes(config: Config) -> int:
+    """Bytes of a batch-ring slot: the largest batch the dispatcher can ever write."""
+    from logcap.capture.file.config import FileSourceConfig
+    from logcap.dispatch.batch import meta_size_bound
+
+    # the longest entry a source can produce: a line, or a whole HTTP ingest record;
+    # escaping (\u00XX) may make an entry 6x longer, and a batch must always fit a slot
+    longest = max(
+        (
+            s.max_line_bytes
+            if isinstance(s, FileSourceConfig)
+            else config.buffer.collector_slot_bytes
+            for s in config.sources.values()
+        ),
+        default=0,
+    )
+    return config.dispatcher.batch_max_bytes + 6 * longest + 1024 + meta_size_bound(64, 64)
+
+
 class RunPlan(msgspec.Struct, kw_only=True):
     """Names of the shared segments, doorbell fds and component order of one run."""
 

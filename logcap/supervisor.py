@@ -27,11 +27,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from logcap.capture.file.config import FileSourceConfig
 from logcap.config import Config, component_type
-from logcap.dispatch.batch import meta_size_bound
 from logcap.metrics import NOTHING, Counter, CounterTable
-from logcap.plan import DISPATCHER, RETRY, RunPlan
+from logcap.plan import DISPATCHER, RETRY, RunPlan, batch_slot_bytes
 from logcap.ringbuf import Doorbell, Ring, run_prefix, sweep_stale, unlink
 from logcap.runstate import RunState
 
@@ -95,13 +93,7 @@ class Supervisor:
             )
             collector_rings[source] = name
             self.segments.append(name)
-        # the longest entry a source can produce: a line, or a whole HTTP ingest record
-        longest = max(
-            s.max_line_bytes if isinstance(s, FileSourceConfig) else cfg.buffer.collector_slot_bytes
-            for s in cfg.sources.values()
-        )
-        # one entry may grow 6x when escaped (\\u00XX), and a batch must always fit a slot
-        batch_slot = cfg.dispatcher.batch_max_bytes + 6 * longest + 1024 + meta_size_bound(64, 64)
+        batch_slot = batch_slot_bytes(cfg)
         batch_name = f"{self.prefix}batches"
         self.rings["batches"] = Ring.create(
             batch_name, cfg.buffer.batch_slots, batch_slot, len(sinks)

@@ -87,8 +87,8 @@ class SinkRunner:
             else:
                 self._count(count, len(batch.payload))
             del batch, view  # drop the views into the slot before handing the slot back
-            consumer.release(seq)
-        self.sink.flush()
+        self.sink.flush()  # a sink may buffer in write(): delivered means flushed
+        consumer.release(last)
         return True
 
     def _count(self, entries: int, size: int) -> None:

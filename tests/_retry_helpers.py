@@ -67,6 +67,7 @@ def run_config(tmp_path: Path, retry: str = "", dlq: str = "", sinks: int = 2) -
         data_dir: data
         sources: {{app: {{type: file, include: ['*.log']}}}}
         sinks: {{{names}}}
+        dispatcher: {{batch_max_bytes: 4KiB, batch_max_events: 1}}
         retry: {{{retry}}}
         dlq: {{{dlq}}}
         """

@@ -891,3 +891,17 @@ def test_problem_lines_name_the_file_they_were_loaded_from(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert caught.value.problems == [f"{path}:8: bogus: unknown key 'bogus'"]
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("dlq: {max_bytes: 1MiB}\ndispatcher: {batch_max_bytes: 1MiB}", "dlq.max_bytes"),
+        ("retry: {max_bytes: 512KiB}\ndispatcher: {batch_max_bytes: 1MiB}", "retry.max_bytes"),
+        ("retry: {max_entries: 10}\ndispatcher: {batch_max_events: 100}", "retry.max_entries"),
+    ],
+)
+def test_retry_and_dlq_bounds_must_hold_at_least_one_batch(body: str, where: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(MINIMAL + body + "\n")
+    assert where in str(info.value)

@@ -25,6 +25,7 @@ from _component_helpers import (
     ring_fixture,
 )
 
+from logcap.capture._record import FLAG_TRUNCATED
 from logcap.capture.file.collector import FileCollector
 from logcap.capture.file.tailer import FileTailer
 from logcap.config import Config
@@ -627,3 +628,25 @@ def test_delivered_position_is_resumed_by_a_restarted_collector(
     rig.dispatcher.step()
     rig.time_out_batch()
     assert messages(rig.batches()) == ["third"]
+
+
+def test_blocks_whose_lines_were_all_skipped_do_not_hold_their_slots(
+    tmp_path: Path, rings: RingFactory
+) -> None:
+    """long_lines: skip can leave a block with no entry; its slot must still be freed and
+    its position checkpointed once what came before is delivered."""
+    rig = Rig(rings, rig_config(tmp_path, "{checkpoint_interval: 1ms}"))
+    for source in rig.dispatcher.inputs:
+        source.skip_long_lines = True
+    ring = rig.collector_rings["app"]
+    for n in range(40):  # more records than the collector ring has slots
+        # what the tailer publishes for a skipped over-long line: no data, a position
+        rig.publish(b"", start=n * 100_000, end=(n + 1) * 100_000, flags=FLAG_TRUNCATED)
+        rig.step_until_idle()
+    assert ring.consumer_cursor(0) == 39  # every slot handed back, none pinned
+    rig.clock.advance(1.0)
+    rig.dispatcher.step()
+    (saved,) = rig.store.load().files
+    assert saved.offset == 40 * 100_000
+    assert rig.source_counters["app"].get(Counter.LINES_SKIPPED) == 40
+    assert rig.batches() == []  # nothing to send

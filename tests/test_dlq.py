@@ -82,6 +82,7 @@ def dlq_config(tmp_path: Path, body: str = "") -> DlqConfig:
     text = f"""\
         sources: {{app: {{type: file, include: ['*.log']}}}}
         sinks: {{out: {{type: blackhole}}}}
+        dispatcher: {{batch_max_bytes: 4KiB}}
         dlq: {{{body}}}
         """
     return config_from_yaml(textwrap.dedent(text), tmp_path).dlq

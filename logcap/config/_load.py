@@ -202,6 +202,20 @@ def _check_limits(doc: _Document, config: Config) -> None:
         count = getattr(config.buffer, key)
         if count & (count - 1):
             doc.problem(("buffer", key), f"must be a power of two, got {count}")
+    # a batch is bounded by batch_max_bytes of lines; escaping rarely doubles it
+    if config.dlq.max_bytes < 4 * config.dispatcher.batch_max_bytes:
+        doc.problem(("dlq", "max_bytes"), "must be at least 4 x dispatcher.batch_max_bytes, "
+                                          "so a dead-lettered batch always fits")
+    if config.retry.max_bytes < config.dispatcher.batch_max_bytes:
+        doc.problem(
+            ("retry", "max_bytes"),
+            "is smaller than one batch (dispatcher.batch_max_bytes): nothing could wait",
+        )
+    if config.retry.max_entries < config.dispatcher.batch_max_events:
+        doc.problem(
+            ("retry", "max_entries"),
+            "is smaller than one batch (dispatcher.batch_max_events): nothing could wait",
+        )
     if config.retry.initial_backoff > config.retry.max_backoff:
         doc.problem(("retry", "initial_backoff"), "is larger than max_backoff")
     if config.dlq.segment_bytes > config.dlq.max_bytes:

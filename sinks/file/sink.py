@@ -100,13 +100,14 @@ class FileSink:
             limit = self.config.max_file_bytes
             if limit is not None and handle.size and handle.size + len(data) > limit:
                 handle = self._rotate(path, handle)
+            before = os.fstat(handle.fd).st_size  # not handle.size: replay may append too
             try:
                 write_all(handle.fd, data)
             except OSError:
                 # a short write before the error (disk full) left part of an entry at the
                 # end: cut it off, or the retried batch would be appended to a torn line
                 with contextlib.suppress(OSError):
-                    os.ftruncate(handle.fd, handle.size)
+                    os.ftruncate(handle.fd, before)
                 raise
         except OSError as exc:
             self._forget(path)  # reopen next time: the file may have been moved or removed

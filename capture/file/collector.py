@@ -55,9 +55,7 @@ class FileCollector:
         # read_from: end applies only to the very first run of a source. Whether there was
         # one is kept on disk before anything is read: a checkpoint alone cannot tell (a
         # run killed before its first checkpoint would otherwise skip to the end again).
-        self.first_run = (
-            not checkpoints if started_marker is None else not started_marker.exists()
-        )
+        self.first_run = not checkpoints if started_marker is None else not started_marker.exists()
         if started_marker is not None and self.first_run:
             mark_started(started_marker)
         self.config = config

@@ -204,8 +204,10 @@ def _check_limits(doc: _Document, config: Config) -> None:
             doc.problem(("buffer", key), f"must be a power of two, got {count}")
     # a batch is bounded by batch_max_bytes of lines; escaping rarely doubles it
     if config.dlq.max_bytes < 4 * config.dispatcher.batch_max_bytes:
-        doc.problem(("dlq", "max_bytes"), "must be at least 4 x dispatcher.batch_max_bytes, "
-                                          "so a dead-lettered batch always fits")
+        doc.problem(
+            ("dlq", "max_bytes"),
+            "must be at least 4 x dispatcher.batch_max_bytes, so a dead-lettered batch always fits",
+        )
     if config.retry.max_bytes < config.dispatcher.batch_max_bytes:
         doc.problem(
             ("retry", "max_bytes"),

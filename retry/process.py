@@ -45,8 +45,11 @@ def run_retry(ctx: ChildContext) -> None:
     batches = Ring.attach(plan.batch_ring)
     try:
         while True:
-            moved = service.step()
-            if ctx.state.inputs_closed and _pipeline_drained(batches, lanes):
+            # draining: the sinks are finishing; nothing new goes back to them, and this
+            # process stays until every redelivery they hold has been reported on
+            draining = ctx.state.inputs_closed and _batches_delivered(batches)
+            moved = service.step(redeliver=not draining)
+            if draining and _exchanges_empty(lanes):
                 break
             if not moved:
                 ctx.bell.wait(service.next_timeout())
@@ -60,11 +63,15 @@ def run_retry(ctx: ChildContext) -> None:
         )
 
 
-def _pipeline_drained(batches: Ring, lanes: list[SinkLane]) -> bool:
-    """The dispatcher closed the batch ring, every sink released all of it, and every
-    failure ring is empty: nothing more can reach this process."""
-    return (
-        batches.closed
-        and batches.min_consumer_cursor() >= batches.published
-        and all(lane.failures.next_sequence > lane.failures.ring.published for lane in lanes)
+def _batches_delivered(batches: Ring) -> bool:
+    """The dispatcher closed the batch ring and every sink released all of it."""
+    return batches.closed and batches.min_consumer_cursor() >= batches.published
+
+
+def _exchanges_empty(lanes: list[SinkLane]) -> bool:
+    """Every failure record taken in, every redelivery taken and reported on by its sink."""
+    return all(
+        lane.failures.next_sequence > lane.failures.ring.published
+        and lane.redeliveries.ring.consumer_cursor(0) >= lane.redeliveries.ring.published
+        for lane in lanes
     )

@@ -81,13 +81,15 @@ class RetryService:
         # in place (its heap died with it), so nothing it held can be checkpointed past.
 
     # -- one pass --------------------------------------------------------------------
-    def step(self) -> bool:
-        """Ingest failures, move due items, retry DLQ writes; True if anything moved."""
+    def step(self, redeliver: bool = True) -> bool:
+        """Ingest failures, move due items (unless draining), retry DLQ writes; True if
+        anything moved."""
         moved = self._flush_dlq_backlog()
         if not self.waiting_for_dlq:  # DLQ full (block): stop taking in more failures
             for lane in self.lanes:
                 moved |= self._ingest(lane)
-        moved |= self._redeliver_due()
+        if redeliver:
+            moved |= self._redeliver_due()
         self.dlq.tick()
         self._publish_gauges()
         return moved

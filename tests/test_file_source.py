@@ -582,3 +582,35 @@ def test_read_from_end_applies_only_to_the_first_run_ever_even_without_a_checkpo
     again.rescan(initial=True)
     assert again.tailers[str(log)].position == 0  # no checkpoint: read whole, lose nothing
     close_tailers(again)
+
+
+def test_a_rotated_file_ending_in_an_unterminated_line_is_sent_and_closed(
+    tmp_path: Path, rings: RingFactory
+) -> None:
+    log = tmp_path / "app.log"
+    log.write_bytes(b"whole line\nlast words without newline")
+    wiring = Wiring(rings, source_config(tmp_path, "include: ['app.log']"))
+    clock = [0.0]
+    collector = FileCollector(
+        "app",
+        wiring.source,
+        wiring.producer,
+        wiring.counters,
+        {},
+        lambda: False,
+        clock=lambda: clock[0],
+    )
+    collector.rescan(initial=True)
+    collector.poll_once()
+    log.rename(tmp_path / "app.log.1")  # rotated away: the writer moved on
+    log.write_bytes(b"")
+    collector.rescan()
+    assert len(collector.retiring) == 1
+    collector.poll_once()
+    clock[0] = 10.0  # well past the time a rotated file's last line may stay open
+    collector.poll_once()
+    collector.poll_once()
+    data = b"".join(r.data for r in wiring.drain())
+    assert data == b"whole line\nlast words without newline\n"
+    assert collector.retiring == []  # closed: no descriptor or deleted file kept
+    close_tailers(collector)

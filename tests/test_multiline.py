@@ -187,3 +187,18 @@ dispatcher: {batch_timeout: 50ms, checkpoint_interval: 100ms}
     with open(tmp_path / "out" / "all.ndjson", "rb") as out:
         messages = [json.loads(line)["message"] for line in out]
     assert messages == expected
+
+
+def test_the_collector_cuts_events_where_the_dispatcher_joins_them() -> None:
+    """max_lines is counted from an event's first line in both places."""
+    rule = MultilineRule.build(r"^E", None, None, 3)
+    codec = line_codec("utf-8")
+    for lines in (
+        ["E1", "c2", "c3", "c4", "c5"],
+        ["x", "E1", "c2"],
+        ["c0", "c1"],
+        ["E1", "c2", "c3", "c4", "c5", "c6", "c7"],
+    ):
+        block = "".join(f"{line}\n" for line in lines).encode()
+        held = block[rule.last_event_start(block, codec) :].decode().splitlines()
+        assert "\n".join(held) == rule.join(lines)[-1], lines

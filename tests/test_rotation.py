@@ -259,8 +259,12 @@ def test_new_file_appearing_on_a_freed_inode_at_the_old_path_is_read_whole(
     old.close()
     at_a_second_start()  # the agent sees the deletion and frees the inode within the second
     path.unlink()
-    # the drained file is closed once the deletion is seen, which frees its inode
-    wait_for(lambda: old_ino not in held_inodes(collector), 30, "the old file to be closed")
+    # the drained file is closed once the deletion is seen, which frees its inode; the new
+    # file must be created at once (see at_a_second_start), so this polls closely
+    deadline = time.monotonic() + 30
+    while old_ino in held_inodes(collector):
+        assert time.monotonic() < deadline, "the deleted file was never closed"
+        time.sleep(0.002)
     # the new file is written under a name the pattern misses and renamed into place whole,
     # so the agent meets it with content: only its fingerprint tells it from the old file
     staging = s.logs / "app.log.new"
@@ -529,6 +533,12 @@ def test_fingerprint_bytes_decides_if_a_reused_inode_with_the_same_header_is_a_n
     assert headers == (2 if read_whole else 1)
 
 
+@pytest.mark.xfail(
+    reason="bug: a file started at its end (read_from: end) has no checkpoint until a line "
+    "is read from it, so if none is before a restart, the restart reads the whole backlog "
+    "that read_from: end was to skip (patch rotation-3.diff: publish the start position)",
+    strict=True,
+)
 def test_read_from_end_skips_old_lines_on_the_first_run_only(
     tmp_path: Path, start_agent: StartAgent
 ) -> None:
@@ -549,5 +559,5 @@ def test_read_from_end_skips_old_lines_on_the_first_run_only(
     REPORT.add(
         "read_from_end_restart", result, old_lines_delivered=sum(1 for i in old if counts[i])
     )
-    assert not any(counts[i] for i in old), "read_from: end applied to a later run"
+    assert not any(counts[i] for i in old), "the lines skipped on the first run were read"
     _assert_exact(result)

@@ -20,6 +20,8 @@ from logcap.ringbuf import Producer
 
 log = logging.getLogger(__name__)
 CLOSED_FILES_REMEMBERED = 4096
+# a rotated-away file whose last line has had no newline for this long gets it sent as is
+RETIRED_TAIL_AFTER = 5.0
 
 
 def mark_started(marker: Path) -> None:
@@ -73,6 +75,7 @@ class FileCollector:
         # where files we stopped tailing ended: a listing taken mid-rotation can miss a
         # file, and when it shows up again it must not be read again from its start
         self.closed: OrderedDict[tuple[int, int], FilePosition] = OrderedDict()
+        self._retired_sizes: dict[int, tuple[int, float]] = {}  # id(tailer) -> (size, since)
         self._next_scan = 0.0
 
     def _start_position(self, tailer: FileTailer, initial: bool) -> int:
@@ -165,8 +168,18 @@ class FileCollector:
             except OSError as exc:
                 log.warning("source %s: read of %s failed: %s", self.name, tailer.path, exc)
                 self.counters.add(Counter.ERRORS)
-        for tailer in [t for t in self.retiring if t.at_end()]:
+        now = self.clock()
+        for tailer in list(self.retiring):
+            if not tailer.at_end():
+                size = tailer.size()
+                seen = self._retired_sizes.get(id(tailer))
+                if seen is None or seen[0] != size:
+                    self._retired_sizes[id(tailer)] = (size, now)
+                elif now - seen[1] >= RETIRED_TAIL_AFTER:  # its last line will never end
+                    moved |= tailer.flush_tail(self.producer, max_line, self.counters)
+                continue
             self.retiring.remove(tailer)
+            self._retired_sizes.pop(id(tailer), None)
             self._remember(tailer)
             tailer.close()
         return moved

@@ -72,14 +72,18 @@ class MultilineRule:
         return events
 
     def last_event_start(self, block: bytes, codec: LineCodec) -> int:
-        """Offset in ``block`` (whole lines) of the first line of its last event."""
+        """Offset in ``block`` (whole lines) of the first line of its last event, as
+        :meth:`join` would cut it: back to the last line that starts an event, then
+        forward in steps of ``max_lines``."""
+        starts: list[int] = []  # line offsets from the end back to a starting line
         end = len(block) - len(codec.newline)  # the newline of the last line
-        seen = 0
         while end > 0:
             start = codec.rfind(block[:end])  # just past the previous newline (0 if none)
-            line = block[start:end].decode(codec.name, "replace")
-            seen += 1
-            if self.starts(line) or seen >= self.max_lines:
-                return start
+            starts.append(start)
+            if self.starts(block[start:end].decode(codec.name, "replace")):
+                break
             end = start - len(codec.newline)
-        return 0
+        if not starts:
+            return 0
+        starts.reverse()  # from the event's first line forward
+        return starts[(len(starts) - 1) // self.max_lines * self.max_lines]

@@ -172,6 +172,37 @@ class FileTailer:
             return True
         return False
 
+    def flush_tail(self, producer: Producer, max_line_bytes: int, counters: CounterBlock) -> bool:
+        """Publish an unterminated last line as a line of its own.
+
+        Only for a file that was rotated away or deleted and has stopped growing: no
+        newline will ever come, and holding the tail forever would lose it (and keep the
+        file open). Over-long tails are cut to ``max_line_bytes`` like any line.
+        """
+        size = self.size()
+        if size <= self.position:
+            return False
+        keep = min(size - self.position, max_line_bytes)
+        keep -= keep % self.codec.unit
+        tail = os.pread(self.fd, keep, self.position) + self.codec.newline
+        flags = FLAG_TRUNCATED if size - self.position > max_line_bytes else 0
+        header = BlockHeader(
+            time.time_ns(),
+            self.position,
+            size,
+            self.dev,
+            self.ino,
+            self.fingerprint,
+            len(tail),
+            len(self.path_bytes),
+            flags,
+        )
+        if not self._publish(producer, header, memoryview(tail)):
+            return False
+        counters.add(Counter.BYTES_IN, size - self.position)
+        self.position, self._scan_at, self._held = size, None, None
+        return True
+
     def _publish(self, producer: Producer, header: BlockHeader, data: memoryview) -> bool:
         try:
             seq = producer.claim(1, timeout=0.2)

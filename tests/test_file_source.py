@@ -17,7 +17,7 @@ import pytest
 from _component_helpers import Record, RingFactory, config_from_yaml, drain_records, ring_fixture
 
 from logcap.capture._record import FLAG_TRUNCATED
-from logcap.capture.file.collector import FileCollector
+from logcap.capture.file.collector import RETIRE_GRACE, FileCollector
 from logcap.capture.file.config import FileSourceConfig
 from logcap.capture.file.discovery import FileFinder, fixed_root
 from logcap.capture.file.tailer import FileTailer
@@ -521,7 +521,16 @@ def test_rotated_file_is_read_to_its_end_and_the_new_file_is_read_too(
     log = tmp_path / "app.log"
     log.write_bytes(b"1\n2\n")
     wiring = Wiring(rings, source_config(tmp_path, "include: ['*.log']"))
-    collector = wiring.collector()
+    clock = [0.0]
+    collector = FileCollector(
+        "app",
+        wiring.source,
+        wiring.producer,
+        wiring.counters,
+        {},
+        lambda: False,
+        clock=lambda: clock[0],
+    )
     collector.rescan(initial=True)
     while collector.poll_once():
         pass
@@ -543,7 +552,13 @@ def test_rotated_file_is_read_to_its_end_and_the_new_file_is_read_too(
     records = wiring.drain()
     assert b"".join(r.data for r in records if r.header.ino == old_ino) == b"1\n2\n3\n4\n"
     assert b"".join(r.data for r in records if r.header.ino != old_ino) == b"5\n6\n"
-    assert collector.retiring == []  # the old file was closed once read to its end
+    assert len(collector.retiring) == 1  # read to its end, but its writer may write on
+    append(rotated, b"7\n")  # before the writer reopens its log
+    clock[0] = RETIRE_GRACE
+    while collector.poll_once():
+        pass
+    assert b"".join(r.data for r in wiring.drain()) == b"7\n"
+    assert collector.retiring == []  # closed once read to its end and the grace is over
     assert set(collector.tailers) == {str(log)}
     close_tailers(collector)
 

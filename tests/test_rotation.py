@@ -9,8 +9,12 @@ counted and written to /tmp/logcap-test-reports/rotation.json. Covered: rename r
 truncation in place, delete and recreate, a file reappearing at a path (a new file on the
 freed inode, and the same file moved out of the pattern and back), a symlinked path
 re-pointed to new files, a reused inode across a restart, rotation while the agent is
-down, 100 rotations at 50,000+ lines/s, and the source keys ``long_lines``,
-``ignore_older`` and ``fingerprint_bytes``.
+down, 100 rotations at 50,000+ lines/s, the source keys ``long_lines``, ``ignore_older``
+and ``fingerprint_bytes``, and ``read_from: end`` applying to the first run only.
+
+Three more pin fixed bugs: a file truncated and refilled past the read position unseen,
+lines a program writes to its log after logrotate renamed it away and before it reopens,
+and a restart after a first run with ``read_from: end`` that read nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from logcap.dispatch.checkpoint import CheckpointStore
 from tests._rotation_helpers import (
     PAD,
     NumberedLog,
+    Outcome,
     Report,
     Scenario,
     at_a_second_start,
@@ -63,8 +68,8 @@ def _glob_variant(include: list[str]) -> str:
     return "matching" if include[0].endswith("*") else "not_matching"
 
 
-def _assert_exact(result: object) -> None:
-    assert (result.lost, result.duplicated, result.unexpected) == (0, 0, 0), result  # type: ignore[attr-defined]
+def _assert_exact(result: Outcome) -> None:
+    assert (result.lost, result.duplicated, result.unexpected) == (0, 0, 0), result
 
 
 @GLOBS
@@ -83,7 +88,9 @@ def test_rename_rotation_loses_and_duplicates_no_line(
             # a file renamed to a name the pattern misses can only be finished if the agent
             # opened it first: rotations hours apart allow that, back-to-back ones may not
             s.wait_delivered([app.ids[first_of_file]])
-        shift_rotate(app.path)
+        # with rotated names matching, every file must stay until read: the agent may not
+        # have opened one yet; with names not matching, it has them open, so old ones go
+        shift_rotate(app.path, keep=None if matching else 2)
         if matching:
             app.write(100)  # the program writes on into app.log.1 until it reopens
         app.reopen()
@@ -156,12 +163,6 @@ def test_truncation_in_place_reads_the_new_lines_from_the_start(
     assert resets == 3
 
 
-@pytest.mark.xfail(
-    reason="bug: a file renamed to a name the pattern misses is closed as soon as it is read "
-    "to its end, so lines the program writes to it before it reopens its log (logrotate's "
-    "postrotate window) are lost (patch rotation-2.diff: keep it open a grace period)",
-    strict=True,
-)
 def test_lines_written_to_a_rotated_away_file_before_the_program_reopens_are_read(
     tmp_path: Path, start_agent: StartAgent
 ) -> None:
@@ -175,7 +176,11 @@ def test_lines_written_to_a_rotated_away_file_before_the_program_reopens_are_rea
     for _ in range(3):
         shift_rotate(app.path)
         fresh = app.path.stat().st_ino
-        wait_for(lambda i=fresh: i in held_inodes(collector), 30, "the rotation to be seen")
+
+        def seen(fresh: int = fresh) -> bool:
+            return fresh in held_inodes(collector)
+
+        wait_for(seen, 30, "the rotation to be seen")
         time.sleep(0.2)  # logrotate's postrotate signal reaches the program a little later
         late += app.write(100)  # into app.log.1, which no pattern matches
         app.reopen()
@@ -188,16 +193,11 @@ def test_lines_written_to_a_rotated_away_file_before_the_program_reopens_are_rea
         rotations=3,
         written_after_rename=len(late),
         lost_written_after_rename=sum(1 for i in late if not s.tally.counts[i]),
+        bug="rotation-2.diff",
     )
     _assert_exact(result)
 
 
-@pytest.mark.xfail(
-    reason="bug: a file truncated and regrown past the read position before the collector "
-    "looks is not recognised (only 'shorter than the position' is checked, not the "
-    "fingerprint): the new lines up to the old position are lost (patch rotation-1.diff)",
-    strict=True,
-)
 def test_file_truncated_and_regrown_past_its_position_unseen_is_read_from_the_start(
     tmp_path: Path, start_agent: StartAgent
 ) -> None:
@@ -216,7 +216,7 @@ def test_file_truncated_and_regrown_past_its_position_unseen_is_read_from_the_st
         os.kill(collector, signal.SIGCONT)
     s.wait_delivered(app.ids[-1:])
     result = s.finish(app.ids)
-    REPORT.add("truncate_and_regrow_while_collector_stalled", result)
+    REPORT.add("truncate_and_regrow_while_collector_stalled", result, bug="rotation-1.diff")
     _assert_exact(result)
 
 
@@ -533,12 +533,6 @@ def test_fingerprint_bytes_decides_if_a_reused_inode_with_the_same_header_is_a_n
     assert headers == (2 if read_whole else 1)
 
 
-@pytest.mark.xfail(
-    reason="bug: a file started at its end (read_from: end) has no checkpoint until a line "
-    "is read from it, so if none is before a restart, the restart reads the whole backlog "
-    "that read_from: end was to skip (patch rotation-3.diff: publish the start position)",
-    strict=True,
-)
 def test_read_from_end_skips_old_lines_on_the_first_run_only(
     tmp_path: Path, start_agent: StartAgent
 ) -> None:
@@ -557,7 +551,10 @@ def test_read_from_end_skips_old_lines_on_the_first_run_only(
     result = s.finish(down + after)
     counts = s.tally.counts
     REPORT.add(
-        "read_from_end_restart", result, old_lines_delivered=sum(1 for i in old if counts[i])
+        "read_from_end_restart",
+        result,
+        old_lines_delivered=sum(1 for i in old if counts[i]),
+        bug="rotation-3.diff",
     )
     assert not any(counts[i] for i in old), "the lines skipped on the first run were read"
     _assert_exact(result)

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 CLOSED_FILES_REMEMBERED = 4096
 # a rotated-away file whose last line has had no newline for this long gets it sent as is
 RETIRED_TAIL_AFTER = 5.0
+# a file replaced at its path or removed stays open this long even once read to its end:
+# a program writes on to its rotated log until it reopens it (logrotate's postrotate
+# signal), and a name the patterns miss leaves us no other way to find those lines
+RETIRE_GRACE = 5.0
 
 
 def mark_started(marker: Path) -> None:
@@ -72,6 +76,7 @@ class FileCollector:
         self.watcher = ChangeWatcher(config.include) if config.watch else None
         self.tailers: dict[str, FileTailer] = {}
         self.retiring: list[FileTailer] = []  # replaced or deleted, read to their end
+        self._retired_at: dict[int, float] = {}  # id(tailer) → when it was retired
         # where files we stopped tailing ended: a listing taken mid-rotation can miss a
         # file, and when it shows up again it must not be read again from its start
         self.closed: OrderedDict[tuple[int, int], FilePosition] = OrderedDict()
@@ -89,6 +94,7 @@ class FileCollector:
         # on any restart, a file we do not know appeared while we were not looking, and
         # is read whole, or its first lines would be lost.
         if initial and self.config.read_from == "end" and self.first_run:
+            tailer.unrecorded = True
             return tailer.size()
         return 0
 
@@ -122,11 +128,12 @@ class FileCollector:
             if current is not None:
                 if (st.st_dev, st.st_ino) == (current.dev, current.ino):
                     continue
-                self.retiring.append(self.tailers.pop(path))  # rotated: drain the old one
+                self._retire(self.tailers.pop(path))  # rotated: drain the old one
             known = self._known(st.st_dev, st.st_ino)
             if known is not None:  # renamed (rotated away) but still matching: same position
                 if known in self.retiring:
                     self.retiring.remove(known)
+                    self._retired_at.pop(id(known), None)
                 for old_path, tailer in list(self.tailers.items()):
                     if tailer is known:
                         del self.tailers[old_path]
@@ -154,9 +161,13 @@ class FileCollector:
                 tailer.clock = self.clock
             self.tailers[path] = tailer
         for path in set(self.tailers) - set(found):
-            self.retiring.append(self.tailers.pop(path))
+            self._retire(self.tailers.pop(path))
         self.counters.set(Counter.FILES_WATCHED, len(self.tailers))
         self._next_scan = self.clock() + self.config.glob_interval
+
+    def _retire(self, tailer: FileTailer) -> None:
+        self.retiring.append(tailer)
+        self._retired_at[id(tailer)] = self.clock()
 
     def poll_once(self) -> bool:
         """One read from every file that has data; True if anything was published."""
@@ -178,7 +189,10 @@ class FileCollector:
                 elif now - seen[1] >= RETIRED_TAIL_AFTER:  # its last line will never end
                     moved |= tailer.flush_tail(self.producer, max_line, self.counters)
                 continue
+            if now - self._retired_at.get(id(tailer), now) < RETIRE_GRACE:
+                continue  # read to its end, but its program may not have let go of it yet
             self.retiring.remove(tailer)
+            self._retired_at.pop(id(tailer), None)
             self._retired_sizes.pop(id(tailer), None)
             self._remember(tailer)
             tailer.close()

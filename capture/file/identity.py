@@ -30,12 +30,16 @@ def covered(value: int) -> int:
     return value >> 32
 
 
+def starts_as(fd: int, value: int) -> bool:
+    """Whether the open file ``fd`` still begins with the bytes fingerprint ``value``
+    covers (always true for UNKNOWN)."""
+    if value == UNKNOWN:
+        return True
+    length = covered(value)
+    data = os.pread(fd, length, 0)
+    return len(data) == length and zlib.crc32(data) == value & 0xFFFFFFFF
+
+
 def matches(saved: FilePosition, dev: int, ino: int, fd: int) -> bool:
     """Whether the open file ``fd`` (``dev``/``ino``) is the file ``saved`` describes."""
-    if (saved.dev, saved.ino) != (dev, ino):
-        return False
-    if saved.fingerprint == UNKNOWN:
-        return True
-    length = covered(saved.fingerprint)
-    data = os.pread(fd, length, 0)
-    return len(data) == length and zlib.crc32(data) == saved.fingerprint & 0xFFFFFFFF
+    return (saved.dev, saved.ino) == (dev, ino) and starts_as(fd, saved.fingerprint)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, BlockHeader, write_header
 from logcap.capture.file.encoding import LineCodec, line_codec
-from logcap.capture.file.identity import covered, fingerprint
+from logcap.capture.file.identity import covered, fingerprint, starts_as
 from logcap.capture.file.multiline import MultilineRule
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
@@ -49,6 +49,9 @@ class FileTailer:
         self.clock: Callable[[], float] = time.monotonic
         self._held: tuple[int, float] | None = None  # (file size, since) while an event waits
         self._scan_at: int | None = None  # set while skipping the tail of an over-long line
+        # started at its end (read_from: end): that position is published, even with no
+        # line, so it is checkpointed and a restart does not read the file from its start
+        self.unrecorded = False
 
     def rename(self, path: str) -> None:
         """The file is now known under ``path`` (renamed, or rotated away)."""
@@ -68,13 +71,32 @@ class FileTailer:
     def read_block(self, producer: Producer, max_line_bytes: int, counters: CounterBlock) -> bool:
         """Publish the next block of whole lines; False if there is nothing to publish."""
         size = self.size()
-        if size < self.position:  # truncated in place (copytruncate, "> file")
+        # truncated in place (copytruncate, "> file"); if it was written again past our
+        # position before we looked, only its changed first bytes tell
+        rewritten = size > self.position > 0 and not starts_as(self.fd, self.fingerprint)
+        if size < self.position or rewritten:
             self.position, self._scan_at = 0, None
             self.fingerprint = fingerprint(self.fd, self.fingerprint_bytes)
             counters.add(Counter.FILE_RESETS)
         if covered(self.fingerprint) < min(size, self.fingerprint_bytes):  # a young file grew
             self.fingerprint = fingerprint(self.fd, self.fingerprint_bytes)
         if size <= self.position:
+            if self.unrecorded:
+                self._publish(
+                    producer,
+                    BlockHeader(
+                        time.time_ns(),
+                        self.position,
+                        self.position,
+                        self.dev,
+                        self.ino,
+                        self.fingerprint,
+                        0,
+                        len(self.path_bytes),
+                        0,
+                    ),
+                    memoryview(b""),
+                )
             return False
         if self._scan_at is not None:
             return self._skip_long_line(producer, max_line_bytes, counters, size)
@@ -213,6 +235,7 @@ class FileTailer:
         slot[at : at + len(data)] = data
         producer.commit(seq, at + len(data))
         producer.publish(seq)
+        self.unrecorded = False
         return True
 
     def close(self) -> None:

@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 import msgspec
 
+from logcap.dispatch.checkpoint import FilePosition
+
 PREFIX = struct.Struct("<II")
 
 
@@ -40,24 +42,13 @@ class Group(msgspec.Struct, array_like=True, gc=False, frozen=True):
     nbytes: int
 
 
-class Progress(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    """A file position covered by this batch (see module docstring)."""
-
-    source: str
-    path: str
-    dev: int
-    ino: int
-    offset: int
-    fingerprint: int = 0
-
-
 class BatchMeta(msgspec.Struct, array_like=True, gc=False):
     """Everything about a batch except the entries themselves."""
 
     created_ns: int
     count: int
     groups: list[Group]
-    progress: list[Progress]
+    progress: list[FilePosition]
 
 
 _encode_meta = msgspec.msgpack.Encoder().encode

@@ -27,7 +27,7 @@ MAGIC = b"LOGCAPCK1"
 FILE_NAME = "checkpoints.json"
 
 
-class FilePosition(msgspec.Struct, frozen=True, array_like=True):
+class FilePosition(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """How far one file has been delivered. A file is known by ``dev``/``ino`` checked
     against ``fingerprint`` (see capture/file/identity.py); ``path`` is where it was last
     seen, for people reading the file."""

@@ -36,7 +36,6 @@ from logcap.dispatch.batch import (
     Batch,
     BatchMeta,
     Group,
-    Progress,
     meta_size_bound,
     write_batch,
 )
@@ -76,7 +75,7 @@ class _Pending:
     count: int = 0
     raw_bytes: int = 0
     opened: float = 0.0
-    progress: dict[FileKey, Progress] = field(default_factory=dict)
+    progress: dict[FileKey, FilePosition] = field(default_factory=dict)
     # per input index: the last sequence whose lines are all in this batch
     completes: dict[int, int] = field(default_factory=dict)
 
@@ -109,7 +108,7 @@ class Dispatcher:
         self.dirty = False
         self.last_checkpoint = clock()
         # (batch sequence, positions it completes, wall-clock ns it was published)
-        self.unacked: deque[tuple[int, list[Progress], int]] = deque()
+        self.unacked: deque[tuple[int, list[FilePosition], int]] = deque()
         # highest batch sequence every sink has delivered or the DLQ holds; by default
         # the slowest cursor (no retry process)
         self.frontier = frontier or output.ring.min_consumer_cursor
@@ -197,7 +196,7 @@ class Dispatcher:
         source.counters.add(Counter.EVENTS_OUT, len(lines))
         self.counters.add(Counter.EVENTS_IN, len(lines))
         self.counters.add(Counter.BYTES_IN, header.data_len)
-        progress = Progress(
+        progress = FilePosition(
             source.name, path, header.dev, header.ino, header.end, header.fingerprint
         )
         key = (source.name, header.dev, header.ino)
@@ -360,9 +359,7 @@ class Dispatcher:
         while self.unacked and self.unacked[0][0] <= delivered:
             _, progress, _ = self.unacked.popleft()
             for p in progress:
-                self.committed[(p.source, p.dev, p.ino)] = FilePosition(
-                    p.source, p.path, p.dev, p.ino, p.offset, p.fingerprint
-                )
+                self.committed[(p.source, p.dev, p.ino)] = p
             self.dirty = True
         if self.dirty and self.clock() - self.last_checkpoint >= self.config.checkpoint_interval:
             self.save_checkpoint()

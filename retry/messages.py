@@ -41,29 +41,6 @@ class Message:
     batch: memoryview
 
 
-def write_message(
-    slot: memoryview,
-    kind: int,
-    batch_seq: int,
-    attempts: int,
-    first_failure_ns: int,
-    entries: int,
-    reason: str,
-    batch: bytes | memoryview = b"",
-    code: int = 0,
-) -> int:
-    """Lay a record out in ``slot``; return its length."""
-    encoded = reason.encode("utf-8", "replace")[:4096]
-    HEADER.pack_into(
-        slot, 0, kind, code, batch_seq, attempts, first_failure_ns, entries, len(encoded)
-    )
-    at = HEADER.size
-    slot[at : at + len(encoded)] = encoded
-    at += len(encoded)
-    slot[at : at + len(batch)] = batch
-    return at + len(batch)
-
-
 def send(
     producer: Producer,
     seq: int,
@@ -76,19 +53,17 @@ def send(
     batch: bytes | memoryview = b"",
     code: int = 0,
 ) -> int:
-    """Write a record into the claimed slot ``seq`` and publish it; return ``seq``."""
-    length = write_message(
-        producer.payload(seq),
-        kind,
-        batch_seq,
-        attempts,
-        first_failure_ns,
-        entries,
-        reason,
-        batch,
-        code,
+    """Lay a record out in the claimed slot ``seq`` and publish it; return ``seq``."""
+    slot = producer.payload(seq)
+    encoded = reason.encode("utf-8", "replace")[:4096]
+    HEADER.pack_into(
+        slot, 0, kind, code, batch_seq, attempts, first_failure_ns, entries, len(encoded)
     )
-    producer.commit(seq, length)
+    at = HEADER.size
+    slot[at : at + len(encoded)] = encoded
+    at += len(encoded)
+    slot[at : at + len(batch)] = batch
+    producer.commit(seq, at + len(batch))
     producer.publish(seq)
     return seq
 

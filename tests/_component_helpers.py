@@ -20,7 +20,8 @@ import msgspec
 
 from logcap.capture._record import HEADER_SIZE, BlockHeader, read_header, write_header
 from logcap.config import Config, parse_config
-from logcap.dispatch.batch import PREFIX, Batch, BatchMeta, Group, Progress
+from logcap.dispatch.batch import PREFIX, Batch, BatchMeta, Group
+from logcap.dispatch.checkpoint import FilePosition
 from logcap.ringbuf import Consumer, Producer, Ring, unlink
 
 
@@ -198,7 +199,7 @@ def build_batch(
             Group(s, labels, ts, len(msgs), len(piece))
             for (s, ts, msgs), piece in zip(groups, pieces, strict=True)
         ],
-        progress=[Progress("app", "/var/log/app.log", 1, 2, 3)],
+        progress=[FilePosition("app", "/var/log/app.log", 1, 2, 3)],
     )
     encoded = msgspec.msgpack.encode(meta)
     return PREFIX.pack(len(encoded), 0) + encoded + b"".join(pieces), meta

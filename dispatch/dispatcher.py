@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ from logcap.capture._record import (
 )
 from logcap.capture.file.multiline import MultilineRule
 from logcap.config import DispatcherConfig
+from logcap.dispatch.acks import Acknowledgements, FileKey
 from logcap.dispatch.batch import (
     Batch,
     BatchMeta,
@@ -39,15 +39,15 @@ from logcap.dispatch.batch import (
     meta_size_bound,
     write_batch,
 )
-from logcap.dispatch.checkpoint import CheckpointStore, FilePosition, Positions
-from logcap.dispatch.encode import encode_entries, entry_prefix, truncate_encoded
+from logcap.dispatch.checkpoint import CheckpointStore, FilePosition
+from logcap.dispatch.encode import encode_entries, entry_prefix
+from logcap.dispatch.lines import block_messages
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Consumer, Producer, WaitStrategy
 
 log = logging.getLogger(__name__)
 _decode_entries = msgspec.msgpack.Decoder(list[tuple[int, str, dict[str, str]]]).decode
-FileKey = tuple[str, int, int]  # (source, dev, inode): a renamed file stays the same file
 
 
 @dataclass
@@ -102,18 +102,15 @@ class Dispatcher:
         self.wait = wait
         self.clock = clock
         self.pending = _Pending()
-        self.committed: dict[FileKey, FilePosition] = {
-            (p.source, p.dev, p.ino): p for p in checkpoints.load().files
-        }
-        self.dirty = False
-        self.last_checkpoint = clock()
-        # (batch sequence, positions it completes, wall-clock ns it was published)
-        self.unacked: deque[tuple[int, list[FilePosition], int]] = deque()
-        # highest batch sequence every sink has delivered or the DLQ holds; by default
-        # the slowest cursor (no retry process)
-        self.frontier = frontier or output.ring.min_consumer_cursor
-        self.read_positions: dict[FileKey, int] = {}
-        self._next_lag_report = 0.0
+        # the frontier is the highest batch every sink has delivered or the DLQ holds; by
+        # default the slowest cursor (no retry process)
+        self.acks = Acknowledgements(
+            checkpoints,
+            counters,
+            config.checkpoint_interval,
+            frontier or output.ring.min_consumer_cursor,
+            clock,
+        )
         self._recover_in_flight()
 
     # -- recovery ------------------------------------------------------------------
@@ -123,7 +120,7 @@ class Dispatcher:
         for seq in range(ring.min_consumer_cursor() + 1, ring.published + 1):
             view = ring.payload(seq)[: ring.slot_length(seq)]
             meta = Batch.from_slot(view).meta
-            self.unacked.append((seq, list(meta.progress), meta.created_ns))
+            self.acks.published(seq, list(meta.progress), meta.created_ns)
 
     # -- the loop ------------------------------------------------------------------
     def step(self) -> bool:
@@ -140,15 +137,14 @@ class Dispatcher:
             consumer.next_sequence = seq
         if self.pending.count and self.clock() - self.pending.opened >= self.config.batch_timeout:
             self.flush()
-        self._acknowledge()
+        self.acks.acknowledge()
         return moved
 
     def idle_timeout(self) -> float:
         """How long the loop may park before a timer (batch or checkpoint) is due."""
         now = self.clock()
-        due = 0.5
-        if self.dirty:
-            due = self.last_checkpoint + self.config.checkpoint_interval - now
+        saving = self.acks.due_in()
+        due = 0.5 if saving is None else saving
         if self.pending.count:
             due = min(due, self.pending.opened + self.config.batch_timeout - now)
         return max(0.0, min(due, 0.5))
@@ -169,22 +165,15 @@ class Dispatcher:
             labelled = (path, {"host": source.host, "path": path})
             source.labels_by_path[path_bytes] = labelled
         path, labels = labelled
-        self.read_positions[(source.name, header.dev, header.ino)] = header.end
+        self.acks.read((source.name, header.dev, header.ino), header.end)
         data = view[path_end : path_end + header.data_len]
-        text = str(data, source.encoding, "replace")
-        if header.start == 0 and text.startswith("\ufeff"):
-            text = text[1:]  # a byte-order mark is not part of the first line
-        lines = text.split("\n")
-        lines.pop()  # a block always ends with b"\n"
-        if source.multiline is not None:
-            lines = source.multiline.join(lines)
-        overlong = self._limit_line_length(
-            lines,
-            text,
-            len(data),
+        lines, overlong = block_messages(
+            data,
+            header.start == 0,
+            source.encoding,
+            source.multiline,
             source.max_line_bytes,
             source.skip_long_lines,
-            source.encoding,
         )
         if header.flags & FLAG_TRUNCATED:
             # one line the collector already cut or dropped (and counted here once),
@@ -205,7 +194,7 @@ class Dispatcher:
                 self.pending.progress[key] = progress
                 self.pending.completes[index] = seq
             else:  # all earlier lines are published: safe once the last batch is delivered
-                self.unacked.append((self.output.ring.published, [progress], time.time_ns()))
+                self.acks.published(self.output.ring.published, [progress], time.time_ns())
                 source.releasable = seq
                 self._release_inputs()
             return
@@ -264,34 +253,6 @@ class Dispatcher:
             source.releasable = seq
             self._release_inputs()
 
-    @staticmethod
-    def _limit_line_length(
-        lines: list[str],
-        text: str,
-        raw_len: int,
-        limit: int,
-        skip: bool = False,
-        encoding: str = "utf-8",
-    ) -> int:
-        """Cut (or with ``skip`` drop) lines over ``limit`` bytes as read; return how many."""
-        if raw_len <= limit or not lines or max(map(len, lines)) <= limit // 4:
-            return 0
-        ascii_only = encoding == "utf-8" and len(text) == raw_len  # characters == bytes
-        over = [
-            i
-            for i, line in enumerate(lines)
-            if len(line) > limit // 4
-            and (len(line) if ascii_only else len(line.encode(encoding, "replace"))) > limit
-        ]
-        for i in reversed(over) if skip else over:
-            if skip:
-                del lines[i]
-            else:
-                lines[i] = (
-                    lines[i][:limit] if ascii_only else truncate_encoded(lines[i], limit, encoding)
-                )
-        return len(over)
-
     # -- publishing ----------------------------------------------------------------
     def flush(self) -> None:
         """Encode the pending batch once and publish it (splitting if it cannot fit)."""
@@ -313,7 +274,7 @@ class Dispatcher:
         length = write_batch(self.output.payload(seq), meta, pieces)
         self.output.commit(seq, length)
         self.output.publish(seq)
-        self.unacked.append((seq, meta.progress, meta.created_ns))
+        self.acks.published(seq, meta.progress, meta.created_ns)
         self.counters.add(Counter.EVENTS_OUT, pending.count)
         self.counters.add(Counter.BYTES_OUT, length)
         self.counters.add(Counter.BATCHES)
@@ -345,7 +306,7 @@ class Dispatcher:
                 return self.output.claim(1, timeout=0.5)
             except BufferFull:
                 # sinks are behind: keep committing what they did deliver meanwhile
-                self._acknowledge()
+                self.acks.acknowledge()
 
     def _release_inputs(self) -> None:
         for source in self.inputs:
@@ -354,36 +315,9 @@ class Dispatcher:
                 consumer.release(source.releasable)
 
     # -- acknowledgements and checkpoints -------------------------------------------
-    def _acknowledge(self) -> None:
-        delivered = self.frontier()
-        while self.unacked and self.unacked[0][0] <= delivered:
-            _, progress, _ = self.unacked.popleft()
-            for p in progress:
-                self.committed[(p.source, p.dev, p.ino)] = p
-            self.dirty = True
-        if self.dirty and self.clock() - self.last_checkpoint >= self.config.checkpoint_interval:
-            self.save_checkpoint()
-        if self.clock() >= self._next_lag_report:
-            self._report_lag()
-
-    def _report_lag(self) -> None:
-        """How far the checkpoint trails what was read, in bytes and in time."""
-        behind = 0
-        for key, read in self.read_positions.items():
-            saved = self.committed.get(key)
-            behind += read - saved.offset if saved is not None else read
-        self.counters.set(Counter.CHECKPOINT_LAG_BYTES, max(0, behind))
-        oldest = self.unacked[0][2] if self.unacked else None
-        lag_ms = (time.time_ns() - oldest) // 1_000_000 if oldest is not None else 0
-        self.counters.set(Counter.CHECKPOINT_LAG_MS, max(0, lag_ms))
-        self._next_lag_report = self.clock() + 0.5
-
     def save_checkpoint(self) -> None:
         """Write every acknowledged position now."""
-        self.checkpoints.save(Positions(files=list(self.committed.values())))
-        self.counters.add(Counter.CHECKPOINTS)
-        self.dirty = False
-        self.last_checkpoint = self.clock()
+        self.acks.save()
 
     def all_delivered(self) -> bool:
         """Every published batch has been released by every sink."""

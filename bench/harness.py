@@ -167,8 +167,10 @@ class RunResult:
 
     @property
     def steady_lines_per_second(self) -> float:
-        """Throughput once data flows (first entry out → last entry out)."""
-        return self.lines / max(1e-9, self.seconds - self.startup_seconds)
+        """Throughput once data flows (first entry out → last entry out); NaN when that
+        phase is too short to time (a small run delivered within one poll)."""
+        phase = self.seconds - self.startup_seconds
+        return self.lines / phase if phase >= 0.05 else float("nan")
 
     @property
     def lines_per_second(self) -> float:

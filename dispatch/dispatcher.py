@@ -9,8 +9,9 @@ Nothing is lost if this process is killed at any instant:
 * A collector slot is released only once every line of it is in a *published* batch, so
   a restarted dispatcher re-reads whatever it had not published (duplicates, no loss).
 * Each batch carries the file positions it completes (``progress``). Positions reach the
-  checkpoint file only after every sink's cursor has passed the batch; a restarted
-  dispatcher rebuilds the in-flight list from the batches still in the ring.
+  checkpoint file only once every sink has delivered the batch or the retry process holds
+  or dead-lettered it (the frontier, see dispatch/acks.py and dispatch/process.py); a
+  restarted dispatcher rebuilds the in-flight list from the batches still in the ring.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from logcap.dispatch.encode import encode_entries, entry_prefix
 from logcap.dispatch.lines import block_messages
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
-from logcap.ringbuf import Consumer, Producer, WaitStrategy
+from logcap.ringbuf import Consumer, Producer
 
 log = logging.getLogger(__name__)
 _decode_entries = msgspec.msgpack.Decoder(list[tuple[int, str, dict[str, str]]]).decode
@@ -90,7 +91,6 @@ class Dispatcher:
         output: Producer,
         counters: CounterBlock,
         checkpoints: CheckpointStore,
-        wait: WaitStrategy,
         clock: Callable[[], float] = time.monotonic,
         frontier: Callable[[], int] | None = None,
     ) -> None:
@@ -98,8 +98,6 @@ class Dispatcher:
         self.inputs = inputs
         self.output = output
         self.counters = counters
-        self.checkpoints = checkpoints
-        self.wait = wait
         self.clock = clock
         self.pending = _Pending()
         # the frontier is the highest batch every sink has delivered or the DLQ holds; by
@@ -200,27 +198,18 @@ class Dispatcher:
             return
         prefix = entry_prefix(source.name, labels, header.read_ns)
         while lines:
-            pending = self.pending
-            if not pending.count:
-                pending.opened = self.clock()
-            room = self.config.batch_max_events - pending.count
+            room = self.config.batch_max_events - self.pending.count
             take, lines = (lines, []) if len(lines) <= room else (lines[:room], lines[room:])
             # estimated encoded size, proportional to the share of the block taken
             size = (header.data_len * len(take)) // max(1, len(take) + len(lines)) + (
                 len(prefix) + 3
             ) * len(take)
-            group = Group(source.name, labels, header.read_ns, len(take), 0)
-            pending.groups.append((group, take, prefix))
-            pending.count += len(take)
-            pending.raw_bytes += size
-            if not lines:
-                pending.progress[key] = progress
-                pending.completes[index] = seq
-            if (
-                pending.count >= self.config.batch_max_events
-                or pending.raw_bytes >= self.config.batch_max_bytes
-            ):
-                self.flush()
+            if not lines:  # the block's position travels with its last lines
+                self.pending.progress[key] = progress
+                self.pending.completes[index] = seq
+            self._append(
+                Group(source.name, labels, header.read_ns, len(take), 0), take, prefix, size
+            )
 
     def _take_entries(
         self, index: int, source: SourceInput, seq: int, header: BlockHeader, view: memoryview
@@ -233,25 +222,33 @@ class Dispatcher:
         self.counters.add(Counter.BYTES_IN, header.data_len)
         labels_base = {"host": source.host}
         for timestamp_ns, message, labels in entries:
-            pending = self.pending
-            if not pending.count:
-                pending.opened = self.clock()
             merged = {**labels, **labels_base}
             prefix = entry_prefix(source.name, merged, timestamp_ns, header.read_ns)
-            group = Group(source.name, merged, timestamp_ns, 1, 0)
-            pending.groups.append((group, [message], prefix))
-            pending.count += 1
-            pending.raw_bytes += len(prefix) + len(message) + 3
-            if (
-                pending.count >= self.config.batch_max_events
-                or pending.raw_bytes >= self.config.batch_max_bytes
-            ):
-                self.flush()
+            self._append(
+                Group(source.name, merged, timestamp_ns, 1, 0),
+                [message],
+                prefix,
+                len(prefix) + len(message) + 3,
+            )
         # no file position to checkpoint; the slot may be released with the batch
         self.pending.completes[index] = seq
         if not self.pending.count:
             source.releasable = seq
             self._release_inputs()
+
+    def _append(self, group: Group, lines: list[str], prefix: bytes, size: int) -> None:
+        """Add entries to the open batch; publish it once it is full."""
+        pending = self.pending
+        if not pending.count:
+            pending.opened = self.clock()
+        pending.groups.append((group, lines, prefix))
+        pending.count += len(lines)
+        pending.raw_bytes += size
+        if (
+            pending.count >= self.config.batch_max_events
+            or pending.raw_bytes >= self.config.batch_max_bytes
+        ):
+            self.flush()
 
     # -- publishing ----------------------------------------------------------------
     def flush(self) -> None:

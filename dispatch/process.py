@@ -61,7 +61,6 @@ def run_dispatcher(ctx: ChildContext) -> None:
         output,
         ctx.table.block(plan.counter_index(DISPATCHER)),
         CheckpointStore(plan.config.data_dir),
-        ctx.bell,
         frontier=frontier,
     )
     while True:

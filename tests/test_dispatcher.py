@@ -125,7 +125,6 @@ class Rig:
             Producer(mapped(self.batch_ring), wait=SleepWait()),
             self.counters,
             self.store,
-            SleepWait(),
             clock=self.clock,
         )
 

@@ -113,6 +113,9 @@ class RetryService:
                 if key in lane.owned:
                     lane.owned.discard(key)
                     lane.counters.add(Counter.RETRY_DELIVERED)
+            elif message.kind not in (RETRYABLE, PERMANENT):
+                # never sent by a sink; owning it would hold the checkpoint back for good
+                log.error("sink %s sent a record of kind %d; ignored", lane.name, message.kind)
             else:
                 item = RetryItem(
                     lane.index,
@@ -130,8 +133,6 @@ class RetryService:
                 elif message.kind == RETRYABLE and self._schedule(lane, item):
                     # only retries actually scheduled: exhausted / overflow went to the DLQ
                     lane.counters.add(Counter.RETRIES_BY_CODE + message.code % len(REASON_CODES))
-            if message.kind == REDELIVER:
-                log.error("sink %s sent a redelivery record back; ignored", lane.name)
             # ownership is published before the slot is released (see module docstring)
             lane.publish_low(lane.low())
             consumer.release(seq)

@@ -746,3 +746,14 @@ def test_reason_code_of_the_error_travels_in_the_failure_record(
     assert rr.end.block.get(Counter.RETRIES_BY_CODE + code("disk_full")) == 1
     [waiting] = rr.rig.service.heap.items()
     assert waiting.reason == "x"
+
+
+def test_a_record_of_an_unexpected_kind_is_ignored_and_holds_nothing(
+    make_rig: RigFactory,
+) -> None:
+    rig = make_rig("initial_backoff: 1s")
+    a = rig.sinks["a"]
+    a.report(REDELIVER, 9, first_ns=rig.clock.wall_ns(), batch=sample_batch("9"))
+    rig.step()
+    assert a.owned_low == NOTHING  # nothing owned: the checkpoint is not held back
+    assert len(rig.service.heap) == 0

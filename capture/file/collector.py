@@ -7,6 +7,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from logcap.capture.file.config import FileSourceConfig, multiline_rule
@@ -43,6 +44,15 @@ def mark_started(marker: Path) -> None:
         os.close(directory)
 
 
+@dataclass
+class _Retired:
+    """When a tailer was retired, and since when its file has had its current size."""
+
+    since: float
+    size: int
+    size_since: float
+
+
 class FileCollector:
     """Tails every file of one ``file`` source into that source's ring."""
 
@@ -76,11 +86,10 @@ class FileCollector:
         self.watcher = ChangeWatcher(config.include) if config.watch else None
         self.tailers: dict[str, FileTailer] = {}
         self.retiring: list[FileTailer] = []  # replaced or deleted, read to their end
-        self._retired_at: dict[int, float] = {}  # id(tailer) → when it was retired
+        self._retired: dict[int, _Retired] = {}  # id(tailer) -> its retirement clocks
         # where files we stopped tailing ended: a listing taken mid-rotation can miss a
         # file, and when it shows up again it must not be read again from its start
         self.closed: OrderedDict[tuple[int, int], FilePosition] = OrderedDict()
-        self._retired_sizes: dict[int, tuple[int, float]] = {}  # id(tailer) -> (size, since)
         self._next_scan = 0.0
 
     def _start_position(self, tailer: FileTailer, initial: bool) -> int:
@@ -133,7 +142,7 @@ class FileCollector:
             if known is not None:  # renamed (rotated away) but still matching: same position
                 if known in self.retiring:
                     self.retiring.remove(known)
-                    self._retired_at.pop(id(known), None)
+                    self._retired.pop(id(known), None)
                 for old_path, tailer in list(self.tailers.items()):
                     if tailer is known:
                         del self.tailers[old_path]
@@ -167,7 +176,8 @@ class FileCollector:
 
     def _retire(self, tailer: FileTailer) -> None:
         self.retiring.append(tailer)
-        self._retired_at[id(tailer)] = self.clock()
+        now = self.clock()
+        self._retired[id(tailer)] = _Retired(now, tailer.size(), now)
 
     def poll_once(self) -> bool:
         """One read from every file that has data; True if anything was published."""
@@ -181,19 +191,18 @@ class FileCollector:
                 self.counters.add(Counter.ERRORS)
         now = self.clock()
         for tailer in list(self.retiring):
+            retired = self._retired[id(tailer)]
             if not tailer.at_end():
                 size = tailer.size()
-                seen = self._retired_sizes.get(id(tailer))
-                if seen is None or seen[0] != size:
-                    self._retired_sizes[id(tailer)] = (size, now)
-                elif now - seen[1] >= RETIRED_TAIL_AFTER:  # its last line will never end
+                if size != retired.size:
+                    retired.size, retired.size_since = size, now
+                elif now - retired.size_since >= RETIRED_TAIL_AFTER:  # no newline will come
                     moved |= tailer.flush_tail(self.producer, max_line, self.counters)
                 continue
-            if now - self._retired_at.get(id(tailer), now) < RETIRE_GRACE:
+            if now - retired.since < RETIRE_GRACE:
                 continue  # read to its end, but its program may not have let go of it yet
             self.retiring.remove(tailer)
-            self._retired_at.pop(id(tailer), None)
-            self._retired_sizes.pop(id(tailer), None)
+            del self._retired[id(tailer)]
             self._remember(tailer)
             tailer.close()
         return moved

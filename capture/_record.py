@@ -13,9 +13,13 @@ Layout inside a ring slot's payload (little-endian)::
     48   data_len    uint32  bytes of line data
     52   path_len    uint16  bytes of the UTF-8 path (surrogate-escaped)
     54   flags       uint16  bit 0: the block is one truncated line; bit 1: the data is
-                             structured entries (HTTP ingest), see FLAG_ENTRIES
+                             structured entries (HTTP ingest, Docker), see FLAG_ENTRIES
     56   path        path_len bytes
     56+path_len      data: whole lines, each ending in b"\\n"
+
+A ``FLAG_ENTRIES`` record holds msgpack runs of entries instead of lines, and reuses
+``end``/``ino``/``fingerprint`` for a resumable input's position (an event time and a
+count, not a byte offset); see capture/_entries.py.
 
 Packing uses ``struct.pack_into`` on purpose: these bytes are payload, published later
 by the ring cursor, so a transient zero can never be observed.
@@ -29,7 +33,7 @@ from typing import NamedTuple
 HEADER = struct.Struct("<qqqqqQIHH")
 HEADER_SIZE = HEADER.size
 FLAG_TRUNCATED = 1
-FLAG_ENTRIES = 2  # data is msgpack [[timestamp_ns, message, labels], ...], no file behind it
+FLAG_ENTRIES = 2  # data is msgpack runs of entries (capture/_entries.py), no file behind it
 MAX_PATH_BYTES = 4096
 
 

@@ -1,6 +1,7 @@
 """The union of every source type's config."""
 
+from logcap.capture.docker.config import DockerSourceConfig
 from logcap.capture.file.config import FileSourceConfig
 from logcap.capture.http.config import HttpSourceConfig
 
-SourceConfig = FileSourceConfig | HttpSourceConfig
+SourceConfig = FileSourceConfig | HttpSourceConfig | DockerSourceConfig

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from logcap.capture.docker.collector import DockerCollector
+from logcap.capture.docker.config import DockerSourceConfig
 from logcap.capture.file.collector import FileCollector
 from logcap.capture.http.collector import HttpCollector
 from logcap.capture.http.config import HttpSourceConfig
@@ -20,6 +22,17 @@ def run_collector(ctx: ChildContext, source: str) -> None:
         return
     checkpoints = CheckpointStore(ctx.plan.config.data_dir).positions_for(source)
     started = Path(ctx.plan.config.data_dir) / "started" / source
+    if isinstance(config, DockerSourceConfig):
+        DockerCollector(
+            source,
+            config,
+            ctx.collector_producer(source),
+            ctx.counters,
+            checkpoints,
+            should_stop=should_stop,
+            started_marker=started,
+        ).run()
+        return
     collector = FileCollector(
         source,
         config,

@@ -57,7 +57,11 @@ class Acknowledgements:
         while self.unacked and self.unacked[0][0] <= delivered:
             _, progress, _ = self.unacked.popleft()
             for p in progress:
-                self.committed[(p.source, p.dev, p.ino)] = p
+                if p.offset < 0:  # the input is gone for good (capture/_entries.py FORGET)
+                    self.committed.pop((p.source, p.dev, p.ino), None)
+                    self.read_positions.pop((p.source, p.dev, p.ino), None)
+                else:
+                    self.committed[(p.source, p.dev, p.ino)] = p
             self.dirty = True
         if self.dirty and self.clock() - self.last_save >= self.interval:
             self.save()

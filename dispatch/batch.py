@@ -33,13 +33,17 @@ PREFIX = struct.Struct("<II")
 
 
 class Group(msgspec.Struct, array_like=True, gc=False, frozen=True):
-    """A run of entries with the same source, labels and timestamp."""
+    """A run of entries with the same source and labels, and the same timestamp unless
+    ``timestamps`` gives each its own."""
 
     source: str
     labels: dict[str, str]
     timestamp_ns: int
     count: int
     nbytes: int
+    # per-entry event times (Docker, HTTP ingest), first one equal to timestamp_ns; empty
+    # when every entry of the group has timestamp_ns
+    timestamps: list[int] = []
 
 
 class BatchMeta(msgspec.Struct, array_like=True, gc=False):
@@ -100,6 +104,6 @@ def write_batch(slot: memoryview, meta: BatchMeta, pieces: list[list[bytes | mem
     return at
 
 
-def meta_size_bound(groups: int, progress: int) -> int:
+def meta_size_bound(groups: int, progress: int, stamps: int = 0) -> int:
     """A safe upper bound of the encoded meta size (paths ≤ 4 KiB, labels small)."""
-    return 64 + groups * 8448 + progress * 4200
+    return 64 + groups * 8448 + progress * 4200 + stamps * 9

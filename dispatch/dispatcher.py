@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import msgspec
-
+from logcap.capture._entries import decode_runs
 from logcap.capture._record import (
     FLAG_ENTRIES,
     FLAG_TRUNCATED,
@@ -41,14 +40,13 @@ from logcap.dispatch.batch import (
     write_batch,
 )
 from logcap.dispatch.checkpoint import CheckpointStore, FilePosition
-from logcap.dispatch.encode import encode_entries, entry_prefix
+from logcap.dispatch.encode import encode_entries, encode_stamped, entry_prefix, entry_rest
 from logcap.dispatch.lines import block_messages
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Consumer, Producer
 
 log = logging.getLogger(__name__)
-_decode_entries = msgspec.msgpack.Decoder(list[tuple[int, str, dict[str, str]]]).decode
 
 
 @dataclass
@@ -186,15 +184,8 @@ class Dispatcher:
         progress = FilePosition(
             source.name, path, header.dev, header.ino, header.end, header.fingerprint
         )
-        key = (source.name, header.dev, header.ino)
         if not lines:  # e.g. one skipped line: nothing to send, a position to checkpoint
-            if self.pending.count:  # earlier lines may wait in the open batch: go with it
-                self.pending.progress[key] = progress
-                self.pending.completes[index] = seq
-            else:  # all earlier lines are published: safe once the last batch is delivered
-                self.acks.published(self.output.ring.published, [progress], time.time_ns())
-                source.releasable = seq
-                self._release_inputs()
+            self._done_without_entries(index, source, seq, progress)
             return
         prefix = entry_prefix(source.name, labels, header.read_ns)
         while lines:
@@ -205,8 +196,7 @@ class Dispatcher:
                 len(prefix) + 3
             ) * len(take)
             if not lines:  # the block's position travels with its last lines
-                self.pending.progress[key] = progress
-                self.pending.completes[index] = seq
+                self._completes(index, seq, progress)
             self._append(
                 Group(source.name, labels, header.read_ns, len(take), 0), take, prefix, size
             )
@@ -214,27 +204,57 @@ class Dispatcher:
     def _take_entries(
         self, index: int, source: SourceInput, seq: int, header: BlockHeader, view: memoryview
     ) -> None:
-        """Structured entries (HTTP ingest): each keeps its own event time and labels."""
-        data = view[HEADER_SIZE : HEADER_SIZE + header.data_len]
-        entries = _decode_entries(data)
-        source.counters.add(Counter.EVENTS_OUT, len(entries))
-        self.counters.add(Counter.EVENTS_IN, len(entries))
+        """Structured entries (HTTP ingest, Docker): runs that share labels, each entry
+        with its own event time; the record's position (if any) goes with its last entry."""
+        path_end = HEADER_SIZE + header.path_len
+        runs = decode_runs(view[path_end : path_end + header.data_len])
+        total = sum(len(messages) for _, _, messages in runs)
+        source.counters.add(Counter.EVENTS_OUT, total)
+        self.counters.add(Counter.EVENTS_IN, total)
         self.counters.add(Counter.BYTES_IN, header.data_len)
-        labels_base = {"host": source.host}
-        for timestamp_ns, message, labels in entries:
-            merged = {**labels, **labels_base}
-            prefix = entry_prefix(source.name, merged, timestamp_ns, header.read_ns)
-            self._append(
-                Group(source.name, merged, timestamp_ns, 1, 0),
-                [message],
-                prefix,
-                len(prefix) + len(message) + 3,
+        progress = None
+        if header.ino:  # a resumable input: its position is checkpointed like a file's
+            path = bytes(view[HEADER_SIZE:path_end]).decode("utf-8", "replace")
+            progress = FilePosition(
+                source.name, path, header.dev, header.ino, header.end, header.fingerprint
             )
-        # no file position to checkpoint; the slot may be released with the batch
-        self.pending.completes[index] = seq
-        if not self.pending.count:
+        for number, (labels, stamps, messages) in enumerate(runs, 1):
+            merged = {**labels, "host": source.host}
+            rest = entry_rest(source.name, merged, header.read_ns)
+            while messages:
+                room = self.config.batch_max_events - self.pending.count
+                take, messages = messages[:room], messages[room:]
+                took, stamps = stamps[:room], stamps[room:]
+                if number == len(runs) and not messages:
+                    self._completes(index, seq, progress)
+                size = sum(map(len, take)) + (len(rest) + 48) * len(take)
+                self._append(
+                    Group(source.name, merged, took[0], len(take), 0, took), take, rest, size
+                )
+        if not runs:
+            self._done_without_entries(index, source, seq, progress)
+        elif not self.pending.count:  # the record's last entries filled a batch: published
             source.releasable = seq
             self._release_inputs()
+
+    def _completes(self, index: int, seq: int, progress: FilePosition | None) -> None:
+        """Record ``seq`` of input ``index`` is done once the open batch is published (call
+        before appending the record's last entries, which may publish it at once)."""
+        if progress is not None:
+            self.pending.progress[(progress.source, progress.dev, progress.ino)] = progress
+        self.pending.completes[index] = seq
+
+    def _done_without_entries(
+        self, index: int, source: SourceInput, seq: int, progress: FilePosition | None
+    ) -> None:
+        """A record that adds no entry: its position waits for the lines before it."""
+        if self.pending.count:  # earlier lines wait in the open batch: go with it
+            self._completes(index, seq, progress)
+            return
+        if progress is not None:  # all earlier lines are published: safe with the last batch
+            self.acks.published(self.output.ring.published, [progress], time.time_ns())
+        source.releasable = seq
+        self._release_inputs()
 
     def _append(self, group: Group, lines: list[str], prefix: bytes, size: int) -> None:
         """Add entries to the open batch; publish it once it is full."""
@@ -256,13 +276,19 @@ class Dispatcher:
         pending, self.pending = self.pending, _Pending()
         if not pending.count:
             return
-        pieces = [encode_entries(prefix, lines) for _, lines, prefix in pending.groups]
+        pieces = [
+            encode_stamped(prefix, g.timestamps, lines)
+            if g.timestamps
+            else encode_entries(prefix, lines)
+            for g, lines, prefix in pending.groups
+        ]
         sizes = [sum(map(len, group_pieces)) for group_pieces in pieces]
         groups = [
-            Group(g.source, g.labels, g.timestamp_ns, len(lines), size)
+            Group(g.source, g.labels, g.timestamp_ns, len(lines), size, g.timestamps)
             for (g, lines, _), size in zip(pending.groups, sizes, strict=True)
         ]
-        total = sum(sizes) + meta_size_bound(len(groups), len(pending.progress))
+        stamps = sum(len(g.timestamps) for g in groups)
+        total = sum(sizes) + meta_size_bound(len(groups), len(pending.progress), stamps)
         if total > self.output.ring.slot_capacity and pending.count > 1:
             self._publish_split(pending)
             return
@@ -281,17 +307,26 @@ class Dispatcher:
 
     def _publish_split(self, pending: _Pending) -> None:
         """Escaping blew the batch past a slot: publish it in two halves."""
-        flat = [(g, p, line) for g, lines, p in pending.groups for line in lines]
+        flat = [
+            (g, p, line, g.timestamps[k] if g.timestamps else g.timestamp_ns)
+            for g, lines, p in pending.groups
+            for k, line in enumerate(lines)
+        ]
         half = len(flat) // 2
         for part, last in ((flat[:half], False), (flat[half:], True)):
             self.pending = _Pending(opened=pending.opened)
-            for group, prefix, line in part:
-                groups = self.pending.groups
-                if groups and groups[-1][0] is group:
-                    groups[-1][1].append(line)
+            runs: list[tuple[Group, list[str], bytes, list[int]]] = []
+            for group, prefix, line, stamp in part:
+                if runs and runs[-1][0] is group:
+                    runs[-1][1].append(line)
+                    runs[-1][3].append(stamp)
                 else:
-                    groups.append((group, [line], prefix))
+                    runs.append((group, [line], prefix, [stamp]))
                 self.pending.count += 1
+            for group, lines, prefix, stamps in runs:
+                if group.timestamps:  # each half keeps the times of its own entries
+                    group = Group(group.source, group.labels, stamps[0], 0, 0, stamps)
+                self.pending.groups.append((group, lines, prefix))
             if last:
                 self.pending.progress = pending.progress
                 self.pending.completes = pending.completes

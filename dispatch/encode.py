@@ -22,24 +22,54 @@ def rfc3339(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
 
 
-def entry_prefix(
-    source: str, labels: dict[str, str], timestamp_ns: int, ingested_ns: int | None = None
-) -> bytes:
-    """The bytes every entry of a group starts with, up to the message value; the event
-    time is the ingestion time unless the entry brought its own."""
-    stamp = _json.encode(rfc3339(timestamp_ns))
-    ingested = stamp if ingested_ns is None else _json.encode(rfc3339(ingested_ns))
+_stamp_heads: dict[int, bytes] = {}
+
+
+def entry_stamp(ns: int) -> bytes:
+    """``{"timestamp":"…Z",``: how every entry starts. The part up to the second is
+    cached, so a stream of entries each with its own time costs ~0.3 µs, not a strftime."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    head = _stamp_heads.get(seconds)
+    if head is None:
+        if len(_stamp_heads) > 4096:
+            _stamp_heads.clear()
+        head = _stamp_heads[seconds] = (
+            b'{"timestamp":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode()
+        )
+    return head + b'.%09dZ",' % fraction
+
+
+def entry_rest(source: str, labels: dict[str, str], ingested_ns: int) -> bytes:
+    """Everything of an entry after its timestamp, up to the message value."""
     return (
-        b'{"timestamp":'
-        + stamp
-        + b',"ingested_at":'
-        + ingested
+        b'"ingested_at":'
+        + _json.encode(rfc3339(ingested_ns))
         + b',"source":'
         + _json.encode(source)
         + b',"labels":'
         + _json.encode(dict(sorted(labels.items())))
         + b',"message":'
     )
+
+
+def entry_prefix(source: str, labels: dict[str, str], timestamp_ns: int) -> bytes:
+    """The bytes every entry of a group of lines read at ``timestamp_ns`` starts with,
+    up to the message value (for lines, event time and ingestion time are the same)."""
+    return entry_stamp(timestamp_ns) + entry_rest(source, labels, timestamp_ns)
+
+
+def encode_stamped(
+    rest: bytes, timestamps: list[int], messages: list[str]
+) -> list[bytes | memoryview]:
+    """NDJSON for entries that share everything but their own event time."""
+    escaped = _encode_lines(messages).split(b"\n")  # a raw \n only ever ends a string
+    out = bytearray()
+    for stamp, message in zip(timestamps, escaped, strict=False):
+        out += entry_stamp(stamp)
+        out += rest
+        out += message
+        out += b"}\n"
+    return [bytes(out)]
 
 
 def encode_entries(prefix: bytes, messages: list[str]) -> list[bytes | memoryview]:

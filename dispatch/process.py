@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def _line_rules(source: SourceConfig, slot_bytes: int) -> dict[str, Any]:
     """How the dispatcher cuts a source's data into entries."""
-    if not isinstance(source, FileSourceConfig):  # structured entries, limited by the slot
+    if not isinstance(source, FileSourceConfig):  # structured entries: cut by collectors
         return {"max_line_bytes": slot_bytes}
     return {
         "max_line_bytes": source.max_line_bytes,

@@ -85,7 +85,15 @@ def become_child(supervisor_pid: int, graceful_sigterm: bool) -> threading.Event
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if graceful_sigterm:
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+        def stop_once(*_: object) -> None:
+            # a second SIGTERM (the supervisor's, after systemd or timeout(1) signalled the
+            # whole group) must not kill a process finishing its stop: at interpreter exit
+            # Python hands a caught signal back to its default action, but keeps SIG_IGN
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, stop_once)
     else:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return stop

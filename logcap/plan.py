@@ -17,16 +17,16 @@ RETRY = "retry"
 
 def batch_slot_bytes(config: Config) -> int:
     """Bytes of a batch-ring slot: the largest batch the dispatcher can ever write."""
-    from logcap.capture.file.config import FileSourceConfig
+    from logcap.capture.http.config import HttpSourceConfig
     from logcap.dispatch.batch import meta_size_bound
 
     # the longest entry a source can produce: a line, or a whole HTTP ingest record;
     # escaping (\u00XX) may make an entry 6x longer, and a batch must always fit a slot
     longest = max(
         (
-            s.max_line_bytes
-            if isinstance(s, FileSourceConfig)
-            else config.buffer.collector_slot_bytes
+            config.buffer.collector_slot_bytes
+            if isinstance(s, HttpSourceConfig)
+            else s.max_line_bytes
             for s in config.sources.values()
         ),
         default=0,

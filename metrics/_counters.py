@@ -68,6 +68,10 @@ class Counter(enum.IntEnum):
     LINES_SKIPPED = 27
     # http source blocks: requests refused with 429 while the pipeline was full
     HTTP_THROTTLED = 28
+    # docker source blocks: reconnections to the daemon, and lines joined from Docker's
+    # 16 KiB pieces (FILES_WATCHED counts the containers being read)
+    DOCKER_RECONNECTS = 29
+    LINES_JOINED = 30
     # sink blocks, written by the retry process: retries scheduled, one word per reason
     # code (logcap.errors.REASON_CODES, 8 of them)
     RETRIES_BY_CODE = 32

@@ -43,6 +43,16 @@ _COMPONENT_COUNTERS = [
         "Lines over max_line_bytes dropped (long_lines: skip).",
     ),
     (
+        "logcap_source_docker_reconnects",
+        Counter.DOCKER_RECONNECTS,
+        "Reconnection attempts after losing the Docker daemon.",
+    ),
+    (
+        "logcap_source_lines_joined",
+        Counter.LINES_JOINED,
+        "Lines joined from Docker's 16 KiB partial pieces.",
+    ),
+    (
         "logcap_source_file_resets",
         Counter.FILE_RESETS,
         "Files found shorter than their read position and read again from 0.",
@@ -162,7 +172,9 @@ class PipelineCollector(Collector):
             for name, _, text in _COMPONENT_COUNTERS
         }
         watched = GaugeMetricFamily(
-            "logcap_source_files_watched", "Files a source is tailing.", labels=labels
+            "logcap_source_files_watched",
+            "Files (or, for a docker source, containers) a source is reading.",
+            labels=labels,
         )
         up = GaugeMetricFamily(
             "logcap_child_up", "1 if the component's process runs.", labels=labels

@@ -12,7 +12,9 @@ with_tests=0
 
 system_packages=()
 if [ "$with_tests" = 1 ]; then
-  system_packages+=(procps util-linux)
+  # docker.io: the docker source's tests start their own dockerd; busybox-static: the
+  # static busybox their test image is made of (no registry is needed)
+  system_packages+=(procps util-linux docker.io busybox-static)
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()

@@ -135,3 +135,7 @@ def write_config(directory: Path, body: str, address: str) -> Path:
     path = directory / "logcap.yaml"
     path.write_text(f'api: {{address: "{address}"}}\n' + body)
     return path
+
+
+# the Docker daemon fixtures, for every test module that asks for them
+from tests._docker_helpers import docker_daemon, dockerd  # noqa: E402, F401

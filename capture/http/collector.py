@@ -28,7 +28,13 @@ from typing import Any
 
 import msgspec
 
-from logcap.capture._record import FLAG_ENTRIES, HEADER_SIZE, BlockHeader, write_header
+from logcap.capture._entries import (
+    Entry,
+    EntryTooLarge,
+    pack_records,
+    record_capacity,
+    write_entries,
+)
 from logcap.capture.http.config import HttpSourceConfig
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -56,7 +62,6 @@ class BadRequest(ValueError):
 
 _entries = msgspec.json.Decoder(IncomingEntry | list[IncomingEntry])
 _entry = msgspec.json.Decoder(IncomingEntry)
-_pack = msgspec.msgpack.Encoder().encode
 
 
 def _timestamp_ns(value: str | int | float | None, received_ns: int) -> int:
@@ -81,8 +86,8 @@ def _timestamp_ns(value: str | int | float | None, received_ns: int) -> int:
     return int(value * 10**exponent)
 
 
-def parse_body(body: bytes, client_ip: str, received_ns: int) -> list[list[Any]]:
-    """``[[timestamp_ns, message, labels], ...]`` from a request body."""
+def parse_body(body: bytes, client_ip: str, received_ns: int) -> list[Entry]:
+    """``[(labels, timestamp_ns, message), ...]`` from a request body."""
     if not body.strip():
         raise BadRequest("empty body: send a JSON object, a JSON array or NDJSON")
     try:
@@ -96,14 +101,14 @@ def parse_body(body: bytes, client_ip: str, received_ns: int) -> list[list[Any]]
             items = [_entry.decode(line) for line in lines]
         except msgspec.DecodeError as exc:
             raise BadRequest(f"not JSON, a JSON array or NDJSON: {exc}") from exc
-    out = []
+    out: list[Entry] = []
     for item in items:
         labels = {**item.labels, "ingested_via": "http", "client_ip": client_ip}
         for key in ("level", "source_type", "source_id"):
             value = getattr(item, key)
             if value is not None:
                 labels[key] = value
-        out.append([_timestamp_ns(item.timestamp, received_ns), item.message, labels])
+        out.append((labels, _timestamp_ns(item.timestamp, received_ns), item.message))
     return out
 
 
@@ -123,36 +128,18 @@ class HttpCollector:
         self.server.daemon_threads = True
         self.server.collector = self  # type: ignore[attr-defined]
 
-    def publish(self, entries: list[list[Any]], received_ns: int) -> bool:
+    def publish(self, entries: list[Entry], received_ns: int) -> bool:
         """All entries into the ring, or nothing (False: no room now)."""
-        capacity = self.producer.ring.slot_capacity - HEADER_SIZE
-        chunks: list[bytes] = []
-        start = 0
-        while start < len(entries):  # as many entries per record as fit a slot
-            count = len(entries) - start
-            while True:
-                data = _pack(entries[start : start + count])
-                if len(data) <= capacity:
-                    break
-                if count == 1:
-                    raise BadRequest(
-                        f"an entry of {len(data)} bytes does not fit the "
-                        f"collector ring ({capacity} bytes)"
-                    )
-                count = max(1, count // 2)
-            chunks.append(data)
-            start += count
+        try:
+            chunks = pack_records(entries, record_capacity(self.producer))
+        except EntryTooLarge as exc:
+            raise BadRequest(str(exc)) from exc
         with self.lock:
             if self.producer.free_slots() < len(chunks):
                 return False
             for data in chunks:
                 seq = self.producer.try_claim(1)
-                slot = self.producer.payload(seq)
-                at = write_header(
-                    slot, BlockHeader(received_ns, 0, 0, 0, 0, 0, len(data), 0, FLAG_ENTRIES), b""
-                )
-                slot[at : at + len(data)] = data
-                self.producer.commit(seq, at + len(data))
+                write_entries(self.producer, seq, data, received_ns)
                 self.producer.publish(seq)
         return True
 

@@ -19,6 +19,7 @@ import yaml
 from logcap.capture.config import SourceConfig
 from logcap.capture.file.config import FileSourceConfig
 from logcap.capture.file.encoding import line_codec
+from logcap.capture.http.config import HttpSourceConfig
 from logcap.config._base import resolve_path
 from logcap.config._schema import Config
 from logcap.config._units import dec_hook
@@ -173,6 +174,15 @@ def _check_components(doc: _Document, data: dict[str, Any], section: str, kind: 
 def _check_limits(doc: _Document, config: Config) -> None:
     slot = config.buffer.collector_slot_bytes
     for name, source in config.sources.items():
+        if isinstance(source, HttpSourceConfig):
+            continue
+        # a slot holds a block header, the path (<= 4 KiB) and at least one whole line
+        if source.max_line_bytes + 4096 + 128 > slot:
+            doc.problem(
+                ("sources", name, "max_line_bytes"),
+                f"{source.max_line_bytes} bytes does not fit a collector ring slot of "
+                f"{slot} bytes (buffer.collector_slot_bytes) with room for the path",
+            )
         if not isinstance(source, FileSourceConfig):
             continue
         try:
@@ -191,13 +201,6 @@ def _check_limits(doc: _Document, config: Config) -> None:
                     re.compile(pattern or "")
                 except re.error as exc:
                     doc.problem((*where, key), f"not a regular expression: {exc}")
-        # a slot holds a block header, the file path (<= 4 KiB) and at least one whole line
-        if source.max_line_bytes + 4096 + 128 > slot:
-            doc.problem(
-                ("sources", name, "max_line_bytes"),
-                f"{source.max_line_bytes} bytes does not fit a collector ring slot of "
-                f"{slot} bytes (buffer.collector_slot_bytes) with room for the path",
-            )
     for key in ("collector_slots", "batch_slots"):
         count = getattr(config.buffer, key)
         if count & (count - 1):

@@ -1,0 +1,97 @@
+"""Records of structured entries (HTTP ingest, Docker): packed into ring slots.
+
+The data of a ``FLAG_ENTRIES`` record (see capture/_record.py) is msgpack::
+
+    [[labels, [timestamp_ns, ...], [message, ...]], ...]
+
+a list of *runs*: consecutive entries that share one labels mapping, each entry keeping
+its own event time. Sending the labels once per run, not once per entry, is what keeps a
+container's 10,000 lines a second from costing 10,000 label maps in every later stage.
+
+A record may carry a *position* in its header instead of a file offset: ``ino`` names
+the input (non-zero), ``end`` is the event time of the newest entry delivered with this
+record and ``fingerprint`` how many entries with exactly that time it covers; an ``end``
+of ``FORGET`` says the input is gone for good (a destroyed container) and its checkpoint
+entry can be dropped once everything before the record is delivered. Records of sources
+that cannot resume (HTTP) carry ``ino == 0``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import msgspec
+
+from logcap.capture._record import FLAG_ENTRIES, HEADER_SIZE, BlockHeader, write_header
+from logcap.ringbuf import Producer
+
+FORGET = -1  # a position's timestamp_ns: drop the input's checkpoint entry
+Entry = tuple[dict[str, str], int, str]  # (labels, event time in ns, message)
+Run = tuple[dict[str, str], list[int], list[str]]
+_pack = msgspec.msgpack.Encoder().encode
+decode_runs = msgspec.msgpack.Decoder(list[tuple[dict[str, str], list[int], list[str]]]).decode
+
+
+class EntryTooLarge(ValueError):
+    """One entry alone does not fit a collector ring slot."""
+
+
+class Position(NamedTuple):
+    """Where a resumable input has been read to (see the module docstring)."""
+
+    path: bytes
+    key: int
+    timestamp_ns: int
+    seen_at_time: int  # entries with exactly timestamp_ns already sent
+
+
+def runs_of(entries: list[Entry]) -> list[Run]:
+    """Consecutive entries with the same labels, as runs."""
+    runs: list[Run] = []
+    last: dict[str, str] | None = None
+    for labels, stamp, message in entries:
+        if labels is not last and labels != last:
+            runs.append((labels, [], []))
+            last = labels
+        runs[-1][1].append(stamp)
+        runs[-1][2].append(message)
+    return runs
+
+
+def pack_records(entries: list[Entry], capacity: int) -> list[bytes]:
+    """``entries`` in order, as few record payloads of at most ``capacity`` bytes as the
+    halving search finds; :class:`EntryTooLarge` if one entry alone does not fit."""
+    chunks: list[bytes] = []
+    start = 0
+    while start < len(entries):
+        count = len(entries) - start
+        while True:
+            data = _pack(runs_of(entries[start : start + count]))
+            if len(data) <= capacity:
+                break
+            if count == 1:
+                raise EntryTooLarge(
+                    f"an entry of {len(data)} bytes does not fit the collector ring "
+                    f"({capacity} bytes a slot)"
+                )
+            count = max(1, count // 2)
+        chunks.append(data)
+        start += count
+    return chunks
+
+
+def record_capacity(producer: Producer, path: bytes = b"") -> int:
+    """Bytes of entry data one slot of ``producer``'s ring holds after header and path."""
+    return producer.ring.slot_capacity - HEADER_SIZE - len(path)
+
+
+def write_entries(
+    producer: Producer, seq: int, data: bytes, read_ns: int, position: Position | None = None
+) -> None:
+    """Fill claimed slot ``seq`` with one packed record (publishing is the caller's)."""
+    slot = producer.payload(seq)
+    path, key, stamp, seen = position if position is not None else (b"", 0, 0, 0)
+    header = BlockHeader(read_ns, 0, stamp, 0, key, seen, len(data), len(path), FLAG_ENTRIES)
+    at = write_header(slot, header, path)
+    slot[at : at + len(data)] = data
+    producer.commit(seq, at + len(data))

@@ -1,0 +1,1 @@
+"""The docker source: container stdout and stderr through the Docker API."""

@@ -1,0 +1,460 @@
+"""The docker collector: every selected container's stdout and stderr into the ring.
+
+Threads: one follows the daemon's event stream (start, die, destroy, rename); one per
+running container reads ``/containers/{id}/logs?follow=1&timestamps=1``; the main thread
+publishes what the readers gathered every ``FLUSH_INTERVAL`` and reconnects, with backoff,
+when the daemon goes away. The ring has one producer: publishing happens under one lock.
+
+Positions. A container is read from where it was left: its position is the event time of
+the newest line sent and how many lines with exactly that time were sent (Docker stamps
+in nanoseconds, but two lines can share one). Records carry it to the dispatcher, which
+checkpoints it like a file offset once every sink has delivered the lines (the key is the
+container id). On resume the logs are asked ``since`` that time and the lines already
+counted at it are skipped: no duplicate at the boundary. While a 16 KiB partial line is
+being joined the published position stays before it, so a crash re-reads it whole.
+Docker's two copier threads (stdout, stderr) stamp a line before taking the log file's
+lock, so the file can hold, microseconds apart, a line stamped earlier than the one before
+it: a checkpoint that lands exactly between them skips the earlier one on resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import msgspec
+import requests
+import urllib3
+from docker.errors import DockerException, NotFound
+from docker.types import CancellableStream
+
+from logcap.capture._entries import (
+    FORGET,
+    Entry,
+    EntryTooLarge,
+    Position,
+    pack_records,
+    record_capacity,
+    write_entries,
+)
+from logcap.capture.docker.config import DockerSourceConfig
+from logcap.capture.docker.select import entry_labels, selected
+from logcap.capture.docker.stream import LogDecoder, cut_utf8, parse_rfc3339
+from logcap.dispatch.checkpoint import FilePosition
+from logcap.metrics import Counter, CounterBlock
+from logcap.ringbuf import Producer
+
+log = logging.getLogger(__name__)
+FLUSH_INTERVAL = 0.05
+FLUSH_ENTRIES = 2000  # a reader publishes itself once it holds this many lines
+FIRST_RECONNECT_DELAY = 0.5
+_EMPTY = msgspec.msgpack.encode([])
+_CONNECTION_ERRORS = (
+    DockerException,
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
+READ_RETRY_DELAY = 1.0
+ALIVE_EVERY = 5.0  # seconds between touches of the started marker while connected
+
+
+def container_key(container_id: str) -> int:
+    """The checkpoint key of a container: 60 bits of its id (ids are 64 hex digits)."""
+    return int(container_id[:15], 16)
+
+
+def since_param(timestamp_ns: int) -> str:
+    """Docker's ``since``: seconds and nanoseconds since the epoch."""
+    seconds, nanos = divmod(timestamp_ns, 1_000_000_000)
+    return f"{seconds}.{nanos:09d}"
+
+
+@dataclass
+class _Container:
+    """What the collector knows of one container across its readers and restarts."""
+
+    id: str
+    name: str
+    image: str
+    labels: dict[int, dict[str, str]]
+    # newest line taken (event time, lines with that time); published: in the last record
+    latest: tuple[int, int] = (0, 0)
+    safe: tuple[int, int] = (0, 0)
+    published: tuple[int, int] = (0, 0)
+    pending: list[Entry] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    reader: threading.Thread | None = None
+    stream: CancellableStream | None = None
+    gone: bool = False  # destroyed: forget its checkpoint once its reader has ended
+
+
+class DockerCollector:
+    """Reads containers until told to stop; survives the daemon going away."""
+
+    def __init__(
+        self,
+        name: str,
+        config: DockerSourceConfig,
+        producer: Producer,
+        counters: CounterBlock,
+        checkpoints: dict[tuple[int, int], FilePosition],
+        should_stop: Callable[[], bool],
+        started_marker: Path,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.producer = producer
+        self.counters = counters
+        self.checkpoints = {ino: p for (_, ino), p in checkpoints.items()}
+        self.should_stop = should_stop
+        self.started_marker = started_marker
+        self.containers: dict[str, _Container] = {}
+        self.readers_lock = threading.Lock()  # starting and ending readers
+        self.publish_lock = threading.Lock()  # the ring's single producer
+        self.lost = threading.Event()  # the event stream ended: reconnect
+        self.client: docker.APIClient | None = None
+        self.events: CancellableStream | None = None
+
+    # -- the main loop -------------------------------------------------------------------
+    def run(self) -> None:
+        """Connect, read, reconnect with backoff; on stop, publish everything and close."""
+        delay = FIRST_RECONNECT_DELAY
+        try:
+            while not self.should_stop():
+                connected_at = time.monotonic()
+                try:
+                    self._connect()
+                    self._serve()
+                except _CONNECTION_ERRORS as exc:
+                    log.warning("source %s: docker daemon unavailable: %s", self.name, exc)
+                finally:
+                    self._disconnect()
+                if self.should_stop():
+                    break
+                if time.monotonic() - connected_at > 10 * delay:
+                    delay = FIRST_RECONNECT_DELAY  # it ran for a while: start over
+                self.counters.add(Counter.DOCKER_RECONNECTS)
+                self._sleep(delay)
+                delay = min(delay * 2, self.config.reconnect_max_delay)
+        finally:
+            for container in list(self.containers.values()):
+                self._flush(container)
+            with self.publish_lock:
+                self.producer.close()
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.should_stop() and time.monotonic() < deadline:
+            time.sleep(min(0.1, deadline - time.monotonic()))
+
+    def _connect(self) -> None:
+        self.lost.clear()
+        self.client = client = docker.APIClient(
+            base_url=self.config.docker_host, version="auto", timeout=30
+        )
+        first_run = not self.started_marker.exists()
+        # subscribe before listing (replaying the last second) so no start falls between
+        self.events = client.events(
+            since=int(time.time()) - 1, filters={"type": "container"}, decode=True
+        )
+        now_ns = time.time_ns()
+        listed = client.containers(all=True)
+        present = {container_key(summary["Id"]) for summary in listed}
+        for key, saved in list(self.checkpoints.items()):
+            if key not in present:  # destroyed while the agent was down
+                self._forget(saved.path.removeprefix("docker://"))
+        for summary in listed:
+            names = summary.get("Names") or ["/" + summary["Id"][:12]]
+            container = self._known(
+                summary["Id"], names[0].lstrip("/"), summary["Image"], summary["Labels"] or {}
+            )
+            if container is None:
+                continue
+            if summary.get("State") != "running":
+                if first_run or not self._missed(container, client):
+                    continue
+            elif first_run and self.config.read_from == "end" and container.latest == (0, 0):
+                container.latest = container.safe = (now_ns, 0)
+            self._start_reader(container)
+        self.started_marker.parent.mkdir(parents=True, exist_ok=True)
+        self.started_marker.touch()  # its time: when this source last saw the daemon
+        threading.Thread(target=self._watch, args=(self.events,), daemon=True).start()
+        log.info("source %s: connected to %s", self.name, self.config.docker_host)
+
+    def _missed(self, container: _Container, client: docker.APIClient) -> bool:
+        """Whether a stopped container printed lines this source has not read: it exited
+        after the newest line read from it, or (never read) after this source last saw
+        the daemon, i.e. it ran while the agent was down or disconnected."""
+        finished = parse_rfc3339(client.inspect_container(container.id)["State"]["FinishedAt"])
+        if container.latest != (0, 0):
+            return finished >= container.latest[0]
+        last_seen = self.started_marker.stat().st_mtime_ns - ALIVE_EVERY * 2_000_000_000
+        return finished >= last_seen
+
+    def _serve(self) -> None:
+        alive_at = time.monotonic()
+        while not self.should_stop() and not self.lost.is_set():
+            time.sleep(FLUSH_INTERVAL)
+            if time.monotonic() - alive_at >= ALIVE_EVERY:
+                self.started_marker.touch()
+                alive_at = time.monotonic()
+            watched = 0
+            for container in list(self.containers.values()):
+                self._flush(container)
+                watched += container.reader is not None
+                if container.gone and container.reader is None:
+                    self._forget(container.id)
+            self.counters.set(Counter.FILES_WATCHED, watched)
+
+    def _disconnect(self) -> None:
+        if self.events is not None:
+            self.events.close()
+        for container in list(self.containers.values()):
+            stream, reader = container.stream, container.reader
+            if stream is not None:
+                stream.close()
+            if reader is not None:
+                reader.join(timeout=5)
+        if self.client is not None:
+            self.client.close()
+        self.client = self.events = None
+
+    # -- containers ----------------------------------------------------------------------
+    def _known(
+        self, container_id: str, name: str, image: str, labels: dict[str, str]
+    ) -> _Container | None:
+        """The container's state, created on first sight; None if it is not selected."""
+        container = self.containers.get(container_id)
+        if container is not None:
+            return container
+        if not selected(self.config, name, image, labels):
+            return None
+        container = _Container(
+            container_id, name, image, entry_labels(self.config, container_id, name, image, labels)
+        )
+        saved = self.checkpoints.get(container_key(container_id))
+        if saved is not None:
+            container.latest = container.safe = container.published = (
+                saved.offset,
+                saved.fingerprint,
+            )
+        self.containers[container_id] = container
+        return container
+
+    def _watch(self, events: CancellableStream) -> None:
+        """Follow the event stream until it ends (daemon gone, or closed by us)."""
+        try:
+            for event in events:
+                self._on_event(event)
+        except _CONNECTION_ERRORS as exc:
+            log.debug("source %s: event stream ended: %s", self.name, exc)
+        finally:
+            self.lost.set()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        action = event.get("Action") or event.get("status") or ""
+        actor = event.get("Actor") or {}
+        container_id = actor.get("ID") or event.get("id") or ""
+        attributes = dict(actor.get("Attributes") or {})
+        name = attributes.pop("name", container_id[:12])
+        image = attributes.pop("image", "")
+        if action == "start":
+            container = self._known(container_id, name, image, attributes)
+            if container is not None:
+                self._start_reader(container)
+        elif action == "rename" and container_id in self.containers:
+            container = self.containers[container_id]
+            with container.lock:
+                container.name = name
+                container.labels = entry_labels(
+                    self.config, container_id, name, container.image, attributes
+                )
+        elif action == "destroy" and container_id in self.containers:
+            self.containers[container_id].gone = True
+
+    def _start_reader(self, container: _Container) -> None:
+        with self.readers_lock:
+            if container.reader is not None:
+                return  # the running reader looks again when its stream ends
+            container.reader = threading.Thread(
+                target=self._read,
+                args=(container, self.client),
+                name=f"logs-{container.id[:12]}",
+                daemon=True,
+            )
+            container.reader.start()
+
+    # -- reading ---------------------------------------------------------------------------
+    def _ending(self) -> bool:
+        return self.should_stop() or self.lost.is_set()
+
+    def _read(self, container: _Container, client: docker.APIClient) -> None:
+        """Read the container's logs while it runs, again after a restart of it, and
+        once more to the end after it stopped: a follow stream can end at the
+        container's exit before its last lines (seen with Docker 20.10)."""
+        follow = True
+        while not self._ending():
+            try:
+                self._read_once(container, client, follow)
+            except NotFound:  # destroyed: nothing more to read
+                container.gone = True
+                break
+            except _CONNECTION_ERRORS as exc:
+                if self._ending():
+                    break  # the daemon went away or we stop: the collector reconnects
+                self.counters.add(Counter.ERRORS)
+                log.warning("source %s: reading %s: %s", self.name, container.name, exc)
+                time.sleep(READ_RETRY_DELAY)
+            except Exception:  # a bug must not end a container's logs without a word
+                self.counters.add(Counter.ERRORS)
+                log.exception("source %s: reading %s", self.name, container.name)
+                time.sleep(READ_RETRY_DELAY)
+            with self.readers_lock:  # a start event sees either this reader or none
+                try:
+                    running = not self._ending() and self._running(container, client)
+                except _CONNECTION_ERRORS:
+                    running = False
+                if not running and not follow:
+                    break
+            follow = running
+        with self.readers_lock:
+            container.reader = None
+
+    def _running(self, container: _Container, client: docker.APIClient) -> bool:
+        try:
+            state = client.inspect_container(container.id)["State"]
+        except NotFound:
+            container.gone = True
+            return False
+        return bool(state.get("Running"))
+
+    def _read_once(
+        self, container: _Container, client: docker.APIClient, follow: bool = True
+    ) -> None:
+        info = client.inspect_container(container.id)
+        tty = bool(info["Config"].get("Tty"))
+        skip_stamp, skip_count = container.latest
+        params: dict[str, int | str] = {
+            "stdout": 1,
+            "stderr": 1,
+            "timestamps": 1,
+            "follow": int(follow),
+        }
+        if skip_stamp:
+            params["since"] = since_param(skip_stamp)
+        log.debug("source %s: reading %s since %s", self.name, container.name, params.get("since"))
+        url = client._url("/containers/{0}/logs", container.id)
+        response = client._get(url, params=params, stream=True, timeout=None)
+        client._raise_for_status(response)
+        container.stream = CancellableStream(iter(()), response)
+        decoder = LogDecoder(tty, self.config.max_line_bytes, self.config.long_lines == "skip")
+        try:
+            while True:
+                data = response.raw.read1(65536)
+                lines = decoder.feed(data) if data else decoder.finish()
+                self._count(decoder)
+                with container.lock:
+                    for stream, stamp, text in lines:
+                        if stamp < 0:  # Docker sent no time: use the time it arrived
+                            stamp = time.time_ns()
+                        elif stamp < skip_stamp:
+                            continue  # before the resume point: sent already
+                        elif stamp == skip_stamp and skip_count:
+                            skip_count -= 1  # counted in the checkpoint: sent already
+                            continue
+                        container.pending.append((container.labels[stream], stamp, text))
+                        latest, count = container.latest
+                        if stamp > latest:
+                            container.latest = (stamp, 1)
+                        elif stamp == latest:
+                            container.latest = (latest, count + 1)
+                    if not decoder.holding:
+                        container.safe = container.latest
+                    full = len(container.pending) >= FLUSH_ENTRIES
+                if full:
+                    self._flush(container)
+                if not data:
+                    log.debug(
+                        "source %s: %s: end of logs at %s",
+                        self.name,
+                        container.name,
+                        container.latest,
+                    )
+                    return
+        finally:
+            container.stream = None
+            response.close()
+
+    def _count(self, decoder: LogDecoder) -> None:
+        for counter, attribute in (
+            (Counter.LINES_TRUNCATED, "truncated"),
+            (Counter.LINES_SKIPPED, "skipped"),
+            (Counter.LINES_JOINED, "joined"),
+            (Counter.ERRORS, "malformed"),
+        ):
+            value = getattr(decoder, attribute)
+            if value:
+                self.counters.add(counter, value)
+                setattr(decoder, attribute, 0)
+        for message in decoder.daemon_errors:
+            self.counters.add(Counter.ERRORS)
+            log.warning("source %s: docker daemon: %s", self.name, message)
+        decoder.daemon_errors.clear()
+
+    # -- publishing ------------------------------------------------------------------------
+    def _flush(self, container: _Container) -> None:
+        """Publish the container's gathered lines in order, with its safe position."""
+        with container.lock:
+            if not container.pending and container.safe == container.published:
+                return
+            entries, container.pending = container.pending, []
+            stamp, count = container.safe
+            position = Position(
+                f"docker://{container.id}".encode(), container_key(container.id), stamp, count
+            )
+            with self.publish_lock:
+                capacity = record_capacity(self.producer, position.path)
+                try:
+                    chunks = pack_records(entries, capacity) if entries else [_EMPTY]
+                except EntryTooLarge:
+                    entries = [self._fit(entry, capacity) for entry in entries]
+                    chunks = pack_records(entries, capacity)
+                read_ns = time.time_ns()
+                for number, data in enumerate(chunks, 1):
+                    seq = self.producer.claim(1)
+                    last = number == len(chunks)
+                    write_entries(self.producer, seq, data, read_ns, position if last else None)
+                    self.producer.publish(seq)
+            container.published = container.safe
+            self.counters.add(Counter.EVENTS_IN, len(entries))
+            self.counters.add(Counter.BYTES_IN, sum(len(text) for _, _, text in entries))
+
+    def _forget(self, container_id: str) -> None:
+        """A destroyed container's checkpoint entry goes, after everything read from it."""
+        self.containers.pop(container_id, None)
+        self.checkpoints.pop(container_key(container_id), None)
+        position = Position(
+            f"docker://{container_id}".encode(), container_key(container_id), FORGET, 0
+        )
+        with self.publish_lock:
+            seq = self.producer.claim(1)
+            write_entries(self.producer, seq, _EMPTY, time.time_ns(), position)
+            self.producer.publish(seq)
+
+    def _fit(self, entry: Entry, capacity: int) -> Entry:
+        """An entry whose labels leave too little room for its message, cut to fit."""
+        labels, stamp, text = entry
+        size = len(msgspec.msgpack.encode([[labels, [stamp], [text]]]))
+        if size <= capacity:
+            return entry
+        self.counters.add(Counter.LINES_TRUNCATED)
+        data = text.encode()
+        keep = max(0, len(data) - (size - capacity) - 16)
+        return labels, stamp, cut_utf8(data, keep).decode("utf-8", "replace")

@@ -1,0 +1,78 @@
+"""Config of the ``docker`` source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from logcap.config._base import StrictStruct, doc
+from logcap.config._units import LineBytes, PositiveDuration
+
+
+class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=True):
+    """Read the stdout and stderr of Docker containers; positions survive restarts."""
+
+    docker_host: Annotated[
+        str,
+        doc(
+            "The Docker daemon's API address: unix:///path/to/docker.sock or tcp://host:port.",
+            pattern=r"^(unix|tcp|http)://.+",
+        ),
+    ] = "unix:///var/run/docker.sock"
+    include_names: Annotated[
+        list[str],
+        doc("Glob patterns of container names to read (without the leading '/'); empty: all."),
+    ] = []
+    exclude_names: Annotated[list[str], doc("Glob patterns of container names never to read.")] = []
+    include_images: Annotated[
+        list[str],
+        doc("Glob patterns of image names (as the container was created from); empty: all."),
+    ] = []
+    exclude_images: Annotated[list[str], doc("Glob patterns of images never to read.")] = []
+    include_labels: Annotated[
+        list[str],
+        doc(
+            "Only containers with one of these labels, each 'key' (any value) or "
+            "'key=value'; empty: all."
+        ),
+    ] = []
+    exclude_labels: Annotated[
+        list[str], doc("Containers with one of these labels ('key' or 'key=value') are skipped.")
+    ] = []
+    label_keys: Annotated[
+        list[str],
+        doc(
+            "Container labels copied onto every entry, under the label's key with each "
+            "character other than a letter, digit or '_' turned into '_'."
+        ),
+    ] = []
+    read_from: Annotated[
+        Literal["beginning", "end"],
+        doc(
+            "On the source's first run (no checkpoint yet), where to start in the "
+            "containers already running: their first line or now. Containers that start "
+            "later, or on a restart, are read from where they were left, or their start."
+        ),
+    ] = "beginning"
+    max_line_bytes: Annotated[
+        LineBytes,
+        doc(
+            "Longer lines (after Docker's 16 KiB pieces are joined) are truncated to this "
+            "(and counted); must fit a collector ring slot."
+        ),
+    ] = LineBytes(128 * 1024)
+    long_lines: Annotated[
+        Literal["truncate", "skip"],
+        doc("A line longer than max_line_bytes is cut to that length, or dropped; counted."),
+    ] = "truncate"
+    reconnect_max_delay: Annotated[
+        PositiveDuration,
+        doc(
+            "After losing the daemon, reconnect attempts back off from 0.5 s, doubling up "
+            "to this delay (each attempt is counted)."
+        ),
+    ] = PositiveDuration(30.0)
+
+    def with_base(self, base: Path) -> DockerSourceConfig:
+        """No paths to resolve."""
+        return self

@@ -24,14 +24,25 @@ from logcap.ringbuf import Consumer, Producer, SleepWait, WaitStrategy
 log = logging.getLogger(__name__)
 
 
+Failures = list[tuple[int, DeliveryError]]  # (index of the write since the last flush, error)
+
+
 class Sink(Protocol):
-    """Delivers batches somewhere. Errors are raised as :class:`DeliveryError` subclasses."""
+    """Delivers batches somewhere. Errors are :class:`DeliveryError` subclasses.
+
+    A sink may finish deliveries asynchronously (Kafka: broker acknowledgements): the
+    runner writes every batch that is ready, then flushes once, and releases the batches
+    only after the flush said which of them failed.
+    """
 
     def write(self, batch: Batch) -> None:
-        """Deliver every entry of ``batch`` (read in place; do not keep references)."""
+        """Deliver every entry of ``batch``, or start to (read it in place; keep no
+        reference to it). Raise if the batch failed at once."""
 
-    def flush(self) -> None:
-        """Push out anything buffered; called when the ring has nothing more for now."""
+    def flush(self) -> Failures:
+        """Finish every delivery started since the last flush; return the batches that
+        failed after their write returned, by the index of their write call (counting
+        every call since the last flush). Called when the ring has nothing more for now."""
 
     def close(self) -> None:
         """Release files and connections."""
@@ -76,18 +87,34 @@ class SinkRunner:
             last = consumer.wait_for(first, timeout)
             if last < first:
                 return self._serve_redeliveries()
+        if self.failures is None:  # no retry process: hold the cursor and retry here
+            self._deliver_in_place(range(first, last + 1))
+            consumer.release(last)
+            return True
+        written: list[tuple[int, memoryview, int, int]] = []  # seq, slot, entries, bytes
         for seq in range(first, last + 1):
             view = consumer.read(seq)
             batch = Batch.from_slot(view)
             count = batch.meta.count
             try:
-                self._deliver(batch)
+                self.sink.write(batch)
             except DeliveryError as exc:
                 self._hand_off(exc, seq, view, attempts=1, first_ns=self.wall_ns(), entries=count)
+                written.append((seq, view, -1, 0))  # keeps the write indices aligned
             else:
-                self._count(count, len(batch.payload))
-            del batch, view  # drop the views into the slot before handing the slot back
-        self.sink.flush()  # a sink may buffer in write(): delivered means flushed
+                written.append((seq, view, count, len(batch.payload)))
+            del batch  # drop the views into the slot before handing the slot back
+        # a sink may buffer or await acknowledgements: delivered means flushed
+        failed = dict(self.sink.flush())
+        first_ns = self.wall_ns()
+        for index, (seq, view, count, size) in enumerate(written):
+            if count < 0:
+                continue
+            if index in failed:
+                self._hand_off(failed[index], seq, view, 1, first_ns, count)
+            else:
+                self._count(count, size)
+        del written, view
         consumer.release(last)
         return True
 
@@ -97,22 +124,39 @@ class SinkRunner:
         self.counters.add(Counter.BYTES_OUT, size)
         self.counters.add(Counter.BATCHES)
 
-    def _deliver(self, batch: Batch) -> None:
-        if self.failures is not None:
-            self.sink.write(batch)  # failures go to the retry process
-            return
+    def _deliver_in_place(self, seqs: range) -> None:
+        """Write batches until each is delivered, holding at the first that fails at once
+        (used without a retry process)."""
+        pending = list(seqs)
         backoff = 0.05
-        while True:  # no retry process: hold the cursor and retry here
-            try:
-                self.sink.write(batch)
+        while pending:
+            batches: list[Batch] = []
+            errors: dict[int, DeliveryError] = {}
+            for index, seq in enumerate(pending):
+                batches.append(Batch.from_slot(self.consumer.read(seq)))
+                try:
+                    self.sink.write(batches[-1])
+                except DeliveryError as exc:
+                    errors[index] = exc
+                    break  # later batches wait: order is kept while a sink fails
+            errors.update(self.sink.flush())
+            written = len(batches)
+            for index, batch in enumerate(batches):
+                if index not in errors:
+                    self._count(batch.meta.count, len(batch.payload))
+            del batches
+            if not errors:
                 return
-            except DeliveryError as exc:
-                self.counters.add(Counter.ERRORS)
-                log.error(
-                    "sink %s: delivery failed, retrying in %.2fs: %s", self.name, backoff, exc
-                )
-                self.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+            self.counters.add(Counter.ERRORS, len(errors))
+            log.error(
+                "sink %s: delivery failed, retrying in %.2fs: %s",
+                self.name,
+                backoff,
+                next(iter(errors.values())),
+            )
+            self.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)
+            pending = [pending[index] for index in sorted(errors)] + pending[written:]
 
     def _hand_off(
         self,
@@ -185,7 +229,9 @@ class SinkRunner:
             batch = Batch.from_slot(message.batch)
             try:
                 self.sink.write(batch)
-                self.sink.flush()
+                failed = self.sink.flush()
+                if failed:
+                    raise failed[0][1]
             except DeliveryError as exc:
                 self._hand_off(
                     exc,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from logcap.dispatch.batch import Batch
+from logcap.sinks.base import Failures
 from logcap.sinks.config import BlackholeSinkConfig
 
 
@@ -16,8 +17,9 @@ class BlackholeSink:
     def write(self, batch: Batch) -> None:
         self.entries += batch.meta.count
 
-    def flush(self) -> None:
+    def flush(self) -> Failures:
         """Nothing buffered."""
+        return []
 
     def close(self) -> None:
         """Nothing to release."""

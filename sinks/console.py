@@ -6,6 +6,7 @@ import sys
 
 from logcap.dispatch.batch import Batch
 from logcap.sinks._io import classify, write_all
+from logcap.sinks.base import Failures
 from logcap.sinks.config import ConsoleSinkConfig
 
 
@@ -23,8 +24,9 @@ class ConsoleSink:
         except OSError as exc:
             raise classify(exc, f"writing to {self.config.stream}") from exc
 
-    def flush(self) -> None:
+    def flush(self) -> Failures:
         """Unbuffered: nothing to do."""
+        return []
 
     def close(self) -> None:
         """The stream belongs to the process."""

@@ -575,8 +575,9 @@ class ScriptedSink:
             raise outcome
         self.delivered.append(payload)
 
-    def flush(self) -> None:
+    def flush(self) -> list[tuple[int, DeliveryError]]:
         """Nothing buffered."""
+        return []
 
     def close(self) -> None:
         """Nothing to release."""

@@ -375,8 +375,9 @@ class FlakySink:
             raise self.error("the service is down")
         self.delivered.append(bytes(batch.payload))
 
-    def flush(self) -> None:
+    def flush(self) -> list[tuple[int, DeliveryError]]:
         self.flushes += 1
+        return []
 
     def close(self) -> None:
         self.closed = True

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from logcap.dispatch.batch import Batch
 from logcap.metrics import Counter, CounterBlock, NullBlock
 from logcap.sinks._io import classify, write_all
+from logcap.sinks.base import Failures
 from logcap.sinks.file.config import FileSinkConfig
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -141,11 +142,13 @@ class FileSink:
         if handle is not None:
             os.close(handle.fd)
 
-    def flush(self) -> None:
-        """Close files nobody wrote to for a while (time-templated paths move on)."""
+    def flush(self) -> Failures:
+        """Close files nobody wrote to for a while (time-templated paths move on); every
+        write was complete when it returned."""
         now = time.monotonic()
         for path in [p for p, h in self._files.items() if now - h.last_write > IDLE_CLOSE_SECONDS]:
             self._forget(path)
+        return []
 
     def close(self) -> None:
         """Close every file."""

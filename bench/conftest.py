@@ -49,6 +49,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     write(f"logcap benchmark ({LINES:,} lines of {LINE_BYTES} bytes, {FILES} files)")
     for result in RESULTS.values():
         write("  " + result.row())
+    from bench.test_kafka import kafka_ratio_line
+
+    kafka = kafka_ratio_line(RESULTS)
+    if kafka is not None:
+        write(kafka)
     peers = [r for n, r in RESULTS.items() if n in ("rsyslog file->file", "syslog-ng file->file")]
     ours = RESULTS.get("logcap file->file (1 file)")
     if ours and peers:

@@ -40,11 +40,15 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"status": "ok", "uptime_seconds": round(time.monotonic() - sup.started, 3)}
             self._json(200, body)
         elif path == "/ready":
-            children = {
+            children: dict[str, dict[str, object]] = {
                 c.name: {"kind": c.kind, "running": c.running, "restarts": c.restarts}
                 for c in sup.children
             }
-            ready = sup.ready()
+            circuits = sup.circuits()
+            for sink, state in circuits.items():
+                children[sink]["circuit"] = state
+            # an open circuit: this agent delivers nothing to that destination now
+            ready = sup.ready() and "open" not in circuits.values()
             self._json(200 if ready else 503, {"ready": ready, "components": children})
         else:
             self._json(404, {"error": f"no such path {path}"})

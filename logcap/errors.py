@@ -74,7 +74,12 @@ class DeliveryError(LogcapError):
 
 
 class Retryable(DeliveryError):
-    """The failure is transient; the same batch may succeed later."""
+    """The failure is transient; the same batch may succeed later. ``retry_after``: the
+    seconds the destination asked to wait (HTTP Retry-After), or None."""
+
+    def __init__(self, message: str, code: str = "other", retry_after: float | None = None) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
 
 
 class Permanent(DeliveryError):

@@ -289,6 +289,14 @@ class Supervisor:
         """Every child is running."""
         return not self.stop_requested and all(c.running for c in self.children)
 
+    def circuits(self) -> dict[str, str]:
+        """Each sink's circuit breaker state (sinks/breaker.py)."""
+        names = ("closed", "open", "half-open")
+        return {
+            sink: names[self.table.read(self.plan.counter_index(sink))[Counter.CIRCUIT_STATE]]
+            for sink in self.plan.sinks
+        }
+
     def data_dir(self) -> Path:
         """Where checkpoints live."""
         return Path(self.config.data_dir)

@@ -75,6 +75,9 @@ class Counter(enum.IntEnum):
     # sink blocks, written by the retry process: retries scheduled, one word per reason
     # code (logcap.errors.REASON_CODES, 8 of them)
     RETRIES_BY_CODE = 32
+    # sink blocks, written by the sink: its circuit breaker (see sinks/breaker.py)
+    CIRCUIT_STATE = 40  # a gauge: 0 closed, 1 open, 2 half-open
+    CIRCUIT_OPENINGS = 41
 
 
 class CounterTable:

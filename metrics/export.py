@@ -58,7 +58,7 @@ _COMPONENT_COUNTERS = [
         "Files found shorter than their read position and read again from 0.",
     ),
     ("logcap_checkpoints_written", Counter.CHECKPOINTS, "Checkpoint files written."),
-    ("logcap_sink_file_rotations", Counter.ROTATIONS, "Output files rotated by size."),
+    ("logcap_sink_file_rotations", Counter.ROTATIONS, "Output files rotated (by size or age)."),
     (
         "logcap_sink_retry_handoffs",
         Counter.RETRY_HANDOFFS,
@@ -99,12 +99,24 @@ def _retry_families(sup: Supervisor) -> Iterator[Metric]:
         "Batches written to the dead letter queue, by sink and why.",
         labels=["component", "reason"],
     )
+    circuit = GaugeMetricFamily(
+        "logcap_sink_circuit_state",
+        "A sink's circuit breaker: 0 closed, 1 open (nothing is sent), 2 half-open.",
+        labels=["component"],
+    )
+    openings = CounterMetricFamily(
+        "logcap_sink_circuit_openings", "Times a sink's circuit opened.", labels=["component"]
+    )
     for sink in sup.plan.sinks:
         values = sup.table.read_all(sup.plan.counter_index(sink))
         for code, name in enumerate(REASON_CODES):
             retries.add_metric([sink, name], values[Counter.RETRIES_BY_CODE + code])
         for kind, counter in _DLQ_KINDS:
             records.add_metric([sink, kind], values[counter])
+        circuit.add_metric([sink], values[Counter.CIRCUIT_STATE])
+        openings.add_metric([sink], values[Counter.CIRCUIT_OPENINGS])
+    yield circuit
+    yield openings
     retry = sup.table.read_all(sup.plan.counter_index(RETRY))
     dispatcher = sup.table.read_all(sup.plan.counter_index(DISPATCHER))
     gauges = [

@@ -130,7 +130,9 @@ class RetryService:
                 lane.owned.add(key)
                 if message.kind == PERMANENT:
                     self._to_dlq(item, "permanent", message.reason)
-                elif message.kind == RETRYABLE and self._schedule(lane, item):
+                elif message.kind == RETRYABLE and self._schedule(
+                    lane, item, message.retry_after_ms / 1000
+                ):
                     # only retries actually scheduled: exhausted / overflow went to the DLQ
                     lane.counters.add(Counter.RETRIES_BY_CODE + message.code % len(REASON_CODES))
             # ownership is published before the slot is released (see module docstring)
@@ -138,13 +140,15 @@ class RetryService:
             consumer.release(seq)
         return available >= first
 
-    def _schedule(self, lane: SinkLane, item: RetryItem) -> bool:
-        """Put ``item`` in the heap (True), or send it to the DLQ (False)."""
+    def _schedule(self, lane: SinkLane, item: RetryItem, not_before: float = 0.0) -> bool:
+        """Put ``item`` in the heap (True), or send it to the DLQ (False); it is due after
+        the backoff delay, or ``not_before`` seconds (the server's Retry-After) if later."""
         why = self.policy.exhausted(item.attempts, item.first_failure, self.clock())
         if why is not None:
             self._to_dlq(item, "exhausted", f"{why}; last error: {item.reason}")
             return False
-        if self.heap.push(self.clock() + self.policy.delay(item.attempts), item):
+        delay = max(self.policy.delay(item.attempts), not_before)
+        if self.heap.push(self.clock() + delay, item):
             lane.counters.add(Counter.RETRY_SCHEDULED)
             return True
         self._to_dlq(item, "overflow", f"retry heap full; last error: {item.reason}")

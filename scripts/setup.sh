@@ -33,3 +33,6 @@ command -v pyenv >/dev/null && pyenv rehash || true
 if [ "$with_tests" = 1 ] && [ "$(id -u)" = 0 ]; then
   bash scripts/install_peers.sh
 fi
+if [ "$with_tests" = 1 ]; then
+  bash scripts/install_tansu.sh  # a real Kafka-compatible broker for the kafka sink
+fi

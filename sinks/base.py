@@ -16,10 +16,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from logcap.dispatch.batch import Batch
-from logcap.errors import REASON_CODES, DeliveryError, Permanent
+from logcap.errors import REASON_CODES, DeliveryError, Permanent, Retryable
 from logcap.metrics import Counter, CounterBlock
 from logcap.retry.messages import DELIVERED, PERMANENT, RETRYABLE, read_message, send
 from logcap.ringbuf import Consumer, Producer, SleepWait, WaitStrategy
+from logcap.sinks.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,12 @@ class Sink(Protocol):
         """Release files and connections."""
 
 
+def retry_after_ms(exc: DeliveryError) -> int:
+    """The delay a destination asked for (HTTP Retry-After), in ms; 0 if none."""
+    after = exc.retry_after if isinstance(exc, Retryable) else None
+    return 0 if after is None else round(after * 1000)
+
+
 class SinkRunner:
     """Reads the batch ring with this sink's own cursor and acknowledges by releasing."""
 
@@ -63,8 +70,10 @@ class SinkRunner:
         max_backoff: float = 5.0,
         wall_ns: Callable[[], int] = time.time_ns,
         wait: WaitStrategy | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.name = name
+        self.breaker = breaker
         self.sink = sink
         self.consumer = consumer
         self.counters = counters
@@ -77,7 +86,10 @@ class SinkRunner:
 
     def step(self, timeout: float = 0.5) -> bool:
         """Serve redeliveries, then new batches (waiting up to ``timeout``); False if idle."""
+        breaker = self.breaker
         moved = self._serve_redeliveries()
+        if moved and breaker is not None and breaker.probing:
+            return True  # a redelivery was the probe: its outcome decides first
         consumer = self.consumer
         first = consumer.next_sequence
         last = consumer.available()
@@ -91,19 +103,33 @@ class SinkRunner:
             self._deliver_in_place(range(first, last + 1))
             consumer.release(last)
             return True
+        if breaker is not None and not breaker.allows():
+            self._shed(first, last)  # open: straight to the retry heap, untried
+            consumer.release(last)
+            return True
+        if breaker is not None and breaker.probing:
+            last = first  # half-open: one batch tries the destination
         written: list[tuple[int, memoryview, int, int]] = []  # seq, slot, entries, bytes
-        for seq in range(first, last + 1):
+        seq = first
+        while seq <= last:
             view = consumer.read(seq)
             batch = Batch.from_slot(view)
             count = batch.meta.count
             try:
                 self.sink.write(batch)
             except DeliveryError as exc:
+                self._judged(exc)
                 self._hand_off(exc, seq, view, attempts=1, first_ns=self.wall_ns(), entries=count)
                 written.append((seq, view, -1, 0))  # keeps the write indices aligned
             else:
                 written.append((seq, view, count, len(batch.payload)))
             del batch  # drop the views into the slot before handing the slot back
+            seq += 1
+            if seq > last and not (breaker is not None and breaker.probing):
+                # batches published meanwhile go out before the wait for acknowledgements,
+                # up to half the ring, so the dispatcher always has free slots to fill
+                limit = first + consumer.ring.slot_count // 2
+                last = max(last, min(consumer.available(), limit))
         # a sink may buffer or await acknowledgements: delivered means flushed
         failed = dict(self.sink.flush())
         first_ns = self.wall_ns()
@@ -111,12 +137,35 @@ class SinkRunner:
             if count < 0:
                 continue
             if index in failed:
+                self._judged(failed[index])
                 self._hand_off(failed[index], seq, view, 1, first_ns, count)
             else:
+                self._judged(None)
                 self._count(count, size)
         del written, view
         consumer.release(last)
         return True
+
+    def _judged(self, error: DeliveryError | None) -> None:
+        """Tell the breaker how an attempt went."""
+        if self.breaker is None:
+            return
+        if error is None:
+            self.breaker.succeeded()
+        else:
+            self.breaker.failed(error)
+
+    def _shed(self, first: int, last: int) -> None:
+        """While the circuit is open: hand batches to the retry heap without trying."""
+        assert self.breaker is not None
+        cause = self.breaker.last_error
+        error = Retryable(f"circuit open: {cause}", cause.code if cause else "other")
+        for seq in range(first, last + 1):
+            view = self.consumer.read(seq)
+            entries = Batch.from_slot(view).meta.count
+            # attempts 0: the destination was not tried, so no attempt is used up
+            self._hand_off(error, seq, view, attempts=0, first_ns=self.wall_ns(), entries=entries)
+            del view
 
     def _count(self, entries: int, size: int) -> None:
         self.counters.add(Counter.EVENTS_IN, entries)
@@ -189,6 +238,7 @@ class SinkRunner:
             str(exc),
             batch,
             REASON_CODES.index(exc.code),
+            retry_after_ms(exc),
         )
         ring = self.failures.ring
         while ring.consumer_cursor(0) < seq:  # until the retry process owns it
@@ -204,6 +254,7 @@ class SinkRunner:
         reason: str,
         batch: bytes | memoryview = b"",
         code: int = 0,
+        after_ms: int = 0,
     ) -> int:
         assert self.failures is not None
         return send(
@@ -217,6 +268,7 @@ class SinkRunner:
             reason,
             batch,
             code,
+            after_ms,
         )
 
     def _serve_redeliveries(self) -> bool:
@@ -224,6 +276,11 @@ class SinkRunner:
         if ring is None:
             return False
         first, last = ring.next_sequence, ring.available()
+        if self.breaker is not None and last >= first:
+            if not self.breaker.allows():
+                return False  # open: they wait in their ring (the retry heap holds the rest)
+            if self.breaker.probing:
+                last = first
         for seq in range(first, last + 1):
             message = read_message(ring.read(seq))
             batch = Batch.from_slot(message.batch)
@@ -233,6 +290,7 @@ class SinkRunner:
                 if failed:
                     raise failed[0][1]
             except DeliveryError as exc:
+                self._judged(exc)
                 self._hand_off(
                     exc,
                     message.batch_seq,
@@ -242,6 +300,7 @@ class SinkRunner:
                     message.entries,
                 )
             else:
+                self._judged(None)
                 self._count(message.entries, len(batch.payload))
                 self._report(
                     DELIVERED,

@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from logcap.config._base import StrictStruct, doc
+from logcap.config._base import doc
+from logcap.sinks.breaker import SinkConfigBase
 from logcap.sinks.file.config import FileSinkConfig
+from logcap.sinks.http.config import HttpSinkConfig
+from logcap.sinks.kafka.config import KafkaSinkConfig
+from logcap.sinks.loki.config import LokiSinkConfig
 
 
-class ConsoleSinkConfig(StrictStruct, tag_field="type", tag="console", frozen=True):
+class ConsoleSinkConfig(SinkConfigBase, tag_field="type", tag="console", frozen=True):
     """Write entries as JSON lines to the agent's stdout or stderr."""
 
     stream: Annotated[
@@ -21,7 +25,7 @@ class ConsoleSinkConfig(StrictStruct, tag_field="type", tag="console", frozen=Tr
         return self
 
 
-class BlackholeSinkConfig(StrictStruct, tag_field="type", tag="blackhole", frozen=True):
+class BlackholeSinkConfig(SinkConfigBase, tag_field="type", tag="blackhole", frozen=True):
     """Count and discard entries (benchmarks, smoke tests)."""
 
     def with_base(self, base: Path) -> BlackholeSinkConfig:
@@ -29,4 +33,11 @@ class BlackholeSinkConfig(StrictStruct, tag_field="type", tag="blackhole", froze
         return self
 
 
-SinkConfig = FileSinkConfig | ConsoleSinkConfig | BlackholeSinkConfig
+SinkConfig = (
+    FileSinkConfig
+    | ConsoleSinkConfig
+    | BlackholeSinkConfig
+    | KafkaSinkConfig
+    | LokiSinkConfig
+    | HttpSinkConfig
+)

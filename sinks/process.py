@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from logcap.child import ChildContext
+from logcap.metrics import Counter, CounterBlock
 from logcap.sinks.base import SinkRunner
+from logcap.sinks.breaker import CircuitBreaker, State
 from logcap.sinks.registry import build_sink
 
 
 def run_sink(ctx: ChildContext, name: str) -> None:
     """Deliver batches until the dispatcher has closed the ring and all are delivered."""
-    sink = build_sink(ctx.plan.config.sinks[name], ctx.counters)
+    config = ctx.plan.config.sinks[name]
+    sink = build_sink(config, ctx.counters)
+    counters = ctx.counters
+    counters.set(Counter.CIRCUIT_STATE, 0)  # a restarted sink process starts closed
+    breaker = CircuitBreaker(
+        name,
+        config.circuit_breaker,
+        on_change=lambda state: _breaker_changed(counters, state),
+    )
     SinkRunner(
         name,
         sink,
@@ -18,4 +28,11 @@ def run_sink(ctx: ChildContext, name: str) -> None:
         failures=ctx.failure_producer(name),
         redeliveries=ctx.redelivery_consumer(name),
         wait=ctx.bell,
+        breaker=breaker,
     ).run()
+
+
+def _breaker_changed(counters: CounterBlock, state: State) -> None:
+    counters.set(Counter.CIRCUIT_STATE, int(state))
+    if state is State.OPEN:
+        counters.add(Counter.CIRCUIT_OPENINGS)

@@ -137,5 +137,6 @@ def write_config(directory: Path, body: str, address: str) -> Path:
     return path
 
 
-# the Docker daemon fixtures, for every test module that asks for them
+# fixtures of real services (Docker, Kafka), for every test module that asks for them
 from tests._docker_helpers import docker_daemon, dockerd  # noqa: E402, F401
+from tests._kafka_helpers import mock_cluster, tansu  # noqa: E402, F401

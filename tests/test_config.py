@@ -10,6 +10,8 @@ config and the msgpack round trip of a ``RunPlan``.
 from __future__ import annotations
 
 import re
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -159,6 +161,24 @@ def test_spec_example_parses() -> None:
     assert config.dispatcher.batch_timeout == pytest.approx(0.2)
 
 
+def _certificate() -> tuple[Path, Path]:
+    """A self-signed certificate and its key: librdkafka loads TLS files when a kafka
+    sink's config is validated, so FULL's must be real."""
+    directory = Path(tempfile.mkdtemp(prefix="logcap-test-tls-"))
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=logcap", "-days", "1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+_CERT, _KEY = _certificate()
+
 # Every key the schema accepts, each set to a value that differs from its default.
 FULL = """\
 data_dir: /srv/logcap
@@ -186,16 +206,70 @@ sources:
     bearer_token: t0ken
     max_body_bytes: 1MiB
     retry_after: 5s
+  containers:
+    type: docker
+    docker_host: tcp://10.0.0.1:2375
+    include_names: [web-*]
+    exclude_names: [web-debug]
+    include_images: ["nginx:*"]
+    exclude_images: ["nginx:old"]
+    include_labels: [logs=on]
+    exclude_labels: [logs=off]
+    label_keys: [team]
+    read_from: end
+    max_line_bytes: 32KiB
+    long_lines: skip
+    reconnect_max_delay: 1m
 sinks:
+  bus:
+    type: kafka
+    bootstrap_servers: k1:9092,k2:9092
+    topic: logs-{labels.service}
+    level_routes: [{levels: [error], topic: errors}]
+    key_field: tenant
+    header_labels: [host]
+    compression: zstd
+    acks: "1"
+    idempotence: false
+    max_in_flight_messages: 5000
+    delivery_timeout: 1m
+    linger: 20ms
+    security_protocol: SASL_SSL
+    sasl: {mechanism: SCRAM-SHA-256, username: u, password: p}
+    tls: {ca_file: @CERT@, cert_file: @CERT@, key_file: @KEY@, key_password: unused,
+          verify_hostname: false}
+    librdkafka_options: {client.id: logcap}
+    circuit_breaker: {failure_threshold: 2, open_duration: 30s}
   archive:
     type: file
     path: /srv/out/{source}.ndjson
     max_file_bytes: 10MB
+    format: text
+    text_template: "{timestamp} {message}"
+    rotate_every: 1h
+    compression: gzip
+    max_files: 5
+    fsync: interval
+    fsync_interval: 2s
+    circuit_breaker: {failure_threshold: 2, open_duration: 30s}
+  web:
+    type: http
+    url: https://collector:8443/ingest
+    compression: gzip
+    headers: {X-Tenant: acme}
+    username: u
+    password: p
+    tls: {ca_file: /etc/ca.pem, cert_file: /etc/c.pem, key_file: /etc/k.pem, verify: false}
+    timeout: 5s
+    max_request_bytes: 1MiB
+    circuit_breaker: {failure_threshold: 2, open_duration: 30s}
   screen:
     type: console
     stream: stderr
+    circuit_breaker: {failure_threshold: 2, open_duration: 30s}
   void:
     type: blackhole
+    circuit_breaker: {failure_threshold: 2, open_duration: 30s}
 dispatcher:
   batch_max_events: 50
   batch_max_bytes: 64KiB
@@ -224,6 +298,7 @@ dlq:
   fsync_interval: 2s
   when_full: drop_oldest
 """
+FULL = FULL.replace("@CERT@", str(_CERT)).replace("@KEY@", str(_KEY))
 
 
 def _non_default_fields(value: msgspec.Struct, where: str) -> Iterator[tuple[str, bool]]:
@@ -258,13 +333,20 @@ def test_every_accepted_key_reaches_the_parsed_config() -> None:
         FULL.replace("{start_pattern: '^\\d',", f"{{{alternative},")
         for alternative in ("continuation_pattern: '^ '", "preset: python")
     ]
+    variants.append(FULL.replace("    username: u\n    password: p\n", "    bearer_token: t\n"))
     exercised: dict[str, bool] = {}
     for parsed in (config, *map(parse, variants)):
         for name, changed in _non_default_fields(parsed, ""):
             exercised[name] = exercised.get(name, False) or changed
     left_at_default = [name for name, changed in exercised.items() if not changed]
     assert not left_at_default, f"FULL does not exercise: {', '.join(left_at_default)}"
-    assert {component_type(s) for s in config.sinks.values()} == {"file", "console", "blackhole"}
+    assert {component_type(s) for s in config.sinks.values()} == {
+        "file",
+        "console",
+        "blackhole",
+        "http",
+        "kafka",
+    }
     assert config.sinks["archive"].max_file_bytes == 10_000_000
     assert config.sources["app"].poll_interval == pytest.approx(0.1)
     assert config.supervisor.restart_backoff_max == 60.0

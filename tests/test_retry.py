@@ -758,3 +758,20 @@ def test_a_record_of_an_unexpected_kind_is_ignored_and_holds_nothing(
     rig.step()
     assert a.owned_low == NOTHING  # nothing owned: the checkpoint is not held back
     assert len(rig.service.heap) == 0
+
+
+def test_retry_after_asked_by_the_destination_holds_the_batch_at_least_that_long(
+    rings: RingFactory, make_rig: RigFactory
+) -> None:
+    throttled = Retryable("429", "rate_limited", retry_after=30.0)
+    rr = RunnerRig(rings, make_rig("initial_backoff: 1s, max_backoff: 2s"), [throttled])
+    rr.publish(sample_batch())
+    rr.runner.step(timeout=0.01)
+    assert rr.failure_record(0).retry_after_ms == 30_000
+    start = rr.rig.clock.now
+    rr.rig.clock.now = start + 29.9  # far past the backoff delay (at most 1 s)
+    rr.rig.step()
+    assert rr.end.redelivered() == []
+    rr.rig.clock.now = start + 30.0
+    rr.rig.step()
+    assert [r.batch_seq for r in rr.end.redelivered()] == [0]

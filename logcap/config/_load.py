@@ -25,6 +25,8 @@ from logcap.config._schema import Config
 from logcap.config._units import dec_hook
 from logcap.errors import ConfigError
 from logcap.sinks.config import SinkConfig
+from logcap.sinks.kafka.config import KafkaSinkConfig
+from logcap.sinks.kafka.producer import config_problems as kafka_config_problems
 
 PathKey = tuple[str | int, ...]
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -201,6 +203,10 @@ def _check_limits(doc: _Document, config: Config) -> None:
                     re.compile(pattern or "")
                 except re.error as exc:
                     doc.problem((*where, key), f"not a regular expression: {exc}")
+    for name, sink in config.sinks.items():
+        if isinstance(sink, KafkaSinkConfig):
+            for key, problem in kafka_config_problems(sink):
+                doc.problem(("sinks", name, key), problem)
     for key in ("collector_slots", "batch_slots"):
         count = getattr(config.buffer, key)
         if count & (count - 1):

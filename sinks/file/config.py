@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
-from logcap.config._base import StrictStruct, doc, resolve_path
-from logcap.config._units import ByteSize
+from logcap.config._base import doc, resolve_path
+from logcap.config._units import ByteSize, PositiveDuration
+from logcap.sinks.breaker import SinkConfigBase
+from logcap.sinks.file.text import compile_template
 
 
-class FileSinkConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
-    """Append entries as JSON lines to files named by a template."""
+class FileSinkConfig(SinkConfigBase, tag_field="type", tag="file", frozen=True):
+    """Append entries as JSON lines (or template text) to files named by a template."""
 
     path: Annotated[
         str,
@@ -23,6 +25,22 @@ class FileSinkConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             min_length=1,
         ),
     ]
+    format: Annotated[
+        Literal["json", "text"],
+        doc(
+            "'json': each entry as the JSON line the pipeline encoded (written as it is, "
+            "the fast path); 'text': each entry rendered with text_template."
+        ),
+    ] = "json"
+    text_template: Annotated[
+        Annotated[str, msgspec.Meta(min_length=1)] | None,
+        doc(
+            "With format: text, the line written per entry: '{timestamp}', "
+            "'{ingested_at}', '{source}', '{message}', '{labels.NAME}' (empty when the "
+            "entry lacks the label); '{{' and '}}' are literal braces. E.g. "
+            "'{timestamp} {labels.host} {message}'."
+        ),
+    ] = None
     max_file_bytes: Annotated[
         ByteSize | None,
         doc(
@@ -30,6 +48,52 @@ class FileSinkConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             "'<path>.<n>' (n counts up) and a new one is started. Null: never rotate.",
         ),
     ] = None
+    rotate_every: Annotated[
+        PositiveDuration | None,
+        doc(
+            "Rotate a non-empty file before the first write that finds it opened longer "
+            "ago than this (e.g. '1h'). Its age counts from when this sink process first "
+            "opened it (created it, or found it at start), so a restart begins a new "
+            "period and an idle file is rotated by the next write to it. Null: never.",
+        ),
+    ] = None
+    compression: Annotated[
+        Literal["none", "gzip", "zstd"],
+        doc(
+            "Compress rotated files in the background to '<path>.<n>.gz' / '.zst' "
+            "(written to a temporary name, synced and renamed before the original is "
+            "deleted, so a crash never loses a rotated file)."
+        ),
+    ] = "none"
+    max_files: Annotated[
+        Annotated[int, msgspec.Meta(ge=1)] | None,
+        doc(
+            "Keep at most this many rotated files per output file, deleting the oldest "
+            "(lowest n). Null: keep all."
+        ),
+    ] = None
+    fsync: Annotated[
+        Literal["never", "batch", "interval"],
+        doc(
+            "When written data is forced to disk: 'batch' before a batch is acknowledged "
+            "(nothing acknowledged is lost on power failure), 'interval' at most every "
+            "fsync_interval (when batches are acknowledged), 'never' (the OS decides)."
+        ),
+    ] = "never"
+    fsync_interval: Annotated[PositiveDuration, doc("With fsync: interval, how often.")] = (
+        PositiveDuration(1.0)
+    )
+
+    def __post_init__(self) -> None:
+        if self.format == "text":
+            if self.text_template is None:
+                raise ValueError("format: text needs a text_template")
+            compile_template(self.text_template)
+        elif self.text_template is not None:
+            raise ValueError("text_template is only used with format: text")
+        rotates = self.max_file_bytes is not None or self.rotate_every is not None
+        if not rotates and (self.compression != "none" or self.max_files is not None):
+            raise ValueError("compression and max_files need max_file_bytes or rotate_every")
 
     def with_base(self, base: Path) -> FileSinkConfig:
         """Resolve a relative path template against ``base``."""

@@ -1,9 +1,20 @@
-"""The ``file`` sink: appends each batch's NDJSON to files named by a template.
+"""The ``file`` sink: appends each batch's entries to files named by a template.
 
-The payload is already the file's content, so a batch costs one ``write`` per output
-file, straight from shared memory. Files are opened with O_APPEND (never truncated: a
-restart continues them) and rotated by size: the current file is renamed to
-``<path>.<n>`` with ``n`` one higher than any existing rotation, and a new one is begun.
+``format: json`` writes the payload as it is — it already is the file's content — so a
+batch costs one ``write`` per output file, straight from shared memory. ``format: text``
+decodes the entries of each run of groups once (msgspec) and renders the template.
+
+Files are opened with O_APPEND (never truncated: a restart continues them) and rotated
+before a write that would take them past ``max_file_bytes`` or that finds them older
+than ``rotate_every``: the current file is renamed to ``<path>.<n>`` with ``n`` one higher
+than any existing rotation, and a new one is begun. Compression and ``max_files`` are
+applied to rotated files in the background (housekeeper.py).
+
+``fsync``: ``batch`` syncs every file written (and the directory of every file created
+or rotated) before ``flush`` returns, so the runner acknowledges only what is on disk; a
+failed sync fails the batches written to that file since the last flush. ``interval``
+syncs at the first flush at least ``fsync_interval`` after the previous sync, and when a
+file is rotated or closed. ``never`` leaves it to the OS.
 """
 
 from __future__ import annotations
@@ -12,14 +23,22 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
+
 from logcap.dispatch.batch import Batch
+from logcap.errors import DeliveryError, Permanent
 from logcap.metrics import Counter, CounterBlock, NullBlock
 from logcap.sinks._io import classify, write_all
 from logcap.sinks.base import Failures
 from logcap.sinks.file.config import FileSinkConfig
+from logcap.sinks.file.housekeeper import Housekeeper
+from logcap.sinks.file.rotation import families, highest_number, interrupted, rotated_files
+from logcap.sinks.file.text import TextRenderer
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 IDLE_CLOSE_SECONDS = 300.0
@@ -39,7 +58,9 @@ def _cut_torn_tail(fd: int, path: str) -> int:
     A sink killed during a write(2) leaves the part of the batch copied so far, ending
     in the middle of an entry. That batch was not acknowledged and will be written again;
     appending it to the fragment would leave a corrupt line in the middle of the file.
-    The sink owns its output, so an unterminated tail is always such a fragment.
+    The sink owns its output, so an unterminated tail is always such a fragment. (With
+    format: text, a message holding newlines spans several lines: a crash inside such an
+    entry can leave its first lines behind.)
     """
     size = os.fstat(fd).st_size
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
@@ -57,14 +78,42 @@ def _cut_torn_tail(fd: int, path: str) -> int:
 
 
 class FileSink:
-    """Writes NDJSON batches to ``config.path`` rendered per source and time."""
+    """Writes batches to ``config.path`` rendered per source and time."""
 
-    def __init__(self, config: FileSinkConfig, counters: CounterBlock | None = None) -> None:
+    def __init__(
+        self,
+        config: FileSinkConfig,
+        counters: CounterBlock | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.counters = counters or NullBlock()
+        self.clock = clock
         self._files: dict[str, _OpenFile] = {}
         self._paths: dict[tuple[str, int], str] = {}
         self._timed = "%" in config.path
+        self._text = TextRenderer(config.text_template) if config.text_template else None
+        self._started: dict[str, float] = {}  # path → first opened by this process
+        self._numbers: dict[str, int] = {}  # path → its last rotation number
+        # fsync bookkeeping: path → indices of the writes (since the last flush) in it
+        self._syncing = config.fsync != "never"
+        self._dirty: dict[str, list[int]] = {}
+        self._dirty_dirs: set[str] = set()
+        self._failed: dict[int, DeliveryError] = {}
+        self._writes = 0
+        self._last_sync = clock()
+        self.fsyncs = 0  # fsync calls made for delivered data (files and directories)
+        lock = threading.Lock()  # rotation numbering vs. the housekeeper's renames
+        self.housekeeper = Housekeeper(config.compression, config.max_files, lock)
+        self._recover()
+
+    def _recover(self) -> None:
+        """Hand the rotated files an earlier run left to the housekeeper at start:
+        compressions a crash interrupted, retention, files still to compress."""
+        tidying = self.config.compression != "none" or self.config.max_files is not None
+        for path in sorted(families(self.config.path)):
+            if tidying or interrupted(rotated_files(path)):
+                self.housekeeper.submit(path)
 
     def render(self, source: str, timestamp_ns: int) -> str:
         """The output path for entries of ``source`` stamped ``timestamp_ns``."""
@@ -81,26 +130,31 @@ class FileSink:
         return path
 
     def write(self, batch: Batch) -> None:
+        index = self._writes
+        self._writes += 1
         # consecutive groups bound for the same file go out in a single write
         run_path, run_start, run_end = "", 0, 0
         offset = 0
         for group in batch.meta.groups:
             path = self.render(group.source, group.timestamp_ns)
             if path != run_path and run_end > run_start:
-                self._append(run_path, batch.payload[run_start:run_end])
+                self._append(run_path, batch.payload[run_start:run_end], index)
                 run_start = offset
             run_path = path
             offset += group.nbytes
             run_end = offset
         if run_end > run_start:
-            self._append(run_path, batch.payload[run_start:run_end])
+            self._append(run_path, batch.payload[run_start:run_end], index)
 
-    def _append(self, path: str, data: memoryview) -> None:
+    def _append(self, path: str, entries: memoryview, index: int) -> None:
+        try:
+            data = entries if self._text is None else self._text.render(entries)
+        except msgspec.ValidationError as exc:  # a bug upstream: retrying will not help
+            raise Permanent(f"rendering entries for {path}: {exc}", "rejected") from exc
         try:
             handle = self._files.get(path) or self._open(path)
-            limit = self.config.max_file_bytes
-            if limit is not None and handle.size and handle.size + len(data) > limit:
-                handle = self._rotate(path, handle)
+            if handle.size and self._rotation_due(path, handle, len(data)):
+                handle = self._rotate(path)
             before = os.fstat(handle.fd).st_size  # not handle.size: replay may append too
             try:
                 write_all(handle.fd, data)
@@ -111,46 +165,113 @@ class FileSink:
                     os.ftruncate(handle.fd, before)
                 raise
         except OSError as exc:
-            self._forget(path)  # reopen next time: the file may have been moved or removed
+            self._close(path)  # reopen next time: the file may have been moved or removed
             raise classify(exc, f"writing {path}") from exc
         handle.size += len(data)
-        handle.last_write = time.monotonic()
+        handle.last_write = self.clock()
+        if self._syncing:
+            self._dirty.setdefault(path, []).append(index)
+
+    def _rotation_due(self, path: str, handle: _OpenFile, adding: int) -> bool:
+        limit = self.config.max_file_bytes
+        if limit is not None and handle.size + adding > limit:
+            return True
+        every = self.config.rotate_every
+        return every is not None and self.clock() - self._started[path] >= every
 
     def _open(self, path: str) -> _OpenFile:
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
+        if self._syncing and not os.path.exists(path):
+            self._dirty_dirs.add(directory)  # the new name must be durable too
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        handle = _OpenFile(fd, _cut_torn_tail(fd, path), time.monotonic())
+        try:
+            handle = _OpenFile(fd, _cut_torn_tail(fd, path), self.clock())
+        except OSError:
+            os.close(fd)
+            raise
         self._files[path] = handle
+        if path not in self._started:
+            if len(self._started) > 4096:  # time-templated paths move on
+                self._started = {p: t for p, t in self._started.items() if p in self._files}
+            self._started[path] = handle.last_write
         return handle
 
-    def _rotate(self, path: str, handle: _OpenFile) -> _OpenFile:
-        os.close(handle.fd)
-        del self._files[path]
-        directory, base = os.path.split(path)
-        pattern = re.compile(re.escape(base) + r"\.(\d+)$")
-        taken = [
-            int(m.group(1)) for name in os.listdir(directory or ".") if (m := pattern.match(name))
-        ]
-        os.rename(path, f"{path}.{max(taken, default=0) + 1}")
+    def _rotate(self, path: str) -> _OpenFile:
+        self._close(path)
+        with self.housekeeper.lock:
+            number = max(highest_number(path), self._numbers.get(path, 0)) + 1
+            os.rename(path, f"{path}.{number}")
+        self._numbers[path] = number
+        del self._started[path]
+        if self._syncing:
+            self._dirty_dirs.add(os.path.dirname(path))
         self.counters.add(Counter.ROTATIONS)
+        if self.config.compression != "none" or self.config.max_files is not None:
+            self.housekeeper.submit(path)
         return self._open(path)
 
-    def _forget(self, path: str) -> None:
+    def _close(self, path: str) -> None:
         handle = self._files.pop(path, None)
-        if handle is not None:
-            os.close(handle.fd)
+        if handle is None:
+            return
+        if path in self._dirty:
+            self._sync(path, handle.fd)
+        os.close(handle.fd)
+
+    def _sync(self, path: str, fd: int) -> None:
+        """fsync one written file; a failure fails the batches written to it."""
+        written = self._dirty.pop(path)
+        self.fsyncs += 1
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            error = classify(exc, f"syncing {path}")
+            if not written:  # fsync: interval: those batches were acknowledged already
+                log.error("%s; entries written before may be lost on power failure", error)
+                self.counters.add(Counter.ERRORS)
+            for index in written:
+                self._failed.setdefault(index, error)
+
+    def _sync_all(self) -> None:
+        for path in list(self._dirty):
+            self._sync(path, self._files[path].fd)
+        for directory in self._dirty_dirs:
+            self.fsyncs += 1
+            try:
+                fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                log.error("syncing directory %s: %s", directory, exc)
+        self._dirty_dirs.clear()
+        self._last_sync = self.clock()
 
     def flush(self) -> Failures:
-        """Close files nobody wrote to for a while (time-templated paths move on); every
-        write was complete when it returned."""
-        now = time.monotonic()
+        """Sync as ``fsync`` says, close files nobody wrote to for a while (time-templated
+        paths move on), and report batches whose sync failed."""
+        now = self.clock()
+        policy = self.config.fsync
+        if policy == "batch" or (
+            policy == "interval" and now - self._last_sync >= self.config.fsync_interval
+        ):
+            self._sync_all()
+        if policy == "interval":  # interval: acknowledged at once, so no batch to fail
+            for indices in self._dirty.values():
+                indices.clear()
         for path in [p for p, h in self._files.items() if now - h.last_write > IDLE_CLOSE_SECONDS]:
-            self._forget(path)
-        return []
+            self._close(path)
+        failed, self._failed = sorted(self._failed.items()), {}
+        self._writes = 0
+        return failed
 
     def close(self) -> None:
-        """Close every file."""
+        """Sync (unless fsync: never) and close every file; stop the housekeeper."""
+        if self._syncing:
+            self._sync_all()
         for path in list(self._files):
-            self._forget(path)
+            self._close(path)
+        self.housekeeper.close()

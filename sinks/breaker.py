@@ -1,0 +1,110 @@
+"""A sink's circuit breaker: stop hammering a destination that keeps failing.
+
+States: *closed* (deliver normally), *open* (deliver nothing: every batch goes straight
+to the retry heap, redeliveries wait), *half-open* (after ``open_duration``, one batch is
+tried as a probe: success closes the circuit, failure opens it again). It opens after
+``failure_threshold`` consecutive batches failed with a retryable error; a permanent
+error (a batch the destination refuses as such) says nothing about the destination's
+health and neither opens nor closes it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+from logcap.config._base import StrictStruct, doc
+from logcap.config._units import PositiveDuration
+from logcap.errors import DeliveryError, Permanent
+
+log = logging.getLogger(__name__)
+
+
+class BreakerConfig(StrictStruct, frozen=True):
+    """When a sink's circuit opens and for how long."""
+
+    failure_threshold: Annotated[
+        int,
+        doc("Consecutive batches failing with a retryable error that open the circuit.", ge=1),
+    ] = 5
+    open_duration: Annotated[
+        PositiveDuration,
+        doc("How long the circuit stays open before one batch is tried as a probe."),
+    ] = PositiveDuration(10.0)
+
+
+class SinkConfigBase(StrictStruct, kw_only=True, frozen=True):
+    """What every sink's config has, besides its own keys."""
+
+    circuit_breaker: Annotated[
+        BreakerConfig, doc("When this sink stops trying a failing destination for a while.")
+    ] = BreakerConfig()
+
+
+class State(enum.IntEnum):
+    """Exported as the ``logcap_sink_circuit_state`` gauge."""
+
+    CLOSED = 0
+    OPEN = 1
+    HALF_OPEN = 2
+
+
+class CircuitBreaker:
+    """The state machine; the sink runner asks it before every attempt."""
+
+    def __init__(
+        self,
+        name: str,
+        config: BreakerConfig,
+        on_change: Callable[[State], None] = lambda state: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.on_change = on_change
+        self.clock = clock
+        self.state = State.CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self.last_error: DeliveryError | None = None
+
+    def allows(self) -> bool:
+        """Whether an attempt may be made now (in half-open: the one probe)."""
+        if self.state is State.OPEN and self.clock() - self.opened_at >= self.config.open_duration:
+            self._enter(State.HALF_OPEN)
+        return self.state is not State.OPEN
+
+    @property
+    def probing(self) -> bool:
+        return self.state is State.HALF_OPEN
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        if self.state is not State.CLOSED:
+            log.info("sink %s: circuit closed, delivering again", self.name)
+            self._enter(State.CLOSED)
+
+    def failed(self, error: DeliveryError) -> None:
+        if isinstance(error, Permanent):
+            return
+        self.last_error = error
+        self.failures += 1
+        if self.state is State.HALF_OPEN or (
+            self.state is State.CLOSED and self.failures >= self.config.failure_threshold
+        ):
+            log.warning(
+                "sink %s: circuit open for %.1fs after %d failures: %s",
+                self.name,
+                self.config.open_duration,
+                self.failures,
+                error,
+            )
+            self.opened_at = self.clock()
+            self._enter(State.OPEN)
+
+    def _enter(self, state: State) -> None:
+        self.state = state
+        self.on_change(state)

@@ -1,0 +1,91 @@
+"""The file sink's ``text`` format: one line per entry, rendered from a template.
+
+A template is text with fields in braces: ``{timestamp}``, ``{ingested_at}``,
+``{source}``, ``{message}`` and ``{labels.NAME}`` (a label the entry lacks renders as an
+empty string); ``{{`` and ``}}`` stand for literal braces. Example::
+
+    '{timestamp} {labels.host} {message}'
+
+Each rendered entry is followed by ``\\n``. A message that holds newlines (a multiline
+event) is written as it is, so such an entry spans several lines of the output.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import msgspec
+
+FIELDS = ("timestamp", "ingested_at", "source", "message")
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_LABEL = re.compile(r"^labels\.([^\s{}]+)$")
+
+
+class Entry(msgspec.Struct, gc=False):
+    """One decoded entry line (the layout of dispatch/batch.py)."""
+
+    timestamp: str
+    ingested_at: str
+    source: str
+    labels: dict[str, str]
+    message: str
+
+
+Getter = Callable[[Entry], str]
+_decode_lines = msgspec.json.Decoder(Entry).decode_lines
+
+
+def _getter(field: str) -> Getter:
+    if field == "timestamp":
+        return lambda entry: entry.timestamp
+    if field == "ingested_at":
+        return lambda entry: entry.ingested_at
+    if field == "source":
+        return lambda entry: entry.source
+    if field == "message":
+        return lambda entry: entry.message
+    label = _LABEL.match(field)
+    if label is None:
+        names = ", ".join(f"{{{name}}}" for name in FIELDS)
+        raise ValueError(
+            f"unknown field {{{field}}} in text_template (use {names}, {{labels.NAME}})"
+        )
+    name = label.group(1)
+    return lambda entry: entry.labels.get(name, "")
+
+
+def compile_template(template: str) -> tuple[str, list[Getter]]:
+    """``template`` as a ``str.format`` string with positional fields, and one getter per
+    field; ValueError names an unknown field or a stray brace."""
+    parts: list[str] = []
+    getters: list[Getter] = []
+    at = 0
+    for match in _TOKEN.finditer(template):
+        parts.append(template[at : match.start()])
+        at = match.end()
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            parts.append(token)
+        elif match.group(1) is None:
+            raise ValueError(f"single '{token}' in text_template (write '{token * 2}' for a brace)")
+        else:
+            parts.append(f"{{{len(getters)}}}")
+            getters.append(_getter(match.group(1).strip()))
+    parts.append(template[at:])
+    return "".join(parts), getters
+
+
+class TextRenderer:
+    """Renders NDJSON entries (bytes as the dispatcher encoded them) as template lines."""
+
+    def __init__(self, template: str) -> None:
+        self._format, self._getters = compile_template(template)
+
+    def render(self, ndjson: memoryview) -> bytes:
+        """The text lines of every entry in ``ndjson``; entries are decoded in one call."""
+        fmt = self._format.format
+        getters = self._getters
+        lines = [fmt(*[get(entry) for get in getters]) for entry in _decode_lines(ndjson)]
+        lines.append("")
+        return "\n".join(lines).encode("utf-8", "replace")

@@ -1,0 +1,1 @@
+"""The ``http`` sink: NDJSON batches POSTed to a URL."""

@@ -1,0 +1,113 @@
+"""Config of the ``http`` sink."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from logcap.config._base import StrictStruct, doc, resolve_path
+from logcap.config._units import BodyBytes, PositiveDuration
+from logcap.sinks.breaker import SinkConfigBase
+
+HeaderName = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description="An HTTP header name"),
+]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+HeaderValue = Annotated[
+    str, msgspec.Meta(pattern=r"^[^\r\n]*$", description="An HTTP header value (one line)")
+]
+
+# headers the sink sets itself: a request must say truthfully what its body is
+_RESERVED_HEADERS = {"content-encoding", "content-length", "transfer-encoding", "host"}
+
+
+class HttpTlsConfig(StrictStruct, frozen=True):
+    """TLS to the server (an 'https://' url)."""
+
+    ca_file: Annotated[
+        str | None, doc("CA certificates (PEM) to verify the server with; default: the system's.")
+    ] = None
+    cert_file: Annotated[str | None, doc("Client certificate (PEM) for mutual TLS.")] = None
+    key_file: Annotated[
+        str | None, doc("Private key (PEM) of cert_file, if cert_file does not hold it.")
+    ] = None
+    verify: Annotated[
+        bool, doc("Verify the server's certificate and host name; false only for testing.")
+    ] = True
+
+    def __post_init__(self) -> None:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("tls.key_file needs tls.cert_file")
+
+    def with_base(self, base: Path) -> HttpTlsConfig:
+        """Resolve relative file names against ``base``."""
+        return msgspec.structs.replace(
+            self,
+            ca_file=self.ca_file and resolve_path(base, self.ca_file),
+            cert_file=self.cert_file and resolve_path(base, self.cert_file),
+            key_file=self.key_file and resolve_path(base, self.key_file),
+        )
+
+
+class HttpSinkConfig(SinkConfigBase, tag_field="type", tag="http", frozen=True):
+    """POST each batch's entries as NDJSON (one JSON object per line) to a URL."""
+
+    url: Annotated[
+        str,
+        doc(
+            "Where to POST, e.g. 'https://collector:8080/ingest' (query string allowed).",
+            pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?(\?[^\s#]*)?$",
+        ),
+    ]
+    compression: Annotated[
+        Literal["none", "gzip"], doc("Content-Encoding of the request bodies.")
+    ] = "none"
+    headers: Annotated[
+        dict[HeaderName, HeaderValue],
+        doc(
+            "Extra HTTP headers on every request (Content-Type defaults to "
+            "'application/x-ndjson'); they cannot set Content-Encoding, Content-Length, "
+            "Transfer-Encoding or Host, nor Authorization when username or bearer_token is set."
+        ),
+    ] = {}
+    username: Annotated[NonEmpty | None, doc("Basic auth user (with password).")] = None
+    password: Annotated[str | None, doc("Basic auth password (use ${VAR}).")] = None
+    bearer_token: Annotated[
+        NonEmpty | None, doc("Sent as 'Authorization: Bearer <token>' (use ${VAR}).")
+    ] = None
+    tls: Annotated[HttpTlsConfig | None, doc("TLS settings for an https URL.")] = None
+    timeout: Annotated[
+        PositiveDuration,
+        doc("Connect timeout, and longest wait for each read of the answer, per request."),
+    ] = PositiveDuration(30.0)
+    max_request_bytes: Annotated[
+        BodyBytes,
+        doc(
+            "A batch is sent in requests of at most this many uncompressed bytes, split "
+            "between entries (an entry larger than this is sent alone)."
+        ),
+    ] = BodyBytes(10 * 1024 * 1024)
+
+    def __post_init__(self) -> None:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together (basic auth)")
+        if self.username is not None and self.bearer_token is not None:
+            raise ValueError("set either username/password or bearer_token, not both")
+        if self.tls is not None and not self.url.startswith("https://"):
+            raise ValueError("tls is set but the url is not https://")
+        names = {name.lower() for name in self.headers}
+        reserved = sorted(names & _RESERVED_HEADERS)
+        if reserved:
+            raise ValueError(f"headers cannot set {', '.join(reserved)}: the sink sets them")
+        authenticating = self.username is not None or self.bearer_token is not None
+        if authenticating and "authorization" in names:
+            raise ValueError("headers cannot set authorization with username or bearer_token")
+
+    def with_base(self, base: Path) -> HttpSinkConfig:
+        """Resolve relative TLS file names against ``base``."""
+        if self.tls is None:
+            return self
+        return msgspec.structs.replace(self, tls=self.tls.with_base(base))

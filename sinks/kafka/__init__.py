@@ -1,0 +1,1 @@
+"""The kafka sink: every entry one message, acknowledged by the brokers."""

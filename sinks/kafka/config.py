@@ -1,0 +1,124 @@
+"""Config of the ``kafka`` sink."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from logcap.config._base import StrictStruct, doc
+from logcap.config._units import PositiveDuration
+from logcap.sinks.breaker import SinkConfigBase
+
+
+class LevelRoute(StrictStruct, frozen=True):
+    """Entries whose ``level`` label is one of ``levels`` go to ``topic``."""
+
+    levels: Annotated[
+        list[str], doc("Values of the entry's 'level' label (case-insensitive).", min_length=1)
+    ]
+    topic: Annotated[str, doc("Topic template for these entries (same fields as 'topic').")]
+
+
+class KafkaTlsConfig(StrictStruct, frozen=True):
+    """TLS to the brokers (security.protocol SSL or SASL_SSL)."""
+
+    ca_file: Annotated[str | None, doc("CA certificates (PEM) to verify brokers with.")] = None
+    cert_file: Annotated[str | None, doc("Client certificate (PEM) for mutual TLS.")] = None
+    key_file: Annotated[str | None, doc("Private key (PEM) of cert_file.")] = None
+    key_password: Annotated[str | None, doc("Password of key_file (use ${VAR}).")] = None
+    verify_hostname: Annotated[
+        bool, doc("Check that the broker certificate names the broker host.")
+    ] = True
+
+
+class KafkaSaslConfig(StrictStruct, frozen=True):
+    """SASL authentication (security.protocol SASL_PLAINTEXT or SASL_SSL)."""
+
+    mechanism: Annotated[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], doc("SASL mechanism.")]
+    username: Annotated[str, doc("SASL user name.", min_length=1)]
+    password: Annotated[str, doc("SASL password (use ${VAR}).")]
+
+
+class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True):
+    """Produce every entry as one Kafka message; a batch is acknowledged only once the
+    brokers acknowledged every message of it."""
+
+    bootstrap_servers: Annotated[
+        str, doc("Comma-separated host:port list of brokers to bootstrap from.", min_length=1)
+    ]
+    topic: Annotated[
+        str,
+        doc(
+            "Topic template: '{source}', '{labels.NAME}' (e.g. 'logs-{labels.service}'); "
+            "a label an entry lacks renders as 'unknown'.",
+            min_length=1,
+        ),
+    ]
+    level_routes: Annotated[
+        list[LevelRoute],
+        doc(
+            "Routes by the entry's 'level' label, tried in order before 'topic', e.g. "
+            "[{levels: [error, fatal, critical], topic: logs-errors}]."
+        ),
+    ] = []
+    key_field: Annotated[
+        str | None,
+        doc(
+            "Label whose value is the message key; entries without it are keyed by "
+            "their source_id label, then the source name. Null: no key (spread evenly)."
+        ),
+    ] = "source_id"
+    header_labels: Annotated[
+        list[str], doc("Labels copied into message headers (name = label name).")
+    ] = []
+    compression: Annotated[
+        Literal["none", "gzip", "snappy", "lz4", "zstd"], doc("Message set compression.")
+    ] = "lz4"
+    acks: Annotated[
+        Literal["all", "1", "0"],
+        doc(
+            "Broker acknowledgement required per message ('all': every in-sync "
+            "replica). '0' cannot tell delivered from lost and is refused with "
+            "idempotence."
+        ),
+    ] = "all"
+    idempotence: Annotated[
+        bool, doc("Idempotent producer: broker-side de-duplication of retried sends.")
+    ] = True
+    max_in_flight_messages: Annotated[
+        int,
+        doc(
+            "Messages handed to librdkafka and not yet acknowledged, at most; producing "
+            "waits above it, so memory stays bounded while brokers are down.",
+            ge=1000,
+            le=10_000_000,
+        ),
+    ] = 200_000
+    delivery_timeout: Annotated[
+        PositiveDuration,
+        doc(
+            "How long librdkafka retries one message before reporting it failed; the "
+            "batch is then handed to the retry process (retried, never dropped)."
+        ),
+    ] = PositiveDuration(30.0)
+    linger: Annotated[PositiveDuration, doc("How long librdkafka waits to fill a message set.")] = (
+        PositiveDuration(0.005)
+    )
+    security_protocol: Annotated[
+        Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
+        doc("How to reach the brokers; SASL_* needs 'sasl', SSL and SASL_SSL use 'tls'."),
+    ] = "PLAINTEXT"
+    sasl: Annotated[KafkaSaslConfig | None, doc("SASL credentials.")] = None
+    tls: Annotated[KafkaTlsConfig | None, doc("TLS settings.")] = None
+    librdkafka_options: Annotated[
+        dict[str, str],
+        doc(
+            "Extra librdkafka producer properties, passed through as they are (checked "
+            "by librdkafka when the config is validated); they cannot override the "
+            "settings above."
+        ),
+    ] = {}
+
+    def with_base(self, base: Path) -> KafkaSinkConfig:
+        """No paths to resolve (TLS files are used as given)."""
+        return self

@@ -1,0 +1,196 @@
+"""The kafka sink: each entry is one message whose value is the entry's JSON, as the
+dispatcher encoded it (never re-encoded here).
+
+A batch counts as delivered only when the brokers acknowledged every one of its messages
+(``acks`` all by default): ``write`` hands the messages to librdkafka, ``flush`` waits
+until librdkafka has an outcome for each. Only failures call back into Python
+(``delivery.report.only.error``), so a delivered message costs no Python call; a failure
+marks the batch it came from, which the runner then hands to the retry process. A
+message librdkafka gave up on (``delivery_timeout``, e.g. brokers down) is such a failure
+and is retried like any other: nothing expires silently. The local queue holds at most
+``max_in_flight_messages``; producing waits above that, so memory stays bounded however
+long the brokers are away.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from logcap.dispatch.batch import Batch, Group
+from logcap.errors import DeliveryError, Permanent
+from logcap.metrics import CounterBlock
+from logcap.sinks.base import Failures
+from logcap.sinks.kafka.config import KafkaSinkConfig
+from logcap.sinks.kafka.producer import delivery_error, librdkafka_config
+
+log = logging.getLogger(__name__)
+_FIELD = re.compile(r"\{(source|labels\.[^{}]+)\}")
+_NOT_TOPIC_CHAR = re.compile(r"[^A-Za-z0-9._-]")
+CLOSE_TIMEOUT = 10.0
+Headers = list[tuple[str, str | bytes | None]]
+Route = tuple[str, bytes | None, Headers | None]  # topic, key, headers
+
+
+def render_topic(template: str, source: str, labels: dict[str, str]) -> str:
+    """A topic name from a template; characters Kafka does not allow become '_'."""
+
+    def field(match: re.Match[str]) -> str:
+        name = match.group(1)
+        value = source if name == "source" else labels.get(name[len("labels.") :], "unknown")
+        return value or "unknown"
+
+    return _NOT_TOPIC_CHAR.sub("_", _FIELD.sub(field, template))[:249]
+
+
+class Router:
+    """Topic, key and headers of a group's messages (the same for every entry of it)."""
+
+    def __init__(self, config: KafkaSinkConfig) -> None:
+        self.config = config
+        self.routes = [
+            ({level.lower() for level in route.levels}, route.topic)
+            for route in config.level_routes
+        ]
+        self.cache: dict[tuple[str, tuple[tuple[str, str], ...]], Route] = {}
+
+    def route(self, group: Group) -> Route:
+        labels = group.labels
+        cache_key = (group.source, tuple(labels.items()))
+        found = self.cache.get(cache_key)
+        if found is not None:
+            return found
+        config = self.config
+        template = config.topic
+        level = labels.get("level", "").lower()
+        for levels, topic in self.routes:
+            if level in levels:
+                template = topic
+                break
+        key: bytes | None = None
+        if config.key_field is not None:
+            value = labels.get(config.key_field) or labels.get("source_id") or group.source
+            key = value.encode()
+        headers: Headers = [
+            (name, labels[name].encode()) for name in config.header_labels if name in labels
+        ]
+        found = (render_topic(template, group.source, labels), key, headers or None)
+        if len(self.cache) > 10_000:
+            self.cache.clear()
+        self.cache[cache_key] = found
+        return found
+
+
+class KafkaSink:
+    """Produces batches; ``flush`` reports which of them the brokers did not take."""
+
+    def __init__(
+        self,
+        config: KafkaSinkConfig,
+        counters: CounterBlock,
+        make_producer: Callable[[dict[str, Any]], Producer] = Producer,
+    ) -> None:
+        self.config = config
+        self.counters = counters
+        self.make_producer = make_producer
+        self.producer = self._new_producer()
+        self.router = Router(config)
+        # the payloads written since the last flush (views into ring slots the runner
+        # holds until flush returns), to find which batch a failed message came from
+        self.round: list[memoryview] = []
+        self.failed: list[tuple[bytes, DeliveryError]] = []
+        self.fatal: KafkaError | None = None
+
+    def _new_producer(self) -> Producer:
+        props = librdkafka_config(self.config)
+        # one callback for the producer, not one per message (~0.3 µs each): only
+        # failures call it (delivery.report.only.error), so its cost is theirs alone
+        props["on_delivery"] = self._delivery_failed
+        props["logger"] = log  # librdkafka's own messages go through logging, tagged
+        return self.make_producer(props)
+
+    def _delivery_failed(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            return
+        self.failed.append((message.value() or b"", delivery_error(error, message.topic())))
+        if error.fatal():
+            self.fatal = error
+
+    def write(self, batch: Batch) -> None:
+        self.round.append(batch.payload)
+        produce = self.producer.produce
+        for group, data in batch.groups():
+            topic, key, headers = self.router.route(group)
+            values = bytes(data).split(b"\n")
+            values.pop()  # every entry ends in b"\n": the last piece is empty
+            # the message timestamp is the produce time (Kafka's CreateTime); the event
+            # time is in the value: passing it costs ~0.25 µs a message
+            for value in values:
+                try:
+                    produce(topic, value, key, headers=headers)
+                except BufferError:
+                    self._produce_when_room(topic, value, key, headers)
+                except KafkaException as exc:  # refused before sending: too large...
+                    raise self._refused(exc, topic) from exc
+        self.producer.poll(0)
+
+    def _produce_when_room(
+        self, topic: str, value: bytes, key: bytes | None, headers: Headers | None
+    ) -> None:
+        """max_in_flight_messages reached: wait for acknowledgements (or for librdkafka
+        to give up on messages, which then fail their batches)."""
+        while True:
+            self.producer.poll(0.05)
+            try:
+                self.producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                continue
+            except KafkaException as exc:
+                raise self._refused(exc, topic) from exc
+
+    def _refused(self, exc: KafkaException, topic: str) -> DeliveryError:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is None:
+            return Permanent(f"kafka: {exc} (topic {topic})", "rejected")
+        return delivery_error(error, topic)
+
+    def flush(self) -> Failures:
+        """Wait until every message written since the last flush is acknowledged or
+        failed (at most ``delivery_timeout``); return the batches that failed."""
+        while self.producer.flush(1.0) > 0:
+            pass
+        failures = self._failed_batches()
+        self.round = []
+        self.failed = []
+        if self.fatal is not None:
+            # an idempotent producer that hit a fatal error refuses everything: start anew
+            log.error("kafka producer fatal error, recreating it: %s", self.fatal.str())
+            self.fatal = None
+            self.producer = self._new_producer()
+        return failures
+
+    def _failed_batches(self) -> Failures:
+        """Which batches of this round the failed messages came from (the rare path:
+        each payload is searched for the failed values)."""
+        if not self.failed:
+            return []
+        found: dict[int, DeliveryError] = {}
+        payloads = [bytes(payload) for payload in self.round]
+        for value, error in self.failed:
+            for index, payload in enumerate(payloads):
+                if index not in found and payload.find(value + b"\n") >= 0:
+                    found[index] = error
+        if not found:  # cannot happen unless a value was lost: fail the round, never skip
+            found = {index: self.failed[0][1] for index in range(len(payloads))}
+        return sorted(found.items())
+
+    def close(self) -> None:
+        """Give librdkafka a bounded time to finish, then let it go."""
+        remaining = self.producer.flush(CLOSE_TIMEOUT)
+        if remaining:
+            log.warning("kafka: %d messages not acknowledged at close", remaining)

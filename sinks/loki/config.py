@@ -1,0 +1,221 @@
+"""Config of the ``loki`` sink."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from logcap.config._base import StrictStruct, doc, resolve_path
+from logcap.config._units import BodyBytes, PositiveDuration
+from logcap.sinks.breaker import SinkConfigBase
+
+#: A Loki (Prometheus) label name; names starting with '__' are reserved for Loki itself.
+LABEL_NAME = r"^(?!__)[a-zA-Z_][a-zA-Z0-9_]*$"
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+HeaderName = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description="An HTTP header name"),
+]
+
+#: Where templates may take values from: '{source}' and '{labels.NAME}'.
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_FIELD = re.compile(r"^(source|labels\.[^{}\s]+)$")
+
+#: Label names never sent as Loki labels when they come from the entries themselves: values
+#: that differ per line, per request or per process make a stream per value, which is what
+#: makes Loki slow (shell patterns, matched case-insensitively against the sanitised name).
+DEFAULT_DROP_LABELS = [
+    "_temp_*",
+    "temp_*",
+    "timestamp",
+    "time",
+    "ts",
+    "trace_id",
+    "traceid",
+    "span_id",
+    "spanid",
+    "request_id",
+    "requestid",
+    "req_id",
+    "transaction_id",
+    "correlation_id",
+    "session_id",
+    "user_id",
+    "userid",
+    "uid",
+    "ip",
+    "*_ip",
+    "ip_address",
+    "remote_addr",
+    "container_id",
+    "file_path",
+    "filepath",
+    "path",
+    "pid",
+    "thread_id",
+    "line_number",
+    "offset",
+    "position",
+    "instance",
+    "instance_name",
+    "image",
+    "msg",
+    "message",
+]
+
+DEFAULT_LABELS = {"source": "{source}", "host": "{labels.host}"}
+
+# headers logcap sets itself on every push
+_RESERVED_HEADERS = {"content-type", "content-encoding", "content-length", "host"}
+
+
+class LokiTlsConfig(StrictStruct, frozen=True):
+    """TLS to Loki (an 'https://' url)."""
+
+    ca_file: Annotated[
+        str | None, doc("CA certificates (PEM) to verify Loki with; default: the system's.")
+    ] = None
+    cert_file: Annotated[str | None, doc("Client certificate (PEM) for mutual TLS.")] = None
+    key_file: Annotated[
+        str | None, doc("Private key (PEM) of cert_file, if cert_file does not hold it.")
+    ] = None
+    verify: Annotated[
+        bool, doc("Verify Loki's certificate and host name; false only for testing.")
+    ] = True
+
+    def __post_init__(self) -> None:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("tls.key_file needs tls.cert_file")
+
+    def with_base(self, base: Path) -> LokiTlsConfig:
+        """Resolve relative file names against ``base``."""
+        return msgspec.structs.replace(
+            self,
+            ca_file=self.ca_file and resolve_path(base, self.ca_file),
+            cert_file=self.cert_file and resolve_path(base, self.cert_file),
+            key_file=self.key_file and resolve_path(base, self.key_file),
+        )
+
+
+class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
+    """Push entries to Grafana Loki (``POST {url}/loki/api/v1/push``), one stream per label
+    set, entries in time order within each stream."""
+
+    url: Annotated[
+        str,
+        doc(
+            "Loki's base URL, e.g. 'http://loki:3100' (the push path is appended).",
+            pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
+        ),
+    ]
+    tenant_id: Annotated[NonEmpty | None, doc("Sent as X-Scope-OrgID (multi-tenant Loki).")] = None
+    username: Annotated[NonEmpty | None, doc("Basic auth user (with password).")] = None
+    password: Annotated[str | None, doc("Basic auth password (use ${VAR}).")] = None
+    bearer_token: Annotated[
+        NonEmpty | None, doc("Sent as 'Authorization: Bearer <token>' (use ${VAR}).")
+    ] = None
+    headers: Annotated[
+        dict[HeaderName, str],
+        doc(
+            "Extra HTTP headers on every push; they cannot replace Content-Type, "
+            "Content-Encoding, Content-Length, Host, or the tenant and auth headers."
+        ),
+    ] = {}
+    tls: Annotated[LokiTlsConfig | None, doc("TLS settings for an https URL.")] = None
+    timeout: Annotated[
+        PositiveDuration, doc("Connect and response timeout of one push request.")
+    ] = PositiveDuration(10.0)
+    encoding: Annotated[
+        Literal["protobuf", "json"],
+        doc("Body format: snappy-compressed protobuf (Loki's native) or JSON."),
+    ] = "protobuf"
+    compression: Annotated[
+        Literal["gzip", "none"],
+        doc(
+            "Content-Encoding of JSON bodies. Protobuf bodies are always snappy "
+            "compressed, as Loki requires, so this applies to encoding: json only."
+        ),
+    ] = "gzip"
+    line_format: Annotated[
+        Literal["message", "json"],
+        doc("The log line sent: the entry's message, or the whole entry as a JSON object."),
+    ] = "message"
+    labels: Annotated[
+        dict[str, str],
+        doc(
+            "Loki label name -> template: '{source}' is the source name, "
+            "'{labels.NAME}' an entry label (empty if the entry lacks it). Labels "
+            "whose value is empty are left out.",
+        ),
+    ] = msgspec.field(default_factory=lambda: dict(DEFAULT_LABELS))
+    entry_labels: Annotated[
+        bool,
+        doc(
+            "Also send the entries' own labels (names sanitised to Loki's syntax), "
+            "except those matching drop_labels; 'labels' wins on a name clash."
+        ),
+    ] = True
+    drop_labels: Annotated[
+        list[str],
+        doc(
+            "Entry labels never sent as Loki labels (shell patterns, case-insensitive): "
+            "by default ids, times, paths and addresses, whose many values would make "
+            "a stream each. Map one in 'labels' to send it anyway."
+        ),
+    ] = msgspec.field(default_factory=lambda: list(DEFAULT_DROP_LABELS))
+    max_label_values: Annotated[
+        int,
+        doc(
+            "A label name seen with more distinct values than this is no longer sent "
+            "(a warning is logged once): a guard against unbounded stream counts.",
+            ge=1,
+            le=1_000_000,
+        ),
+    ] = 200
+    max_request_bytes: Annotated[
+        BodyBytes,
+        doc(
+            "A batch is pushed in requests of at most about this many uncompressed "
+            "bytes of lines and labels (an entry larger than this goes alone)."
+        ),
+    ] = BodyBytes(1024 * 1024)
+    max_request_entries: Annotated[
+        int, doc("A push request holds at most this many entries.", ge=1, le=1_000_000)
+    ] = 10_000
+
+    def __post_init__(self) -> None:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together (basic auth)")
+        if self.username is not None and self.bearer_token is not None:
+            raise ValueError("set either username/password or bearer_token, not both")
+        if self.tls is not None and not self.url.startswith("https://"):
+            raise ValueError("tls is set but the url is not https://")
+        for name, template in self.labels.items():
+            if not re.match(LABEL_NAME, name):
+                raise ValueError(
+                    f"labels: {name!r} is not a Loki label name ([a-zA-Z_][a-zA-Z0-9_]*, "
+                    "not starting with '__')"
+                )
+            for field in PLACEHOLDER.findall(template):
+                if not _FIELD.match(field):
+                    raise ValueError(
+                        f"labels.{name}: unknown placeholder '{{{field}}}' "
+                        "(use '{source}' or '{labels.NAME}')"
+                    )
+        reserved = set(_RESERVED_HEADERS)
+        if self.tenant_id is not None:
+            reserved.add("x-scope-orgid")
+        if self.username is not None or self.bearer_token is not None:
+            reserved.add("authorization")
+        for header in self.headers:
+            if header.lower() in reserved:
+                raise ValueError(f"headers: {header} is set by the sink itself")
+
+    def with_base(self, base: Path) -> LokiSinkConfig:
+        """Resolve the TLS files against ``base``."""
+        if self.tls is None:
+            return self
+        return msgspec.structs.replace(self, tls=self.tls.with_base(base))

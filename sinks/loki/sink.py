@@ -1,0 +1,179 @@
+"""The ``loki`` sink: each batch becomes one or more push requests to Loki.
+
+A batch's messages are decoded once (only the ``message`` field); groups are mapped to
+label sets (:mod:`.labels`), entries gathered per stream, sorted by time, cut into
+requests of at most ``max_request_entries`` / ``max_request_bytes`` (:mod:`.wire`) and
+pushed one after the other over one keep-alive connection (:mod:`.client`).
+
+Distinct times. Loki keeps one entry per (stream, time, line): a second entry with the
+same time and line is dropped as a duplicate. The lines of one read block share one time,
+so repeated lines (blank lines, a warning logged twice) would be lost. Each stream's
+entries therefore get strictly increasing times: an entry at or within the previous
+entry's time gets that time plus 1 ns, continuing across batches (the stream's *clock*).
+A run of 1,000 lines read together spans 1 µs. Entries older than the stream's clock are
+left as they are (an ordered Loki refuses them; the default, unordered one takes them).
+
+Partial delivery. A batch cut into several requests can fail after some were
+delivered. The batch then fails as a whole and comes back as a whole, but the sink
+remembers how many leading entries of each stream were delivered and leaves them out of
+the retry; a sink restarted in between sends them again (duplicates, never losses).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import OrderedDict
+
+import msgspec
+
+from logcap.dispatch.batch import Batch
+from logcap.errors import DeliveryError, Permanent
+from logcap.sinks.base import Failures
+from logcap.sinks.loki.client import LokiClient
+from logcap.sinks.loki.config import LokiSinkConfig
+from logcap.sinks.loki.labels import LabelMapper
+from logcap.sinks.loki.wire import (
+    JSON,
+    PROTOBUF,
+    Stream,
+    encode_json,
+    encode_protobuf,
+    gzipped,
+    snappy,
+    split,
+)
+
+log = logging.getLogger(__name__)
+_REMEMBERED_BATCHES = 256
+_CLOCKS = 65536
+_NEVER = (-(1 << 63), -(1 << 63))
+Clock = tuple[int, int]  # (time of the stream's newest entry, the time it was sent with)
+Identity = tuple[int, int, int, int]
+
+
+class _Message(msgspec.Struct):
+    """The one field of an entry line the default line format needs."""
+
+    message: str
+
+
+_decode_messages = msgspec.json.Decoder(_Message).decode_lines
+
+
+def _identity(batch: Batch) -> Identity:
+    return (batch.meta.created_ns, batch.meta.count, len(batch.payload), zlib.crc32(batch.payload))
+
+
+def restamp(entries: list[tuple[int, bytes]], clock: Clock) -> list[Clock]:
+    """Give time-sorted ``entries`` strictly increasing times after ``clock`` (in place);
+    return the stream's clock after each entry."""
+    base, last = clock
+    older_base, older_last = _NEVER  # entries older than the clock: distinct among themselves
+    clocks = []
+    for index, (ns, line) in enumerate(entries):
+        if ns >= base:
+            sent = last + 1 if ns <= last else ns
+            base, last = ns, sent
+        else:
+            sent = older_last + 1 if older_base <= ns <= older_last else ns
+            older_base, older_last = ns, sent
+        entries[index] = (sent, line)
+        clocks.append((base, last))
+    return clocks
+
+
+class LokiSink:
+    """Pushes batches to Loki; every write is finished when it returns."""
+
+    def __init__(self, config: LokiSinkConfig, client: LokiClient | None = None) -> None:
+        self.config = config
+        self.client = client or LokiClient(config)
+        self.labels = LabelMapper(config)
+        # entries sent without a label that max_label_values stopped sending
+        self.entries_pruned = 0
+        # entries left out of a retry because an earlier attempt delivered them
+        self.entries_skipped = 0
+        self._clocks: dict[str, Clock] = {}
+        # batch identity -> stream -> leading entries already delivered
+        self._delivered: OrderedDict[Identity, dict[str, int]] = OrderedDict()
+
+    def streams(self, batch: Batch) -> list[Stream]:
+        """The batch's entries per label set, each stream sorted by (original) time."""
+        if self.config.line_format == "json":
+            lines = bytes(batch.payload).split(b"\n")
+        else:
+            lines = [m.message.encode() for m in _decode_messages(batch.payload)]
+        streams: dict[str, Stream] = {}
+        at = 0
+        for group in batch.meta.groups:
+            key, pairs, pruned = self.labels.stream(group.source, group.labels)
+            if pruned:
+                self.entries_pruned += group.count
+            stream = streams.get(key)
+            if stream is None:
+                stream = streams[key] = Stream(key, pairs)
+            stamps = group.timestamps or [group.timestamp_ns] * group.count
+            stream.entries.extend(zip(stamps, lines[at : at + group.count], strict=True))
+            at += group.count
+        for stream in streams.values():
+            stream.entries.sort(key=lambda entry: entry[0])  # stable: equal times keep order
+        return list(streams.values())
+
+    def write(self, batch: Batch) -> None:
+        try:
+            streams = self.streams(batch)
+        except (msgspec.DecodeError, ValueError) as exc:  # ValueError: counts and lines differ
+            raise Permanent(f"batch entries cannot be read: {exc}", "other") from exc
+        identity = _identity(batch) if self._delivered else None
+        done = self._delivered.pop(identity, {}) if identity is not None else {}
+        clocks: dict[str, list[Clock]] = {}
+        for stream in streams:
+            skip = done.get(stream.key, 0)
+            if skip:
+                del stream.entries[:skip]
+                self.entries_skipped += skip
+            clocks[stream.key] = restamp(stream.entries, self._clocks.get(stream.key, _NEVER))
+        progress: dict[str, int] = {}  # entries of each stream delivered by this attempt
+        for request in split(
+            [s for s in streams if s.entries],
+            self.config.max_request_bytes,
+            self.config.max_request_entries,
+        ):
+            try:
+                self._push(request)
+            except DeliveryError:
+                if progress or done:
+                    sent = {key: done.get(key, 0) + progress.get(key, 0) for key in clocks}
+                    self._remember(identity or _identity(batch), sent)
+                raise
+            for piece in request:
+                count = progress[piece.key] = progress.get(piece.key, 0) + len(piece.entries)
+                self._tick(piece.key, clocks[piece.key][count - 1])
+
+    def _push(self, request: list[Stream]) -> None:
+        if self.config.encoding == "protobuf":
+            self.client.push(snappy(encode_protobuf(request)), PROTOBUF, None)
+        elif self.config.compression == "gzip":
+            self.client.push(gzipped(encode_json(request)), JSON, "gzip")
+        else:
+            self.client.push(encode_json(request), JSON, None)
+
+    def _tick(self, key: str, clock: Clock) -> None:
+        if clock[1] > self._clocks.get(key, _NEVER)[1]:
+            if len(self._clocks) >= _CLOCKS and key not in self._clocks:
+                self._clocks.clear()  # many streams: forget; at worst a run restarts
+            self._clocks[key] = clock
+
+    def _remember(self, identity: Identity, sent: dict[str, int]) -> None:
+        self._delivered[identity] = sent
+        while len(self._delivered) > _REMEMBERED_BATCHES:
+            self._delivered.popitem(last=False)
+
+    def flush(self) -> Failures:
+        """Nothing in flight: every push finished within its write."""
+        return []
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.client.close()

@@ -1,0 +1,280 @@
+"""The kafka sink: routing, acknowledgement by delivery reports, fault handling.
+
+Against librdkafka's mock cluster (faults injected through its C API) and Tansu, a real
+Kafka-compatible broker; a consumer reads back and checks every message.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+from confluent_kafka import KafkaError
+
+from logcap.config import parse_config
+from logcap.config._units import dec_hook
+from logcap.dispatch.batch import Group
+from logcap.errors import ConfigError, Permanent, Retryable
+from logcap.metrics import NullBlock
+from logcap.sinks.kafka.config import KafkaSinkConfig
+from logcap.sinks.kafka.sink import KafkaSink, Router, render_topic
+from tests._component_helpers import batch_view, build_batch
+from tests._kafka_helpers import MockCluster, Tansu, consume_all
+from tests.conftest import free_port, wait_for, write_config
+
+TS = 1_795_000_000_123_456_789
+
+
+def kafka_config(bootstrap: str, **keys: object) -> KafkaSinkConfig:
+    return msgspec.convert(
+        {"type": "kafka", "bootstrap_servers": bootstrap, "topic": "logs", **keys},
+        KafkaSinkConfig,
+        dec_hook=dec_hook,
+    )
+
+
+def test_topic_templates_level_routes_keys_and_headers() -> None:
+    assert render_topic("logs-{labels.service}", "app", {"service": "web"}) == "logs-web"
+    assert render_topic("logs-{labels.service}", "app", {}) == "logs-unknown"
+    assert render_topic("{source}/{labels.x}", "a b", {"x": "é"}) == "a_b__"
+    config = kafka_config(
+        "x:1",
+        topic="logs-{source}",
+        level_routes=[
+            {"levels": ["ERROR", "fatal", "critical"], "topic": "errors-{source}"},
+            {"levels": ["debug", "trace"], "topic": "debug"},
+        ],
+        key_field="tenant",
+        header_labels=["host", "absent"],
+    )
+    router = Router(config)
+    group = Group("app", {"level": "Error", "tenant": "t1", "host": "h1"}, TS, 1, 10)
+    assert router.route(group) == ("errors-app", b"t1", [("host", b"h1")])
+    group = Group("app", {"level": "trace", "source_id": "s9"}, TS, 1, 10)
+    assert router.route(group) == ("debug", b"s9", None)  # key: source_id fallback
+    assert router.route(Group("app", {}, TS, 1, 10)) == ("logs-app", b"app", None)
+    unkeyed = Router(kafka_config("x:1", key_field=None))
+    assert unkeyed.route(Group("app", {"source_id": "s"}, TS, 1, 10))[1] is None
+
+
+@pytest.mark.parametrize(
+    ("sink", "problem"),
+    [
+        ("{type: kafka, topic: t}", "bootstrap_servers"),
+        ("{type: kafka, bootstrap_servers: 'h:1'}", "topic"),
+        ("{type: kafka, bootstrap_servers: 'h:1', topic: t, acks: '1'}", "idempotence needs"),
+        (
+            "{type: kafka, bootstrap_servers: 'h:1', topic: t, librdkafka_options: {acks: '0'}}",
+            "'acks' is set by the sink's own keys",
+        ),
+        (
+            "{type: kafka, bootstrap_servers: 'h:1', topic: t, librdkafka_options: {nope: '1'}}",
+            "No such configuration property",
+        ),
+        (
+            "{type: kafka, bootstrap_servers: 'h:1', topic: t, security_protocol: SASL_SSL}",
+            "needs 'sasl'",
+        ),
+        (
+            "{type: kafka, bootstrap_servers: 'h:1', topic: t, tls: {ca_file: /x}}",
+            "set security_protocol to SSL",
+        ),
+        (
+            "{type: kafka, bootstrap_servers: 'h:1', topic: t, compression: brotli}",
+            "compression",
+        ),
+        ("{type: kafka, bootstrap_servers: 'h:1', topic: t, linger: 5ms, batch: 1}", "batch"),
+    ],
+)
+def test_config_errors_of_the_kafka_sink(sink: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"sources:\n  a: {{type: http}}\nsinks:\n  k: {sink}\n")
+    assert problem in str(caught.value)
+
+
+def test_sasl_and_tls_settings_reach_librdkafka() -> None:
+    from logcap.sinks.kafka.producer import librdkafka_config
+
+    config = kafka_config(
+        "h:9093",
+        security_protocol="SASL_SSL",
+        sasl={"mechanism": "SCRAM-SHA-512", "username": "u", "password": "p"},
+        tls={"ca_file": "/ca.pem", "verify_hostname": False},
+        compression="zstd",
+        librdkafka_options={"client.id": "logcap-test"},
+    )
+    props = librdkafka_config(config)
+    assert props["security.protocol"] == "SASL_SSL"
+    assert (props["sasl.mechanism"], props["sasl.username"], props["sasl.password"]) == (
+        "SCRAM-SHA-512",
+        "u",
+        "p",
+    )
+    assert props["ssl.ca.location"] == "/ca.pem"
+    assert props["ssl.endpoint.identification.algorithm"] == "none"
+    assert props["compression.type"] == "zstd" and props["client.id"] == "logcap-test"
+    assert props["acks"] == "all" and props["enable.idempotence"] is True
+
+
+def _batch(messages: list[str], labels: dict[str, str] | None = None) -> bytes:
+    return build_batch([("app", TS, messages)], labels or {"host": "h", "service": "web"})[0]
+
+
+def test_a_batch_is_delivered_once_with_values_keys_and_headers(
+    mock_cluster: MockCluster,
+) -> None:
+    mock_cluster.create_topic("logs-web")
+    config = kafka_config(
+        mock_cluster.bootstrap, topic="logs-{labels.service}", header_labels=["host"]
+    )
+    sink = KafkaSink(config, NullBlock())
+    slots = [_batch([f"line {b}-{i}" for i in range(500)]) for b in range(4)]
+    for slot in slots:
+        sink.write(batch_view(slot))
+    assert sink.flush() == []
+    sink.close()
+    messages = consume_all(mock_cluster.bootstrap, ["logs-web"], 2000)
+    values = sorted(m.value() for m in messages)
+    expected = sorted(
+        line for slot in slots for line in bytes(batch_view(slot).payload).split(b"\n") if line
+    )
+    assert values == expected  # the dispatcher's entry bytes, each exactly once
+    sample = messages[0]
+    assert sample.key() == b"app"  # no source_id label: keyed by the source
+    assert sample.headers() == [("host", b"h")]
+    assert json.loads(sample.value())["labels"]["service"] == "web"
+
+
+def test_brokers_down_fail_the_batch_after_delivery_timeout_then_it_is_delivered(
+    mock_cluster: MockCluster,
+) -> None:
+    mock_cluster.create_topic("logs")
+    sink = KafkaSink(kafka_config(mock_cluster.bootstrap, delivery_timeout=2.0), NullBlock())
+    sink.write(batch_view(_batch(["warm-up"])))
+    assert sink.flush() == []
+    mock_cluster.brokers_down()
+    sink.write(batch_view(_batch(["during the outage 1", "during the outage 2"])))
+    sink.write(batch_view(_batch(["during the outage 3"])))
+    failures = sink.flush()  # timed out: both batches failed, retryable, never dropped
+    assert [index for index, _ in failures] == [0, 1]
+    assert all(isinstance(e, Retryable) and e.code == "timeout" for _, e in failures)
+    mock_cluster.brokers_up()
+    sink.write(batch_view(_batch(["during the outage 1", "during the outage 2"])))
+    sink.write(batch_view(_batch(["during the outage 3"])))
+    assert sink.flush() == []
+    sink.close()
+    values = [
+        json.loads(m.value())["message"] for m in consume_all(mock_cluster.bootstrap, ["logs"], 4)
+    ]
+    assert sorted(values) == [
+        "during the outage 1",
+        "during the outage 2",
+        "during the outage 3",
+        "warm-up",
+    ]
+
+
+def test_transient_produce_errors_are_retried_by_librdkafka_and_permanent_ones_reported(
+    mock_cluster: MockCluster,
+) -> None:
+    mock_cluster.create_topic("logs", partitions=1)
+    sink = KafkaSink(kafka_config(mock_cluster.bootstrap), NullBlock())
+    mock_cluster.fail_produce_requests(
+        KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.REQUEST_TIMED_OUT
+    )
+    sink.write(batch_view(_batch(["survives two failed requests"])))
+    assert sink.flush() == []
+    mock_cluster.fail_produce_requests(*[KafkaError.TOPIC_AUTHORIZATION_FAILED] * 5)
+    sink.write(batch_view(_batch(["not allowed"])))
+    [(index, error)] = sink.flush()
+    assert index == 0 and isinstance(error, Permanent) and error.code == "rejected"
+    mock_cluster.clear_produce_errors()
+    sink.close()
+
+
+def test_a_message_larger_than_the_broker_allows_is_permanent() -> None:
+    cluster = MockCluster(brokers=1)
+    try:
+        sink = KafkaSink(
+            kafka_config(cluster.bootstrap, librdkafka_options={"message.max.bytes": "2000"}),
+            NullBlock(),
+        )
+        with pytest.raises(Permanent):
+            sink.write(batch_view(_batch(["x" * 5000])))
+        assert sink.flush() == []  # a batch that failed at once is not reported again
+        sink.close()
+    finally:
+        cluster.close()
+
+
+def test_the_local_queue_stays_bounded_while_brokers_are_down(mock_cluster: MockCluster) -> None:
+    mock_cluster.create_topic("logs")
+    config = kafka_config(mock_cluster.bootstrap, max_in_flight_messages=1000, delivery_timeout=3.0)
+    sink = KafkaSink(config, NullBlock())
+    mock_cluster.brokers_down()
+    queued: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            queued.append(len(sink.producer))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for _ in range(5):  # 5,000 messages against a queue of 1,000
+            sink.write(batch_view(_batch([f"m{i}" for i in range(1000)])))
+        failures = sink.flush()
+    finally:
+        done.set()
+        sampler.join()
+    assert max(queued) <= 1000
+    assert {index for index, _ in failures} == {0, 1, 2, 3, 4}  # all retryable, none lost
+    assert all(isinstance(error, Retryable) for _, error in failures)
+    mock_cluster.brokers_up()
+    sink.close()
+
+
+def test_a_million_entries_through_tansu_each_checked(
+    tmp_path: Path, tansu: Tansu, start_agent
+) -> None:
+    """file source → kafka sink → Tansu; a consumer checks every message's value, key
+    and topic."""
+    lines = 1_000_000
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with open(logs / "app.log", "w") as handle:
+        for n in range(lines):
+            handle.write(f"entry {n:07d} {'x' * 60}\n")
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+sources:
+  app: {{type: file, include: ["./logs/*.log"]}}
+sinks:
+  kafka: {{type: kafka, bootstrap_servers: "{tansu.bootstrap}", topic: "logs-{{source}}",
+          key_field: path}}
+dispatcher: {{batch_max_events: 5000, batch_timeout: 100ms}}
+""",
+        address,
+    )
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    wait_for(
+        lambda: agent.metric("logcap_component_sent_events_total", component="kafka") >= lines,
+        300,
+        "every entry acknowledged by the broker",
+    )
+    assert agent.stop() == 0
+    messages = consume_all(tansu.bootstrap, ["logs-app"], lines, timeout=300)
+    numbers = sorted(int(json.loads(m.value())["message"].split()[1]) for m in messages)
+    assert numbers == list(range(lines))  # every entry, exactly once
+    assert {m.topic() for m in messages} == {"logs-app"}
+    assert {m.key() for m in messages} == {str(logs / "app.log").encode()}

@@ -43,7 +43,7 @@ sources:
   app: {{type: file, include: ["{logs}/*.log"]}}
 sinks:
 {sinks}
-dispatcher: {{batch_max_events: 5000}}
+dispatcher: {{batch_max_events: 5000, batch_timeout: 50ms}}
 """)
     return config
 

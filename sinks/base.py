@@ -164,7 +164,9 @@ class SinkRunner:
             view = self.consumer.read(seq)
             entries = Batch.from_slot(view).meta.count
             # attempts 0: the destination was not tried, so no attempt is used up
-            self._hand_off(error, seq, view, attempts=0, first_ns=self.wall_ns(), entries=entries)
+            self._hand_off(
+                error, seq, view, attempts=0, first_ns=self.wall_ns(), entries=entries, quiet=True
+            )
             del view
 
     def _count(self, entries: int, size: int) -> None:
@@ -215,13 +217,17 @@ class SinkRunner:
         attempts: int,
         first_ns: int,
         entries: int,
+        quiet: bool = False,
     ) -> None:
         """Give a failed batch to the retry process; return once it has taken it in."""
         assert self.failures is not None
         kind = PERMANENT if isinstance(exc, Permanent) else RETRYABLE
-        self.counters.add(Counter.ERRORS)
+        if not quiet:  # a batch shed while the circuit is open failed nothing itself
+            self.counters.add(Counter.ERRORS)
         self.counters.add(Counter.RETRY_HANDOFFS)
-        log.warning(
+        # while the circuit is open every batch is handed off untried: the breaker has
+        # said so once, a line per batch would only bury it
+        (log.debug if quiet else log.warning)(
             "sink %s: batch %d failed (%s, attempt %d): %s",
             self.name,
             batch_seq,

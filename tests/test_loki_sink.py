@@ -512,8 +512,8 @@ def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
     now = 1_700_000_000.0
     later = format_datetime(datetime.fromtimestamp(now + 30, UTC), usegmt=True)
     assert retry_after(later, now=now) == pytest.approx(30.0)
-    assert retry_after("1.5", now=now) == 1.5
-    assert retry_after("-3", now=now) == 0.0
+    assert retry_after("15", now=now) == 15.0
+    assert retry_after("-3", now=now) is None  # delay-seconds has no sign (RFC 9110)
     assert retry_after(None) is None
     assert retry_after("soon") is None
 

@@ -1,14 +1,18 @@
 """The same delivery contract, run against every network sink through `logcap run`.
 
-Each case runs the agent with the sink under test next to a file sink (the witness) and
-checks: every line delivered once; a retryable failure retried to the failing sink only
-(the witness gets each line once); a permanent failure dead-lettered; the circuit breaker
-opening (metric, /ready) and recovering; the per-sink metrics.
+Each case runs the agent with the sink under test (file on a tmpfs that fills up, http
+against a scripted server, kafka against librdkafka's mock cluster, loki against the fake)
+next to a file sink (the witness) and checks: every line delivered once; a retryable
+failure retried to the failing sink only (the witness gets each line once); a permanent
+failure dead-lettered; the circuit breaker opening (metric, /ready) and recovering; the
+per-sink metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,13 +94,68 @@ def _loki(fake: LokiFake) -> Destination:
     )
 
 
-@pytest.fixture(params=["http", "kafka", "loki"])
+class _Disk:
+    """A 2 MiB tmpfs for the file sink: a disk that really fills up."""
+
+    def __init__(self, root: Path) -> None:
+        self.mount = root / "disk"
+        self.mount.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(self.mount)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"cannot mount a tmpfs (the tests run as root): {done.stderr}")
+        self.filler = self.mount / "filler"
+
+    def fill(self) -> None:
+        with open(self.filler, "ab") as handle, contextlib.suppress(OSError):  # ENOSPC
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        subprocess.run(["umount", str(self.mount)], check=True)
+
+
+def _file(disk: _Disk) -> Destination:
+    output = disk.mount / "target.ndjson"
+
+    def received() -> list[str]:
+        if not output.exists():
+            return []
+        lines = output.read_bytes().split(b"\n")
+        return [json.loads(line)["message"] for line in lines if line.endswith(b"}")]
+
+    return Destination(
+        f'{{type: file, path: "{output}", '
+        "circuit_breaker: {failure_threshold: 2, open_duration: 1s}}",
+        received,
+        disk.fill,
+        lambda: pytest.fail("a file sink has no permanent failure to inject"),
+        disk.free,
+    )
+
+
+@pytest.fixture
 def destination(
     request: pytest.FixtureRequest,
+    tmp_path: Path,
     start_server,  # noqa: F811 (the fixture imported above)
 ) -> Iterator[Destination]:
     if request.param == "http":
         yield _http(start_server)
+        return
+    if request.param == "file":
+        disk = _Disk(tmp_path)
+        try:
+            yield _file(disk)
+        finally:
+            disk.close()
         return
     if request.param == "loki":
         with LokiFake(unordered=True) as fake:  # retried batches arrive after later ones
@@ -145,6 +204,13 @@ def _witness(tmp_path: Path) -> list[str]:
     return [json.loads(line)["message"] for line in path.read_text().splitlines()]
 
 
+ALL = ["file", "http", "kafka", "loki"]
+# a file sink fails permanently only when misconfigured (a directory where the file
+# should be): nothing a running test can cause without also breaking the witness
+REFUSING = ["http", "kafka", "loki"]
+
+
+@pytest.mark.parametrize("destination", ALL, indirect=True)
 def test_every_line_is_delivered_once(tmp_path: Path, start_agent, destination) -> None:
     agent, log = _agent(tmp_path, start_agent, destination)
     _append(log, 0, LINES)
@@ -158,6 +224,7 @@ def test_every_line_is_delivered_once(tmp_path: Path, start_agent, destination) 
     assert sorted(destination.received()) == sorted(f"line {n}" for n in range(LINES))
 
 
+@pytest.mark.parametrize("destination", ALL, indirect=True)
 def test_a_retryable_failure_opens_the_circuit_retries_that_sink_only_and_recovers(
     tmp_path: Path, start_agent, destination
 ) -> None:
@@ -191,6 +258,7 @@ def test_a_retryable_failure_opens_the_circuit_retries_that_sink_only_and_recove
     assert sorted(_witness(tmp_path)) == sorted(f"line {n}" for n in range(LINES))
 
 
+@pytest.mark.parametrize("destination", REFUSING, indirect=True)
 def test_a_permanent_failure_is_dead_lettered_and_the_rest_delivered(
     tmp_path: Path, start_agent, destination
 ) -> None:

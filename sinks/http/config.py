@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from logcap.config._base import StrictStruct, doc, resolve_path
+from logcap.config._base import doc
 from logcap.config._units import BodyBytes, PositiveDuration
+from logcap.sinks._http import TlsConfig
 from logcap.sinks.breaker import SinkConfigBase
 
 HeaderName = Annotated[
@@ -22,34 +23,6 @@ HeaderValue = Annotated[
 
 # headers the sink sets itself: a request must say truthfully what its body is
 _RESERVED_HEADERS = {"content-encoding", "content-length", "transfer-encoding", "host"}
-
-
-class HttpTlsConfig(StrictStruct, frozen=True):
-    """TLS to the server (an 'https://' url)."""
-
-    ca_file: Annotated[
-        str | None, doc("CA certificates (PEM) to verify the server with; default: the system's.")
-    ] = None
-    cert_file: Annotated[str | None, doc("Client certificate (PEM) for mutual TLS.")] = None
-    key_file: Annotated[
-        str | None, doc("Private key (PEM) of cert_file, if cert_file does not hold it.")
-    ] = None
-    verify: Annotated[
-        bool, doc("Verify the server's certificate and host name; false only for testing.")
-    ] = True
-
-    def __post_init__(self) -> None:
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("tls.key_file needs tls.cert_file")
-
-    def with_base(self, base: Path) -> HttpTlsConfig:
-        """Resolve relative file names against ``base``."""
-        return msgspec.structs.replace(
-            self,
-            ca_file=self.ca_file and resolve_path(base, self.ca_file),
-            cert_file=self.cert_file and resolve_path(base, self.cert_file),
-            key_file=self.key_file and resolve_path(base, self.key_file),
-        )
 
 
 class HttpSinkConfig(SinkConfigBase, tag_field="type", tag="http", frozen=True):
@@ -78,7 +51,7 @@ class HttpSinkConfig(SinkConfigBase, tag_field="type", tag="http", frozen=True):
     bearer_token: Annotated[
         NonEmpty | None, doc("Sent as 'Authorization: Bearer <token>' (use ${VAR}).")
     ] = None
-    tls: Annotated[HttpTlsConfig | None, doc("TLS settings for an https URL.")] = None
+    tls: Annotated[TlsConfig | None, doc("TLS settings for an https URL.")] = None
     timeout: Annotated[
         PositiveDuration,
         doc("Connect timeout, and longest wait for each read of the answer, per request."),

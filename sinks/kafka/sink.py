@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 _FIELD = re.compile(r"\{(source|labels\.[^{}]+)\}")
 _NOT_TOPIC_CHAR = re.compile(r"[^A-Za-z0-9._-]")
 CLOSE_TIMEOUT = 10.0
+_CACHED_REFUSALS = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+    }
+)
 Headers = list[tuple[str, str | bytes | None]]
 Route = tuple[str, bytes | None, Headers | None]  # topic, key, headers
 
@@ -99,11 +107,26 @@ class KafkaSink:
         self.make_producer = make_producer
         self.producer = self._new_producer()
         self.router = Router(config)
+        self._warm_up()
         # the payloads written since the last flush (views into ring slots the runner
         # holds until flush returns), to find which batch a failed message came from
         self.round: list[memoryview] = []
         self.failed: list[tuple[bytes, DeliveryError]] = []
         self.fatal: KafkaError | None = None
+        self.renew = False  # a topic-level refusal: librdkafka caches it, so start anew
+
+    def _warm_up(self) -> None:
+        """Ask for the metadata of the topics known in advance now, while the rest of
+        the pipeline starts, not on the first message (a round trip, and on brokers
+        that auto-create topics, their creation)."""
+        topics = {self.config.topic} | {route.topic for route in self.config.level_routes}
+        for topic in topics:
+            if "{" in topic:
+                continue  # depends on the entries
+            try:
+                self.producer.list_topics(topic, timeout=2.0)
+            except KafkaException as exc:  # brokers not there yet: the first send will tell
+                log.info("kafka: no metadata for %s yet: %s", topic, exc)
 
     def _new_producer(self) -> Producer:
         props = librdkafka_config(self.config)
@@ -119,6 +142,7 @@ class KafkaSink:
         self.failed.append((message.value() or b"", delivery_error(error, message.topic())))
         if error.fatal():
             self.fatal = error
+        self.renew = self.renew or error.code() in _CACHED_REFUSALS
 
     def write(self, batch: Batch) -> None:
         self.round.append(batch.payload)
@@ -157,6 +181,7 @@ class KafkaSink:
         error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
         if error is None:
             return Permanent(f"kafka: {exc} (topic {topic})", "rejected")
+        self.renew = self.renew or error.code() in _CACHED_REFUSALS
         return delivery_error(error, topic)
 
     def flush(self) -> Failures:
@@ -172,6 +197,13 @@ class KafkaSink:
             log.error("kafka producer fatal error, recreating it: %s", self.fatal.str())
             self.fatal = None
             self.producer = self._new_producer()
+        elif self.renew:
+            # librdkafka keeps refusing a topic it was refused (authorization, unknown)
+            # until its next metadata refresh, minutes away: once the operator fixed the
+            # cause, the next batches must not be dead-lettered on a stale verdict
+            log.warning("kafka: a topic was refused; recreating the producer")
+            self.producer = self._new_producer()
+        self.renew = False
         return failures
 
     def _failed_batches(self) -> Failures:

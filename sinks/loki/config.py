@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from logcap.config._base import StrictStruct, doc, resolve_path
+from logcap.config._base import doc
 from logcap.config._units import BodyBytes, PositiveDuration
+from logcap.sinks._http import TlsConfig
 from logcap.sinks.breaker import SinkConfigBase
 
 #: A Loki (Prometheus) label name; names starting with '__' are reserved for Loki itself.
@@ -72,34 +73,6 @@ DEFAULT_LABELS = {"source": "{source}", "host": "{labels.host}"}
 _RESERVED_HEADERS = {"content-type", "content-encoding", "content-length", "host"}
 
 
-class LokiTlsConfig(StrictStruct, frozen=True):
-    """TLS to Loki (an 'https://' url)."""
-
-    ca_file: Annotated[
-        str | None, doc("CA certificates (PEM) to verify Loki with; default: the system's.")
-    ] = None
-    cert_file: Annotated[str | None, doc("Client certificate (PEM) for mutual TLS.")] = None
-    key_file: Annotated[
-        str | None, doc("Private key (PEM) of cert_file, if cert_file does not hold it.")
-    ] = None
-    verify: Annotated[
-        bool, doc("Verify Loki's certificate and host name; false only for testing.")
-    ] = True
-
-    def __post_init__(self) -> None:
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("tls.key_file needs tls.cert_file")
-
-    def with_base(self, base: Path) -> LokiTlsConfig:
-        """Resolve relative file names against ``base``."""
-        return msgspec.structs.replace(
-            self,
-            ca_file=self.ca_file and resolve_path(base, self.ca_file),
-            cert_file=self.cert_file and resolve_path(base, self.cert_file),
-            key_file=self.key_file and resolve_path(base, self.key_file),
-        )
-
-
 class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
     """Push entries to Grafana Loki (``POST {url}/loki/api/v1/push``), one stream per label
     set, entries in time order within each stream."""
@@ -124,7 +97,7 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
             "Content-Encoding, Content-Length, Host, or the tenant and auth headers."
         ),
     ] = {}
-    tls: Annotated[LokiTlsConfig | None, doc("TLS settings for an https URL.")] = None
+    tls: Annotated[TlsConfig | None, doc("TLS settings for an https URL.")] = None
     timeout: Annotated[
         PositiveDuration, doc("Connect and response timeout of one push request.")
     ] = PositiveDuration(10.0)

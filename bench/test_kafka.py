@@ -1,8 +1,10 @@
-"""File → Kafka (Tansu) against a bare confluent-kafka producer loop in the same run, and
-one input delivered to three sinks at once (file + kafka + blackhole).
+"""File → Kafka (Tansu) against a bare confluent-kafka producer program in the same run,
+and one input delivered to three sinks at once (file + kafka + blackhole).
 
-    bare loop:  the same entry values ─▶ confluent-kafka Producer ─▶ Tansu
-    logcap:     1 file ─▶ collector ─▶ dispatcher (encode once) ─▶ kafka sink ─▶ Tansu
+    bare:    1 file ─▶ one loop making the same entry values ─▶ confluent-kafka ─▶ Tansu
+    logcap:  1 file ─▶ collector ─▶ dispatcher (encode once) ─▶ kafka sink ─▶ Tansu
+
+Both are timed from launching their process to the last acknowledgement.
 
 Both use the sink's producer settings (acks=all, idempotence, lz4, linger 5 ms) against
 a fresh Tansu each, and both count as done only when every message is acknowledged.
@@ -12,16 +14,15 @@ A consumer then counts what each run left in its topic before the figures count.
 from __future__ import annotations
 
 import shutil
-import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from bench.conftest import LINES, record
-from bench.harness import LINE_BYTES, RunResult, level_the_field, run_logcap
-from logcap.dispatch.encode import entry_prefix
+from bench.harness import LINE_BYTES, RunResult, TreeMonitor, level_the_field, run_logcap
 from tests._kafka_helpers import Tansu, consume_all
 
 API = "127.0.0.1:19612"
@@ -52,38 +53,24 @@ def _count(bootstrap: str, topic: str) -> int:
     return len(consume_all(bootstrap, [topic], LINES, timeout=300))
 
 
-def test_bare_producer_loop_to_tansu(benchmark, single_input, broker: Tansu) -> None:
-    """The baseline: what confluent-kafka alone does with the same values."""
+def test_bare_producer_program_to_tansu(benchmark, single_input, broker: Tansu) -> None:
+    """The baseline: a program that only reads the file and produces the same values with
+    confluent-kafka (bench/kafka_bare_producer.py), timed from launch to its last
+    acknowledgement, like logcap."""
     _, paths = single_input
-    prefix = entry_prefix("app", {"host": socket.gethostname(), "path": str(paths[0])}, 0)
-    values = [
-        prefix + b'"' + line + b'"}' for line in paths[0].read_bytes().splitlines()
-    ]  # the entries logcap sends (these lines need no escaping)
     results: list[RunResult] = []
 
     def once() -> None:
-        producer = Producer(
-            {
-                "bootstrap.servers": broker.bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "compression.type": "lz4",
-                "linger.ms": 5,
-                "queue.buffering.max.messages": 200_000,
-                "delivery.report.only.error": True,
-            }
-        )
+        level_the_field(paths)
         started = time.perf_counter()
-        cpu = time.process_time()
-        produce = producer.produce
-        for value in values:
-            while True:
-                try:
-                    produce("bare", value, b"app")
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-        assert producer.flush(300) == 0
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "bench.kafka_bare_producer"),
+                *(broker.bootstrap, "bare", str(paths[0]), "app"),
+            ]
+        )
+        with TreeMonitor(process.pid) as monitor:
+            assert process.wait(timeout=300) == 0
         seconds = time.perf_counter() - started
         results.append(
             RunResult(
@@ -91,9 +78,9 @@ def test_bare_producer_loop_to_tansu(benchmark, single_input, broker: Tansu) -> 
                 LINES,
                 LINES * LINE_BYTES,
                 seconds,
-                time.process_time() - cpu,
-                0,
-                {},
+                monitor.cpu_seconds,
+                monitor.peak_rss,
+                monitor.cpu_by_process(),
             )
         )
 
@@ -162,12 +149,12 @@ def test_file_to_file_kafka_and_blackhole(
 
 
 def kafka_ratio_line(results: dict[str, RunResult]) -> str | None:
-    """The closing comparison: logcap file->kafka as a share of the bare loop."""
+    """The closing comparison: logcap file->kafka as a share of the bare program."""
     ours, bare = results.get("logcap file->kafka"), results.get("bare producer->kafka")
     if ours is None or bare is None:
         return None
     return (
-        f"  ratio logcap file->kafka / bare producer loop: "
+        f"  ratio logcap file->kafka / bare producer program: "
         f"{ours.lines_per_second / bare.lines_per_second:.2f}x "
         f"(steady state {ours.steady_lines_per_second / bare.lines_per_second:.2f}x)"
     )

@@ -107,26 +107,12 @@ class KafkaSink:
         self.make_producer = make_producer
         self.producer = self._new_producer()
         self.router = Router(config)
-        self._warm_up()
         # the payloads written since the last flush (views into ring slots the runner
         # holds until flush returns), to find which batch a failed message came from
         self.round: list[memoryview] = []
         self.failed: list[tuple[bytes, DeliveryError]] = []
         self.fatal: KafkaError | None = None
         self.renew = False  # a topic-level refusal: librdkafka caches it, so start anew
-
-    def _warm_up(self) -> None:
-        """Ask for the metadata of the topics known in advance now, while the rest of
-        the pipeline starts, not on the first message (a round trip, and on brokers
-        that auto-create topics, their creation)."""
-        topics = {self.config.topic} | {route.topic for route in self.config.level_routes}
-        for topic in topics:
-            if "{" in topic:
-                continue  # depends on the entries
-            try:
-                self.producer.list_topics(topic, timeout=2.0)
-            except KafkaException as exc:  # brokers not there yet: the first send will tell
-                log.info("kafka: no metadata for %s yet: %s", topic, exc)
 
     def _new_producer(self) -> Producer:
         props = librdkafka_config(self.config)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logcap.capture.docker.collector import DockerCollector
 from logcap.capture.docker.config import DockerSourceConfig
 from logcap.capture.file.collector import FileCollector
 from logcap.capture.http.collector import HttpCollector
@@ -23,6 +22,9 @@ def run_collector(ctx: ChildContext, source: str) -> None:
     checkpoints = CheckpointStore(ctx.plan.config.data_dir).positions_for(source)
     started = Path(ctx.plan.config.data_dir) / "started" / source
     if isinstance(config, DockerSourceConfig):
+        # the docker SDK (requests, urllib3: ~70 ms, some MiB) loads only where it is used
+        from logcap.capture.docker.collector import DockerCollector
+
         DockerCollector(
             source,
             config,

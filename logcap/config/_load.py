@@ -26,7 +26,6 @@ from logcap.config._units import dec_hook
 from logcap.errors import ConfigError
 from logcap.sinks.config import SinkConfig
 from logcap.sinks.kafka.config import KafkaSinkConfig
-from logcap.sinks.kafka.producer import config_problems as kafka_config_problems
 
 PathKey = tuple[str | int, ...]
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -205,6 +204,9 @@ def _check_limits(doc: _Document, config: Config) -> None:
                     doc.problem((*where, key), f"not a regular expression: {exc}")
     for name, sink in config.sinks.items():
         if isinstance(sink, KafkaSinkConfig):
+            # librdkafka loads only for configs that have a kafka sink
+            from logcap.sinks.kafka.producer import config_problems as kafka_config_problems
+
             for key, problem in kafka_config_problems(sink):
                 doc.problem(("sinks", name, key), problem)
     for key in ("collector_slots", "batch_slots"):

@@ -67,6 +67,22 @@ class TlsConfig(StrictStruct, frozen=True):
         )
 
 
+def check_client_settings(
+    url: str,
+    username: str | None,
+    password: str | None,
+    bearer_token: str | None,
+    tls: TlsConfig | None,
+) -> None:
+    """Refuse auth and TLS settings that contradict each other (a config error)."""
+    if (username is None) != (password is None):
+        raise ValueError("username and password go together (basic auth)")
+    if username is not None and bearer_token is not None:
+        raise ValueError("set either username/password or bearer_token, not both")
+    if tls is not None and not url.startswith("https://"):
+        raise ValueError("tls is set but the url is not https://")
+
+
 class RetryLater(Retryable):
     """The server refused for now (429, 5xx); ``retry_after`` is the delay it asked for,
     in seconds, or None (the sink runner passes it on to the retry process)."""

@@ -10,7 +10,7 @@ import msgspec
 
 from logcap.config._base import doc
 from logcap.config._units import BodyBytes, PositiveDuration
-from logcap.sinks._http import TlsConfig
+from logcap.sinks._http import TlsConfig, check_client_settings
 from logcap.sinks.breaker import SinkConfigBase
 
 #: A Loki (Prometheus) label name; names starting with '__' are reserved for Loki itself.
@@ -160,12 +160,7 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
     ] = 10_000
 
     def __post_init__(self) -> None:
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together (basic auth)")
-        if self.username is not None and self.bearer_token is not None:
-            raise ValueError("set either username/password or bearer_token, not both")
-        if self.tls is not None and not self.url.startswith("https://"):
-            raise ValueError("tls is set but the url is not https://")
+        check_client_settings(self.url, self.username, self.password, self.bearer_token, self.tls)
         for name, template in self.labels.items():
             if not re.match(LABEL_NAME, name):
                 raise ValueError(

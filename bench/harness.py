@@ -189,6 +189,27 @@ class RunResult:
         )
 
 
+# for the network sinks' runs: bigger batches, and a short batch timeout so the last,
+# partial batch of the input need not wait the default 200 ms (a bare client does not)
+NETWORK_DISPATCHER = "dispatcher: {batch_max_events: 5000, batch_timeout: 50ms}"
+
+
+def agent_config(workdir: Path, logs: Path, api: str, sinks: str, extra: str = "") -> Path:
+    """``workdir/logcap.yaml``: one file source on ``logs/*.log``, the given sinks (YAML
+    lines indented under ``sinks:``) and any ``extra`` top-level sections."""
+    config = workdir / "logcap.yaml"
+    config.write_text(f"""
+data_dir: {workdir / "data"}
+api: {{address: "{api}"}}
+sources:
+  app: {{type: file, include: ["{logs}/*.log"]}}
+sinks:
+{sinks}
+{extra}
+""")
+    return config
+
+
 def wait_until(
     condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.01
 ) -> None:

@@ -20,25 +20,13 @@ from bench.conftest import LINES, record
 from bench.harness import (
     LINE_BYTES,
     RunResult,
+    agent_config,
     expected_file_output_bytes,
     level_the_field,
     run_logcap,
 )
 
 API = "127.0.0.1:19611"
-
-
-def _config(workdir: Path, logs: Path, sink_yaml: str) -> Path:
-    config = workdir / "logcap.yaml"
-    config.write_text(f"""
-data_dir: {workdir / "data"}
-api: {{address: "{API}"}}
-sources:
-  app: {{type: file, include: ["{logs}/*.log"]}}
-sinks:
-{sink_yaml}
-""")
-    return config
 
 
 def _fresh(workdir: Path) -> None:
@@ -73,7 +61,7 @@ def _run(
 
     def once() -> None:
         _fresh(workdir)
-        config = _config(workdir, logs, sink_yaml)
+        config = agent_config(workdir, logs, API, sink_yaml)
         level_the_field(sorted(logs.glob("*.log")))
         results.append(
             run_logcap(

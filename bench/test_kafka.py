@@ -22,7 +22,15 @@ from pathlib import Path
 import pytest
 
 from bench.conftest import LINES, record
-from bench.harness import LINE_BYTES, RunResult, TreeMonitor, level_the_field, run_logcap
+from bench.harness import (
+    LINE_BYTES,
+    NETWORK_DISPATCHER,
+    RunResult,
+    TreeMonitor,
+    agent_config,
+    level_the_field,
+    run_logcap,
+)
 from tests._kafka_helpers import Tansu, consume_all
 
 API = "127.0.0.1:19612"
@@ -33,20 +41,6 @@ def broker(tmp_path: Path):
     tansu = Tansu(tmp_path / "tansu.log")
     yield tansu
     tansu.stop()
-
-
-def _config(workdir: Path, logs: Path, sinks: str) -> Path:
-    config = workdir / "logcap.yaml"
-    config.write_text(f"""
-data_dir: {workdir / "data"}
-api: {{address: "{API}"}}
-sources:
-  app: {{type: file, include: ["{logs}/*.log"]}}
-sinks:
-{sinks}
-dispatcher: {{batch_max_events: 5000, batch_timeout: 50ms}}
-""")
-    return config
 
 
 def _count(bootstrap: str, topic: str) -> int:
@@ -99,7 +93,7 @@ def test_file_to_kafka(benchmark, single_input, broker: Tansu, tmp_path: Path) -
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         sinks = f'  kafka: {{type: kafka, bootstrap_servers: "{broker.bootstrap}", topic: logs}}'
-        config = _config(work, logs, sinks)
+        config = agent_config(work, logs, API, sinks, NETWORK_DISPATCHER)
         level_the_field(sorted(logs.glob("*.log")))
         results.append(
             run_logcap("logcap file->kafka", config, API, "kafka", LINES, LINES * LINE_BYTES)
@@ -129,7 +123,7 @@ def test_file_to_file_kafka_and_blackhole(
             f'  kafka: {{type: kafka, bootstrap_servers: "{broker.bootstrap}", topic: logs}}\n'
             "  devnull: {type: blackhole}"
         )
-        config = _config(work, logs, sinks)
+        config = agent_config(work, logs, API, sinks, NETWORK_DISPATCHER)
         level_the_field(sorted(logs.glob("*.log")))
         result = run_logcap("logcap file->3 sinks", config, API, "kafka", LINES, LINES * LINE_BYTES)
         results.append(result)

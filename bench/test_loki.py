@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from bench.conftest import LINES, record
-from bench.harness import LINE_BYTES, RunResult, level_the_field, run_logcap
+from bench.harness import (
+    LINE_BYTES,
+    NETWORK_DISPATCHER,
+    RunResult,
+    agent_config,
+    level_the_field,
+    run_logcap,
+)
 from tests._loki_fake import LokiFake
 
 API = "127.0.0.1:19613"
@@ -31,16 +38,8 @@ def test_file_to_loki(benchmark, single_input, tmp_path: Path, encoding: str) ->
         def once() -> None:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir()
-            config = work / "logcap.yaml"
-            config.write_text(f"""
-data_dir: {work / "data"}
-api: {{address: "{API}"}}
-sources:
-  app: {{type: file, include: ["{logs}/*.log"]}}
-sinks:
-  loki: {{type: loki, url: "{fake.url}", encoding: {encoding}}}
-dispatcher: {{batch_max_events: 5000, batch_timeout: 50ms}}
-""")
+            sinks = f'  loki: {{type: loki, url: "{fake.url}", encoding: {encoding}}}'
+            config = agent_config(work, logs, API, sinks, NETWORK_DISPATCHER)
             level_the_field(sorted(logs.glob("*.log")))
             results.append(
                 run_logcap(

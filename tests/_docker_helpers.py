@@ -18,25 +18,17 @@ import socket
 import subprocess
 import tarfile
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
+from tests._waiting import wait_for
+
 IMAGE = "logcap-test-busybox:1"
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static: no shared libraries needed
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until true; fail the test naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _rootfs_tar() -> bytes:

@@ -31,6 +31,7 @@ from logcap.sinks.file.sink import IDLE_CLOSE_SECONDS, FileSink
 from logcap.sinks.file.text import TextRenderer
 from logcap.sinks.registry import build_sink
 from tests._component_helpers import batch_view, build_batch, config_from_yaml
+from tests._fault_helpers import tmpfs
 from tests.conftest import wait_for
 
 TS = 1_704_067_200_123_456_789  # 2024-01-01T00:00:00.123456789Z
@@ -436,20 +437,8 @@ def test_failed_fsync_fails_the_batches_written_to_that_file(tmp_path: Path) -> 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs: a disk that really fills up."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "tiny", "64k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 @pytest.mark.parametrize(

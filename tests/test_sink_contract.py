@@ -10,9 +10,7 @@ per-sink metrics.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError
 
+from tests._fault_helpers import fill, tmpfs
 from tests._kafka_helpers import MockCluster, consume_all
 from tests._loki_fake import LokiFake
 from tests.conftest import Agent, free_port, wait_for, write_config
@@ -94,36 +93,9 @@ def _loki(fake: LokiFake) -> Destination:
     )
 
 
-class _Disk:
-    """A 2 MiB tmpfs for the file sink: a disk that really fills up."""
-
-    def __init__(self, root: Path) -> None:
-        self.mount = root / "disk"
-        self.mount.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(self.mount)],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"cannot mount a tmpfs (the tests run as root): {done.stderr}")
-        self.filler = self.mount / "filler"
-
-    def fill(self) -> None:
-        with open(self.filler, "ab") as handle, contextlib.suppress(OSError):  # ENOSPC
-            while True:
-                handle.write(b"\0" * 65536)
-                handle.flush()
-
-    def free(self) -> None:
-        self.filler.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        subprocess.run(["umount", str(self.mount)], check=True)
-
-
-def _file(disk: _Disk) -> Destination:
-    output = disk.mount / "target.ndjson"
+def _file(disk: Path) -> Destination:
+    output = disk / "target.ndjson"
+    filler = disk / "filler"
 
     def received() -> list[str]:
         if not output.exists():
@@ -135,9 +107,9 @@ def _file(disk: _Disk) -> Destination:
         f'{{type: file, path: "{output}", '
         "circuit_breaker: {failure_threshold: 2, open_duration: 1s}}",
         received,
-        disk.fill,
+        lambda: fill(filler),
         lambda: pytest.fail("a file sink has no permanent failure to inject"),
-        disk.free,
+        lambda: filler.unlink(missing_ok=True),
     )
 
 
@@ -151,11 +123,8 @@ def destination(
         yield _http(start_server)
         return
     if request.param == "file":
-        disk = _Disk(tmp_path)
-        try:
+        with tmpfs(tmp_path / "disk", "2m") as disk:  # a disk that really fills up
             yield _file(disk)
-        finally:
-            disk.close()
         return
     if request.param == "loki":
         with LokiFake(unordered=True) as fake:  # retried batches arrive after later ones

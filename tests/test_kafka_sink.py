@@ -154,7 +154,8 @@ def test_brokers_down_fail_the_batch_after_delivery_timeout_then_it_is_delivered
     mock_cluster: MockCluster,
 ) -> None:
     mock_cluster.create_topic("logs")
-    sink = KafkaSink(kafka_config(mock_cluster.bootstrap, delivery_timeout=2.0), NullBlock())
+    # 5 s: the warm-up must not time out on a loaded machine; the outage then fails soon
+    sink = KafkaSink(kafka_config(mock_cluster.bootstrap, delivery_timeout=5.0), NullBlock())
     sink.write(batch_view(_batch(["warm-up"])))
     assert sink.flush() == []
     mock_cluster.brokers_down()

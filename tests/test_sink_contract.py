@@ -65,7 +65,9 @@ def _kafka(cluster: MockCluster) -> Destination:
 
     return Destination(
         f'{{type: kafka, bootstrap_servers: "{cluster.bootstrap}", topic: logs, '
-        "delivery_timeout: 1s, circuit_breaker: {failure_threshold: 2, open_duration: 1s}}",
+        # long enough for a first connection on a loaded machine (1 s failed once in CI),
+        # short enough that brokers down fail batches soon
+        "delivery_timeout: 5s, circuit_breaker: {failure_threshold: 2, open_duration: 1s}}",
         received,
         cluster.brokers_down,
         lambda: cluster.fail_produce_requests(*[KafkaError.TOPIC_AUTHORIZATION_FAILED] * 50),

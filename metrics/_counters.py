@@ -78,6 +78,11 @@ class Counter(enum.IntEnum):
     # sink blocks, written by the sink: its circuit breaker (see sinks/breaker.py)
     CIRCUIT_STATE = 40  # a gauge: 0 closed, 1 open, 2 half-open
     CIRCUIT_OPENINGS = 41
+    # the retry process's own block (gauges): the disk spool of batches waiting for a retry
+    SPOOL_BYTES = 42
+    SPOOL_BATCHES = 43
+    # sink blocks, written by the retry process: DLQ records re-offered by dlq.reprocess
+    DLQ_REPROCESSED = 44
 
 
 class CounterTable:

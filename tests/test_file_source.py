@@ -17,7 +17,7 @@ import pytest
 from _component_helpers import Record, RingFactory, config_from_yaml, drain_records, ring_fixture
 
 from logcap.capture._record import FLAG_TRUNCATED
-from logcap.capture.file.collector import RETIRE_GRACE, FileCollector
+from logcap.capture.file.collector import RETIRE_GRACE, FileCollector, mark_started
 from logcap.capture.file.config import FileSourceConfig
 from logcap.capture.file.discovery import FileFinder, fixed_root
 from logcap.capture.file.tailer import FileTailer
@@ -629,3 +629,30 @@ def test_a_rotated_file_ending_in_an_unterminated_line_is_sent_and_closed(
     assert data == b"whole line\nlast words without newline\n"
     assert collector.retiring == []  # closed: no descriptor or deleted file kept
     close_tailers(collector)
+
+
+@pytest.mark.parametrize("existing", ["nothing", "data_dir"], ids=["fresh", "data-dir-exists"])
+def test_started_marker_is_fsynced_with_every_directory_entry_leading_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: str
+) -> None:
+    data_dir = tmp_path / "data"
+    if existing == "data_dir":
+        data_dir.mkdir()
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    marker = data_dir / "started" / "app"
+    mark_started(marker)
+    assert marker.exists()
+    # the marker, started/ (holding its entry) and data_dir (holding started/'s, new);
+    # data_dir's own entry lies in its parent, synced only when this call created it
+    expected = [str(marker), str(marker.parent), str(data_dir)]
+    if existing == "nothing":
+        expected.append(str(tmp_path))
+    assert synced == expected
+    assert (marker.parent.stat().st_mode & 0o777) == 0o700

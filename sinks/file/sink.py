@@ -10,6 +10,11 @@ than ``rotate_every``: the current file is renamed to ``<path>.<n>`` with ``n`` 
 than any existing rotation, and a new one is begun. Compression and ``max_files`` are
 applied to rotated files in the background (housekeeper.py).
 
+Other processes may write the same files (a ``logcap dlq replay``, a second sink whose
+template names the same file): every write, tail check and rotation happens under an
+exclusive ``flock`` of the file (output.py), so no writer ever takes another's batch in
+progress for a crash's torn tail, and nobody appends to a file rotated away.
+
 ``fsync``: ``batch`` syncs every file written (and the directory of every file created
 or rotated) before ``flush`` returns, so the runner acknowledges only what is on disk; a
 failed sync fails the batches written to that file since the last flush. ``interval``
@@ -20,6 +25,7 @@ file is rotated or closed. ``never`` leaves it to the OS.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -37,6 +43,7 @@ from logcap.sinks._io import classify, write_all
 from logcap.sinks.base import Failures
 from logcap.sinks.file.config import FileSinkConfig
 from logcap.sinks.file.housekeeper import Housekeeper
+from logcap.sinks.file.output import cut_torn_tail, lock, names, open_output, unlock
 from logcap.sinks.file.rotation import families, highest_number, interrupted, rotated_files
 from logcap.sinks.file.text import TextRenderer
 
@@ -50,31 +57,6 @@ class _OpenFile:
     fd: int
     size: int
     last_write: float
-
-
-def _cut_torn_tail(fd: int, path: str) -> int:
-    """Cut a partial last entry off; return the file's size.
-
-    A sink killed during a write(2) leaves the part of the batch copied so far, ending
-    in the middle of an entry. That batch was not acknowledged and will be written again;
-    appending it to the fragment would leave a corrupt line in the middle of the file.
-    The sink owns its output, so an unterminated tail is always such a fragment. (With
-    format: text, a message holding newlines spans several lines: a crash inside such an
-    entry can leave its first lines behind.)
-    """
-    size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return size
-    end = size
-    while True:
-        start = max(0, end - 65536)
-        newline = os.pread(fd, end - start, start).rfind(b"\n")
-        if newline >= 0 or start == 0:
-            keep = start + newline + 1  # 0 when the file holds no newline at all
-            log.warning("%s ended in a partial entry (%d bytes): cut off", path, size - keep)
-            os.ftruncate(fd, keep)
-            return keep
-        end = start
 
 
 class FileSink:
@@ -152,20 +134,21 @@ class FileSink:
         except msgspec.ValidationError as exc:  # a bug upstream: retrying will not help
             raise Permanent(f"rendering entries for {path}: {exc}", "rejected") from exc
         try:
-            handle = self._files.get(path) or self._open(path)
+            handle = self._locked(path)
             if handle.size and self._rotation_due(path, handle, len(data)):
-                handle = self._rotate(path)
-            before = os.fstat(handle.fd).st_size  # not handle.size: replay may append too
+                self._rotate(path)
+                handle = self._locked(path)
             try:
                 write_all(handle.fd, data)
             except OSError:
                 # a short write before the error (disk full) left part of an entry at the
                 # end: cut it off, or the retried batch would be appended to a torn line
                 with contextlib.suppress(OSError):
-                    os.ftruncate(handle.fd, before)
+                    os.ftruncate(handle.fd, handle.size)
                 raise
+            unlock(handle.fd)
         except OSError as exc:
-            self._close(path)  # reopen next time: the file may have been moved or removed
+            self._close(path)  # drops the lock; reopen next time: the file may be gone
             raise classify(exc, f"writing {path}") from exc
         handle.size += len(data)
         handle.last_write = self.clock()
@@ -179,18 +162,26 @@ class FileSink:
         every = self.config.rotate_every
         return every is not None and self.clock() - self._started[path] >= every
 
+    def _locked(self, path: str) -> _OpenFile:
+        """The file ``path`` names, open, under its exclusive lock, ending in a whole
+        entry (output.py says why each writer takes the lock)."""
+        for _ in range(100):  # bounded: other writers could rotate it away every time
+            handle = self._files.get(path) or self._open(path)
+            lock(handle.fd)
+            if names(path, handle.fd):
+                handle.size = cut_torn_tail(handle.fd, path)
+                return handle
+            self._close(path)  # rotated away or deleted meanwhile: open the path again
+            self._started.pop(path, None)  # and its age counts from then
+        raise OSError(errno.EAGAIN, "the file is replaced faster than it can be opened", path)
+
     def _open(self, path: str) -> _OpenFile:
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
         if self._syncing and not os.path.exists(path):
             self._dirty_dirs.add(directory)  # the new name must be durable too
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            handle = _OpenFile(fd, _cut_torn_tail(fd, path), self.clock())
-        except OSError:
-            os.close(fd)
-            raise
+        handle = _OpenFile(open_output(path), 0, self.clock())
         self._files[path] = handle
         if path not in self._started:
             if len(self._started) > 4096:  # time-templated paths move on
@@ -198,11 +189,13 @@ class FileSink:
             self._started[path] = handle.last_write
         return handle
 
-    def _rotate(self, path: str) -> _OpenFile:
-        self._close(path)
+    def _rotate(self, path: str) -> None:
+        """Rename ``path`` away (its lock held), then close it."""
         with self.housekeeper.lock:
             number = max(highest_number(path), self._numbers.get(path, 0)) + 1
             os.rename(path, f"{path}.{number}")
+        # closed after the rename: a writer waiting for the lock then finds it renamed
+        self._close(path)
         self._numbers[path] = number
         del self._started[path]
         if self._syncing:
@@ -210,7 +203,6 @@ class FileSink:
         self.counters.add(Counter.ROTATIONS)
         if self.config.compression != "none" or self.config.max_files is not None:
             self.housekeeper.submit(path)
-        return self._open(path)
 
     def _close(self, path: str) -> None:
         handle = self._files.pop(path, None)

@@ -17,9 +17,10 @@ import pytest
 from _component_helpers import Record, RingFactory, config_from_yaml, drain_records, ring_fixture
 
 from logcap.capture._record import FLAG_TRUNCATED
-from logcap.capture.file.collector import RETIRE_GRACE, FileCollector, mark_started
+from logcap.capture.file.collector import RETIRE_GRACE, FileCollector
 from logcap.capture.file.config import FileSourceConfig
 from logcap.capture.file.discovery import FileFinder, fixed_root
+from logcap.capture.file.started import mark_started
 from logcap.capture.file.tailer import FileTailer
 from logcap.config import Config
 from logcap.dispatch.checkpoint import FilePosition

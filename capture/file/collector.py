@@ -14,6 +14,8 @@ from logcap.capture.file.config import FileSourceConfig, multiline_rule
 from logcap.capture.file.discovery import ChangeWatcher, FileFinder
 from logcap.capture.file.encoding import line_codec
 from logcap.capture.file.identity import matches
+from logcap.capture.file.recover import find_unfinished, publish_forget
+from logcap.capture.file.started import mark_started
 from logcap.capture.file.tailer import FileTailer
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.metrics import Counter, CounterBlock
@@ -27,41 +29,6 @@ RETIRED_TAIL_AFTER = 5.0
 # a program writes on to its rotated log until it reopens it (logrotate's postrotate
 # signal), and a name the patterns miss leaves us no other way to find those lines
 RETIRE_GRACE = 5.0
-
-
-def mark_started(marker: Path) -> None:
-    """Durably record that a source has run: an empty file, fsynced, and every directory
-    entry that leads to it (the directories this call created included) fsynced too."""
-    created = _make_dirs(marker.parent)
-    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    # the marker's own entry, then the entry of each directory created for it (innermost
-    # first): a crash must not leave a marker whose directory is not on disk
-    for directory in (marker.parent, *(d.parent for d in created)):
-        _fsync_dir(directory)
-
-
-def _make_dirs(directory: Path) -> list[Path]:
-    """Create ``directory`` and missing parents (owner-only); return those created,
-    innermost first."""
-    missing: list[Path] = []
-    while not directory.exists():
-        missing.append(directory)
-        directory = directory.parent
-    for path in reversed(missing):
-        path.mkdir(mode=0o700, exist_ok=True)
-    return missing
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -110,6 +77,8 @@ class FileCollector:
         # where files we stopped tailing ended: a listing taken mid-rotation can miss a
         # file, and when it shows up again it must not be read again from its start
         self.closed: OrderedDict[tuple[int, int], FilePosition] = OrderedDict()
+        # checkpoint entries of files gone for good, to be dropped (capture/file/recover.py)
+        self.forgets: list[FilePosition] = []
         self._next_scan = 0.0
 
     def _start_position(self, tailer: FileTailer, initial: bool) -> int:
@@ -127,10 +96,13 @@ class FileCollector:
             return tailer.size()
         return 0
 
-    def _remember(self, tailer: FileTailer) -> None:
-        self.closed[(tailer.dev, tailer.ino)] = FilePosition(
+    def _position(self, tailer: FileTailer) -> FilePosition:
+        return FilePosition(
             self.name, tailer.path, tailer.dev, tailer.ino, tailer.position, tailer.fingerprint
         )
+
+    def _remember(self, tailer: FileTailer) -> None:
+        self.closed[(tailer.dev, tailer.ino)] = self._position(tailer)
         while len(self.closed) > CLOSED_FILES_REMEMBERED:
             self.closed.popitem(last=False)
 
@@ -171,28 +143,68 @@ class FileCollector:
                 continue
             if self._too_old(st) and (st.st_dev, st.st_ino) not in self.checkpoints:
                 continue  # ignore_older: looked at again on every scan, in case it is written
-            try:
-                tailer = FileTailer(
-                    path,
-                    0,
-                    self.config.fingerprint_bytes,
-                    self.config.long_lines == "skip",
-                    self.codec,
-                )
-            except OSError as exc:
-                log.warning("source %s: cannot open %s: %s", self.name, path, exc)
-                self.counters.add(Counter.ERRORS)
+            opened = self._open(path)
+            if opened is None:
                 continue
-            tailer.position = self._start_position(tailer, initial)
-            if self.multiline is not None and self.config.multiline is not None:
-                tailer.multiline = self.multiline
-                tailer.multiline_timeout = self.config.multiline.timeout
-                tailer.clock = self.clock
-            self.tailers[path] = tailer
+            opened.position = self._start_position(opened, initial)
+            self.tailers[path] = opened
         for path in set(self.tailers) - set(found):
             self._retire(self.tailers.pop(path))
+        if initial:
+            self._recover()
         self.counters.set(Counter.FILES_WATCHED, len(self.tailers))
         self._next_scan = self.clock() + self.config.glob_interval
+
+    def _open(self, path: str) -> FileTailer | None:
+        try:
+            tailer = FileTailer(
+                path,
+                0,
+                self.config.fingerprint_bytes,
+                self.config.long_lines == "skip",
+                self.codec,
+            )
+        except OSError as exc:
+            log.warning("source %s: cannot open %s: %s", self.name, path, exc)
+            self.counters.add(Counter.ERRORS)
+            return None
+        if self.multiline is not None and self.config.multiline is not None:
+            tailer.multiline = self.multiline
+            tailer.multiline_timeout = self.config.multiline.timeout
+            tailer.clock = self.clock
+        return tailer
+
+    def _recover(self) -> None:
+        """Read to their end the checkpointed files the scan did not find (renamed away
+        while we were not running), and forget the entries of files gone for good."""
+        opened = {(t.dev, t.ino) for t in (*self.tailers.values(), *self.retiring)}
+        missing = [p for key, p in self.checkpoints.items() if key not in opened]
+        if not missing:
+            return
+        found = find_unfinished(missing, self.finder.wanted)
+        for path, saved in found.unread:
+            tailer = self._open(path)
+            if tailer is None:
+                continue
+            if not matches(saved, tailer.dev, tailer.ino, tailer.fd):  # replaced meanwhile
+                tailer.close()
+                continue
+            size = tailer.size()
+            tailer.position = saved.offset if saved.offset <= size else 0
+            log.info(
+                "source %s: reading the last %d bytes of %s (was %s)",
+                self.name,
+                size - tailer.position,
+                path,
+                saved.path,
+            )
+            self._retire(tailer)
+        for saved in found.gone:
+            self._forget(saved)
+
+    def _forget(self, saved: FilePosition) -> None:
+        self.checkpoints.pop((saved.dev, saved.ino), None)
+        self.forgets.append(saved)
 
     def _retire(self, tailer: FileTailer) -> None:
         self.retiring.append(tailer)
@@ -202,6 +214,8 @@ class FileCollector:
     def poll_once(self) -> bool:
         """One read from every file that has data; True if anything was published."""
         moved = False
+        if not self._publish_forgets():  # nothing may pass them (a new file on the inode)
+            return False
         max_line = self.config.max_line_bytes
         for tailer in (*self.tailers.values(), *self.retiring):
             try:
@@ -223,9 +237,20 @@ class FileCollector:
                 continue  # read to its end, but its program may not have let go of it yet
             self.retiring.remove(tailer)
             del self._retired[id(tailer)]
-            self._remember(tailer)
+            if os.fstat(tailer.fd).st_nlink:
+                self._remember(tailer)
+            else:  # deleted: no name can bring it back, so its checkpoint entry goes
+                self._forget(self._position(tailer))
             tailer.close()
+        self._publish_forgets()
         return moved
+
+    def _publish_forgets(self) -> bool:
+        """Publish the forgets waiting (see capture/file/recover.py); False if the ring
+        stayed full."""
+        while self.forgets and publish_forget(self.producer, self.forgets[0]):
+            self.forgets.pop(0)
+        return not self.forgets
 
     def run(self) -> None:
         """Tail until asked to stop, then close the ring cleanly."""

@@ -45,6 +45,14 @@ class FileFinder:
         """True if ``path`` matches an exclude pattern (``*`` also crosses '/')."""
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.exclude)
 
+    def wanted(self, path: str) -> bool:
+        """True if ``path`` matches an include pattern (as the scan would list it) and no
+        exclude pattern; for a path that need not exist any more."""
+        parts = Path(path).parts
+        return not self.excluded(path) and any(
+            _glob_match(Path(pattern).parts, parts) for pattern in self.include
+        )
+
     def scan(self) -> list[str]:
         """Every matching regular file, sorted."""
         found: set[str] = set()
@@ -58,6 +66,19 @@ class FileFinder:
                 except OSError:
                     continue
         return sorted(found)
+
+
+def _glob_match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Glob matching by path component: ``**`` is any number of components (none too)."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_glob_match(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
+    return (
+        bool(parts)
+        and fnmatch.fnmatchcase(parts[0], pattern[0])
+        and _glob_match(pattern[1:], parts[1:])
+    )
 
 
 class _Wake(FileSystemEventHandler):

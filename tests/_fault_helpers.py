@@ -165,17 +165,28 @@ def process_gone(pid: int) -> bool:
 
 @contextlib.contextmanager
 def tmpfs(directory: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted on ``directory`` (root only), unmounted afterwards."""
+    """A tmpfs of ``size`` mounted on ``directory``, unmounted afterwards.
+
+    The disk-full tests need it, so it is a prerequisite like dockerd or Tansu: where it
+    cannot be mounted (no root or CAP_SYS_ADMIN) the test fails instead of skipping, so
+    a run without those tests never passes for a complete one.
+    """
     import pytest
 
     directory.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-        capture_output=True,
-        check=False,
-    )
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+            capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        pytest.fail("the disk-full tests mount a tmpfs: no `mount` command here")
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+        pytest.fail(
+            "the disk-full tests mount a tmpfs and need root (or CAP_SYS_ADMIN): "
+            f"`mount -t tmpfs` failed: {mounted.stderr.decode().strip()}"
+        )
     try:
         yield directory
     finally:

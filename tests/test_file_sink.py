@@ -441,6 +441,20 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
+def test_a_tmpfs_that_cannot_be_mounted_fails_the_disk_full_tests_rather_than_skip_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"  # a `mount` that fails like an unprivileged one
+    bin_dir.mkdir()
+    (bin_dir / "mount").write_text("#!/bin/sh\necho 'mount: only root can do that' >&2\nexit 1\n")
+    (bin_dir / "mount").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(BaseException) as outcome, tmpfs(tmp_path / "disk", "64k"):
+        pass
+    assert outcome.type is pytest.fail.Exception, "a missing prerequisite must fail the test"
+    assert "only root can do that" in str(outcome.value)
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -9,11 +9,13 @@ its own event time. Sending the labels once per run, not once per entry, is what
 container's 10,000 lines a second from costing 10,000 label maps in every later stage.
 
 A record may carry a *position* in its header instead of a file offset: ``ino`` names
-the input (non-zero), ``end`` is the event time of the newest entry delivered with this
-record and ``fingerprint`` how many entries with exactly that time it covers; an ``end``
-of ``FORGET`` says the input is gone for good (a destroyed container) and its checkpoint
-entry can be dropped once everything before the record is delivered. Records of sources
-that cannot resume (HTTP) carry ``ino == 0``.
+the input (non-zero), ``end`` (int64, not negative) and ``fingerprint`` (uint64) say how
+far the entries delivered with this record reach, in the source's own encoding (Docker:
+an event time and counts of lines per stream, capture/docker/position.py); the
+dispatcher checkpoints both unchanged. An ``end`` of ``FORGET`` says the input is gone
+for good (a destroyed container) and its checkpoint entry can be dropped once
+everything before the record is delivered. Records of sources that cannot resume
+(HTTP) carry ``ino == 0``.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ class Position(NamedTuple):
 
     path: bytes
     key: int
-    timestamp_ns: int
-    seen_at_time: int  # entries with exactly timestamp_ns already sent
+    end: int  # FORGET, or the source's position (with fingerprint)
+    fingerprint: int
 
 
 def runs_of(entries: list[Entry]) -> list[Run]:

@@ -18,8 +18,9 @@ Layout inside a ring slot's payload (little-endian)::
     56+path_len      data: whole lines, each ending in b"\\n"
 
 A ``FLAG_ENTRIES`` record holds msgpack runs of entries instead of lines, and reuses
-``end``/``ino``/``fingerprint`` for a resumable input's position (an event time and a
-count, not a byte offset); see capture/_entries.py.
+``end``/``ino``/``fingerprint`` for a resumable input's position (in the source's own
+encoding, not a byte offset; Docker's: capture/docker/position.py); see
+capture/_entries.py.
 
 Packing uses ``struct.pack_into`` on purpose: these bytes are payload, published later
 by the ring cursor, so a transient zero can never be observed.

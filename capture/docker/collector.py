@@ -5,16 +5,15 @@ running container reads ``/containers/{id}/logs?follow=1&timestamps=1``; the mai
 publishes what the readers gathered every ``FLUSH_INTERVAL`` and reconnects, with backoff,
 when the daemon goes away. The ring has one producer: publishing happens under one lock.
 
-Positions. A container is read from where it was left: its position is the event time of
-the newest line sent and how many lines with exactly that time were sent (Docker stamps
-in nanoseconds, but two lines can share one). Records carry it to the dispatcher, which
-checkpoints it like a file offset once every sink has delivered the lines (the key is the
-container id). On resume the logs are asked ``since`` that time and the lines already
-counted at it are skipped: no duplicate at the boundary. While a 16 KiB partial line is
-being joined the published position stays before it, so a crash re-reads it whole.
-Docker's two copier threads (stdout, stderr) stamp a line before taking the log file's
-lock, so the file can hold, microseconds apart, a line stamped earlier than the one before
-it: a checkpoint that lands exactly between them skips the earlier one on resume.
+Positions. A container is read from where it was left: per stream, the event time of the
+newest line sent and how many lines of that stream had exactly that time (see
+capture/docker/position.py: Docker stamps the two streams in two threads, so one time
+for both could pass a line of the other stream stamped just before it). Records carry it
+to the dispatcher, which checkpoints it like a file offset once every sink has delivered
+the lines (the key is the container id). On resume the logs are asked ``since`` the
+earlier stream's time and each stream skips the lines its position covers: no duplicate
+at the boundary, nothing skipped. While a 16 KiB partial line is being joined the
+published position stays before it, so a crash re-reads it whole.
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ from logcap.capture._entries import (
     write_entries,
 )
 from logcap.capture.docker.config import DockerSourceConfig
+from logcap.capture.docker.position import NOTHING_READ, ContainerPosition, Reading
 from logcap.capture.docker.select import entry_labels, selected
 from logcap.capture.docker.stream import LogDecoder, cut_utf8, parse_rfc3339
 from logcap.dispatch.checkpoint import FilePosition
@@ -84,10 +84,11 @@ class _Container:
     name: str
     image: str
     labels: dict[int, dict[str, str]]
-    # newest line taken (event time, lines with that time); published: in the last record
-    latest: tuple[int, int] = (0, 0)
-    safe: tuple[int, int] = (0, 0)
-    published: tuple[int, int] = (0, 0)
+    # newest lines taken, per stream; safe: not inside a partial line; published: in
+    # the last record
+    latest: ContainerPosition = NOTHING_READ
+    safe: ContainerPosition = NOTHING_READ
+    published: ContainerPosition = NOTHING_READ
     pending: list[Entry] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     reader: threading.Thread | None = None
@@ -180,8 +181,8 @@ class DockerCollector:
             if summary.get("State") != "running":
                 if first_run or not self._missed(container, client):
                     continue
-            elif first_run and self.config.read_from == "end" and container.latest == (0, 0):
-                container.latest = container.safe = (now_ns, 0)
+            elif first_run and self.config.read_from == "end" and container.latest == NOTHING_READ:
+                container.latest = container.safe = ContainerPosition.at(now_ns)
             self._start_reader(container)
         self.started_marker.parent.mkdir(parents=True, exist_ok=True)
         self.started_marker.touch()  # its time: when this source last saw the daemon
@@ -193,8 +194,8 @@ class DockerCollector:
         after the newest line read from it, or (never read) after this source last saw
         the daemon, i.e. it ran while the agent was down or disconnected."""
         finished = parse_rfc3339(client.inspect_container(container.id)["State"]["FinishedAt"])
-        if container.latest != (0, 0):
-            return finished >= container.latest[0]
+        if container.latest != NOTHING_READ:
+            return finished >= container.latest.newest()
         last_seen = self.started_marker.stat().st_mtime_ns - ALIVE_EVERY * 2_000_000_000
         return finished >= last_seen
 
@@ -241,9 +242,8 @@ class DockerCollector:
         )
         saved = self.checkpoints.get(container_key(container_id))
         if saved is not None:
-            container.latest = container.safe = container.published = (
-                saved.offset,
-                saved.fingerprint,
+            container.latest = container.safe = container.published = ContainerPosition.decode(
+                saved.offset, saved.fingerprint
             )
         self.containers[container_id] = container
         return container
@@ -340,15 +340,16 @@ class DockerCollector:
     ) -> None:
         info = client.inspect_container(container.id)
         tty = bool(info["Config"].get("Tty"))
-        skip_stamp, skip_count = container.latest
+        start = container.latest.clamped()
+        reading = Reading(start)
         params: dict[str, int | str] = {
             "stdout": 1,
             "stderr": 1,
             "timestamps": 1,
             "follow": int(follow),
         }
-        if skip_stamp:
-            params["since"] = since_param(skip_stamp)
+        if start.since() > 0:
+            params["since"] = since_param(start.since())
         log.debug("source %s: reading %s since %s", self.name, container.name, params.get("since"))
         url = client._url("/containers/{0}/logs", container.id)
         response = client._get(url, params=params, stream=True, timeout=None)
@@ -364,17 +365,11 @@ class DockerCollector:
                     for stream, stamp, text in lines:
                         if stamp < 0:  # Docker sent no time: use the time it arrived
                             stamp = time.time_ns()
-                        elif stamp < skip_stamp:
-                            continue  # before the resume point: sent already
-                        elif stamp == skip_stamp and skip_count:
-                            skip_count -= 1  # counted in the checkpoint: sent already
-                            continue
+                            reading.take(stream, stamp)
+                        elif not reading.take(stream, stamp):
+                            continue  # covered by the position read from: sent already
                         container.pending.append((container.labels[stream], stamp, text))
-                        latest, count = container.latest
-                        if stamp > latest:
-                            container.latest = (stamp, 1)
-                        elif stamp == latest:
-                            container.latest = (latest, count + 1)
+                    container.latest = reading.position()
                     if not decoder.holding:
                         container.safe = container.latest
                     full = len(container.pending) >= FLUSH_ENTRIES
@@ -415,9 +410,9 @@ class DockerCollector:
             if not container.pending and container.safe == container.published:
                 return
             entries, container.pending = container.pending, []
-            stamp, count = container.safe
+            end, fingerprint = container.safe.encode()
             position = Position(
-                f"docker://{container.id}".encode(), container_key(container.id), stamp, count
+                f"docker://{container.id}".encode(), container_key(container.id), end, fingerprint
             )
             with self.publish_lock:
                 capacity = record_capacity(self.producer, position.path)

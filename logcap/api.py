@@ -40,8 +40,14 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"status": "ok", "uptime_seconds": round(time.monotonic() - sup.started, 3)}
             self._json(200, body)
         elif path == "/ready":
+            now = time.monotonic()
             children: dict[str, dict[str, object]] = {
-                c.name: {"kind": c.kind, "running": c.running, "restarts": c.restarts}
+                c.name: {
+                    "kind": c.kind,
+                    "running": c.running,
+                    "restarts": c.restarts,
+                    "crash_loop": c.crash_loop(now),
+                }
                 for c in sup.children
             }
             circuits = sup.circuits()

@@ -1,7 +1,8 @@
 """The ``logcap`` command line: ``run`` and ``validate``.
 
-Exit codes: 0 success; 1 a run that could not drain cleanly; 78 (EX_CONFIG) an invalid
-configuration — a systemd unit can list it in ``RestartPreventExitStatus``.
+Exit codes: 0 success; 1 a run that could not drain cleanly; 75 (EX_TEMPFAIL) another
+agent is running on the same ``data_dir``; 78 (EX_CONFIG) an invalid configuration — a
+systemd unit can list it in ``RestartPreventExitStatus``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 import click
 
 from logcap.cli_common import config_option, load_or_exit
+
+EXIT_LOCKED = 75  # EX_TEMPFAIL: the data_dir is in use by a running agent
 
 
 @click.group()
@@ -49,7 +52,16 @@ def run(config_path: Path | None) -> None:
         level=os.environ.get("LOGCAP_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s",
     )
-    os.makedirs(config.data_dir, exist_ok=True)
+    from logcap import datadir
+
+    try:
+        lock_fd = datadir.lock(config.data_dir)
+    except datadir.DataDirLocked as exc:
+        click.echo(f"logcap: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
     from logcap.supervisor import Supervisor
 
-    sys.exit(Supervisor(config).run())
+    try:
+        sys.exit(Supervisor(config).run())
+    finally:
+        os.close(lock_fd)

@@ -5,6 +5,8 @@ Layout (int64 words)::
     0   magic            0x4C4F47434150525354 truncated to int64 ("LOGCAPRS")
     1   draining         1 once SIGTERM/SIGINT arrived: collectors stop reading
     2   inputs_closed    1 once every collector has exited: the dispatcher may finish
+    3   sinks_finished   1 once every sink has exited: the retry process takes in what they
+                         handed over last and ends
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from logcap.ringbuf import _shm
 
 MAGIC = 0x4C4F474341505253
 SIZE = 64
-_DRAINING, _INPUTS_CLOSED = 1, 2
+_DRAINING, _INPUTS_CLOSED, _SINKS_FINISHED = 1, 2, 3
 
 
 class RunState:
@@ -52,6 +54,11 @@ class RunState:
         """Every collector has finished; nothing new will enter the collector rings."""
         return self._words[_INPUTS_CLOSED] == 1
 
+    @property
+    def sinks_finished(self) -> bool:
+        """Every sink has exited; nothing new reaches the failure rings."""
+        return self._words[_SINKS_FINISHED] == 1
+
     def start_draining(self) -> None:
         """Ask collectors to stop reading."""
         self._words[_DRAINING] = 1
@@ -59,6 +66,10 @@ class RunState:
     def close_inputs(self) -> None:
         """Tell the dispatcher that the collector rings will receive nothing more."""
         self._words[_INPUTS_CLOSED] = 1
+
+    def finish_sinks(self) -> None:
+        """Tell the retry process that no sink will hand it anything more."""
+        self._words[_SINKS_FINISHED] = 1
 
     def close(self) -> None:
         """Unmap."""

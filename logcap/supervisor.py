@@ -1,17 +1,20 @@
 """``logcap run``: build the shared segments, run the children, restart them, drain.
 
 Processes: one collector per source, one dispatcher, one process per sink, one retry
-process. A child that exits unexpectedly is restarted after a delay that doubles per
-consecutive crash (``supervisor.restart_backoff`` … ``restart_backoff_max``), except the
-retry process: the batches in its heap die with it, so the whole pipeline is restarted
-from the checkpoint, which never moved past them. Children die with the
-supervisor (PR_SET_PDEATHSIG), and the next run sweeps the segments a killed one left.
+process. A child that exits unexpectedly — the retry process included, whose batches wait
+in its disk spool — is restarted alone, after a delay that doubles per consecutive crash
+(``supervisor.restart_backoff`` … ``restart_backoff_max``); a child in that backoff makes
+``/ready`` 503 and shows in ``logcap_child_crash_loop``. Children die with the supervisor
+(PR_SET_PDEATHSIG), and the next run sweeps the segments a killed one left. One agent
+runs per ``data_dir``: the supervisor holds an exclusive ``flock`` on ``data_dir/lock``.
 
 Graceful stop (SIGTERM / SIGINT), bounded by ``supervisor.shutdown_timeout``:
 1. ``draining`` is set and collectors are sent SIGTERM: they publish what they read, exit.
 2. ``inputs_closed`` is set: the dispatcher batches what remains, closes the batch ring,
    waits until every sink has released every batch, saves the checkpoint, exits.
-3. Sinks exit once the ring is closed and they have delivered all of it.
+3. Sinks exit once the ring is closed and they have delivered (or handed over) all of it.
+4. ``sinks_finished`` is set: the retry process takes in the last failures, closes its
+   spool and the DLQ, exits; what waits in the spool is retried after the next start.
 Exit status 0 when every child finished that way; 1 when one had to be killed.
 """
 
@@ -57,6 +60,12 @@ class Child:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def crash_loop(self, now: float) -> int:
+        """Consecutive crashes not yet followed by a stable run (0: healthy)."""
+        if self.running and now - self.started >= STABLE_AFTER:
+            return 0
+        return self.crashes_in_a_row
+
 
 class Supervisor:
     """Owns the run: segments, children, API; see the module docstring for the drain."""
@@ -76,7 +85,6 @@ class Supervisor:
         self.segments: list[str] = []
         self.rings: dict[str, Ring] = {}
         self.bells: dict[str, Doorbell] = {}
-        self.pipeline_restarts = 0
 
     # -- setup -----------------------------------------------------------------------
     def create_segments(self) -> RunPlan:
@@ -159,20 +167,6 @@ class Supervisor:
             if draining and code == 0:
                 child.finished = True
                 return
-            if child.role == "retry" and draining:
-                # no restart while draining: a new retry process would overwrite what the
-                # old one held (OWNED_LOW); left stale, it keeps the checkpoint behind it
-                log.error("retry process exited with %s while draining", code)
-                return
-            if child.role == "retry":
-                # its heap is gone, and with it batches no sink delivered: start the
-                # whole pipeline again from the checkpoint (duplicates, never a loss)
-                log.error(
-                    "retry process exited with %s; restarting the pipeline from the checkpoint",
-                    code,
-                )
-                self.restart_pipeline()
-                return
             if now - child.started >= STABLE_AFTER:
                 child.crashes_in_a_row = 0
             child.crashes_in_a_row += 1
@@ -189,19 +183,6 @@ class Supervisor:
                 child.finished = True  # nothing more to read during a drain
                 return
             child.restarts += 1
-            self.spawn(child)
-
-    def restart_pipeline(self) -> None:
-        """Kill every child, recreate the segments, start again from the checkpoint."""
-        self.kill_all()
-        self.release_segments()
-        self.segments, self.rings, self.bells = [], {}, {}
-        self.pipeline_restarts += 1
-        time.sleep(self.config.supervisor.restart_backoff)
-        self.create_segments()
-        for child in self.children:
-            child.restarts += 1
-            child.crashes_in_a_row = 0
             self.spawn(child)
 
     def request_stop(self, *_: object) -> None:
@@ -253,6 +234,14 @@ class Supervisor:
             time.sleep(0.02)
         self.state.close_inputs()
         self.bells[DISPATCHER].signal()
+        self.bells[RETRY].signal()
+        pipeline = [c for c in self.children if c.role != "retry"]
+        while time.monotonic() < deadline and not all(c.finished for c in pipeline):
+            for child in self.children:
+                self._check(child, draining=True)
+            time.sleep(0.02)
+        self.state.finish_sinks()
+        self.bells[RETRY].signal()
         while time.monotonic() < deadline and not all(c.finished for c in self.children):
             for child in self.children:
                 self._check(child, draining=True)

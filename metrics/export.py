@@ -7,6 +7,7 @@ nothing is copied between processes in between.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -131,6 +132,16 @@ def _retry_families(sup: Supervisor) -> Iterator[Metric]:
             retry[Counter.RETRY_HEAP_BYTES],
         ),
         (
+            "logcap_retry_spool_bytes",
+            "Bytes of the retry spool's segments on disk.",
+            retry[Counter.SPOOL_BYTES],
+        ),
+        (
+            "logcap_retry_spool_batches",
+            "Failed batches waiting in the retry spool.",
+            retry[Counter.SPOOL_BATCHES],
+        ),
+        (
             "logcap_dlq_size_bytes",
             "Total size of the dead letter queue's segments.",
             retry[Counter.DLQ_TOTAL_BYTES],
@@ -159,11 +170,6 @@ def _retry_families(sup: Supervisor) -> Iterator[Metric]:
             retry[Counter.DLQ_DROPPED],
         ),
         ("logcap_dlq_expired", "DLQ records deleted by max_age.", retry[Counter.DLQ_EXPIRED]),
-        (
-            "logcap_pipeline_restarts",
-            "Whole-pipeline restarts (after the retry process died).",
-            sup.pipeline_restarts,
-        ),
     ]:
         total = CounterMetricFamily(name, text)
         total.add_metric([], value)
@@ -194,6 +200,13 @@ class PipelineCollector(Collector):
         restarts = CounterMetricFamily(
             "logcap_child_restarts", "Times the component's process was restarted.", labels=labels
         )
+        crash_loop = GaugeMetricFamily(
+            "logcap_child_crash_loop",
+            "Consecutive crashes of the component's process not yet followed by a stable "
+            "run (0 healthy; above 0 it is restarted with doubling backoff).",
+            labels=labels,
+        )
+        now = time.monotonic()
         cpu = CounterMetricFamily(
             "logcap_process_cpu_seconds",
             "CPU time of the component's current process.",
@@ -213,6 +226,7 @@ class PipelineCollector(Collector):
                 watched.add_metric(key, values[Counter.FILES_WATCHED])
             up.add_metric(key, 1 if child.running else 0)
             restarts.add_metric(key, child.restarts)
+            crash_loop.add_metric(key, child.crash_loop(now))
             stats = _proc_stats(child.process.pid) if child.process is not None else None
             if stats is not None:
                 cpu.add_metric(key, stats[0])
@@ -234,4 +248,4 @@ class PipelineCollector(Collector):
             used.add_metric([name], ring.occupancy())
             capacity.add_metric([name], ring.slot_count)
         yield from families.values()
-        yield from (watched, up, restarts, cpu, rss, used, capacity)
+        yield from (watched, up, restarts, crash_loop, cpu, rss, used, capacity)

@@ -1,8 +1,9 @@
 """The bounded delay heap: every batch waiting for another attempt, ordered by due time.
 
-One heap and one timer for the whole process — never a thread or task per item. The
-heap is bounded by entries and bytes; ``push`` refuses an item that would exceed either
-bound and the caller sends it to the dead letter queue instead.
+One heap and one timer for the whole process — never a thread or task per item. Every
+item is also in the disk spool (retry/spool.py); the heap's bounds (entries and bytes)
+cap only the batch copies it keeps in memory: an item that does not fit is pushed
+without its copy (``batch`` None) and read back from the spool when it is due.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass, field
+
+from logcap.retry.spool import Spooled
 
 
 @dataclass
@@ -22,12 +25,19 @@ class RetryItem:
     first_failure: float  # clock() of the first failure
     first_failure_ns: int  # wall clock, for the DLQ record
     reason: str
-    batch: bytes  # the batch slot's bytes exactly as the dispatcher wrote them
+    batch: bytes | None  # the batch slot's bytes as the dispatcher wrote them, if cached
     entries: int
+    spooled: Spooled | None = None  # its record in the disk spool
 
     @property
     def size(self) -> int:
-        return len(self.batch)
+        """Bytes of the batch copy held in memory."""
+        return 0 if self.batch is None else len(self.batch)
+
+    @property
+    def cached_entries(self) -> int:
+        """Entries of the batch copy held in memory."""
+        return 0 if self.batch is None else self.entries
 
 
 @dataclass(order=True)
@@ -51,21 +61,17 @@ class DelayHeap:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def fits(self, item: RetryItem) -> bool:
-        """Whether ``item`` can be added without passing a bound."""
-        return (
-            self.entries + item.entries <= self.max_entries
-            and self.bytes + item.size <= self.max_bytes
-        )
+    def fits(self, entries: int, size: int) -> bool:
+        """Whether a batch copy of ``entries`` and ``size`` bytes may be kept in memory."""
+        return self.entries + entries <= self.max_entries and self.bytes + size <= self.max_bytes
 
-    def push(self, due: float, item: RetryItem) -> bool:
-        """Add ``item`` due at ``due``; False (nothing added) if a bound would be passed."""
-        if not self.fits(item):
-            return False
+    def push(self, due: float, item: RetryItem) -> None:
+        """Add ``item`` due at ``due``; its batch copy is dropped if it would pass a bound."""
+        if item.batch is not None and not self.fits(item.entries, item.size):
+            item.batch = None  # the spool has it
         heapq.heappush(self._heap, _Slot(due, next(self._order), item))
-        self.entries += item.entries
+        self.entries += item.cached_entries
         self.bytes += item.size
-        return True
 
     def next_due(self) -> float | None:
         """When the earliest item is due (the one timer's deadline), or None if empty."""
@@ -76,7 +82,7 @@ class DelayHeap:
         if not self._heap or self._heap[0].due > now:
             return None
         item = heapq.heappop(self._heap).item
-        self.entries -= item.entries
+        self.entries -= item.cached_entries
         self.bytes -= item.size
         return item
 

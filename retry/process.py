@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 
 from logcap.child import ChildContext
+from logcap.config import RetryConfig
 from logcap.dlq.writer import DlqWriter, dlq_directory
 from logcap.metrics import Counter
 from logcap.retry.heap import DelayHeap
 from logcap.retry.policy import BackoffPolicy
 from logcap.retry.service import RetryService, SinkLane
-from logcap.ringbuf import Ring
+from logcap.retry.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -41,37 +43,39 @@ def run_retry(ctx: ChildContext) -> None:
         DlqWriter(dlq_directory(config.data_dir), config.dlq),
         lanes,
         ctx.counters,
+        Spool(spool_directory(config.data_dir), retry.spool_max_bytes, spool_segment_bytes(retry)),
     )
-    batches = Ring.attach(plan.batch_ring)
     try:
         while True:
-            # draining: the sinks are finishing; nothing new goes back to them, and this
-            # process stays until every redelivery they hold has been reported on
-            draining = ctx.state.inputs_closed and _batches_delivered(batches)
-            moved = service.step(redeliver=not draining)
-            if draining and _exchanges_empty(lanes):
+            # draining: nothing goes back to the sinks; once every sink has exited, what
+            # they handed over is taken in and this process ends (the spool keeps it)
+            sinks_done = ctx.state.sinks_finished
+            moved = service.step(redeliver=not ctx.state.inputs_closed)
+            if sinks_done and _failures_taken(lanes):
                 break
             if not moved:
-                ctx.bell.wait(service.next_timeout())
+                ctx.bell.wait(min(service.next_timeout(), 0.1 if ctx.state.draining else 0.5))
     finally:
-        service.dlq.close()
+        service.close()
     if not service.idle():
         log.warning(
-            "stopping with %d batches still waiting for a retry; their lines were "
-            "not checkpointed and will be read again",
-            len(service.heap),
+            "stopping with %d batches waiting for a retry in %s; they are retried after "
+            "the next start",
+            len(service.spool.live),
+            service.spool.directory,
         )
 
 
-def _batches_delivered(batches: Ring) -> bool:
-    """The dispatcher closed the batch ring and every sink released all of it."""
-    return batches.closed and batches.min_consumer_cursor() >= batches.published
+def spool_directory(data_dir: str) -> Path:
+    """Where the retry spool of a data_dir lives."""
+    return Path(data_dir) / "spool"
 
 
-def _exchanges_empty(lanes: list[SinkLane]) -> bool:
-    """Every failure record taken in, every redelivery taken and reported on by its sink."""
-    return all(
-        lane.failures.next_sequence > lane.failures.ring.published
-        and lane.redeliveries.ring.consumer_cursor(0) >= lane.redeliveries.ring.published
-        for lane in lanes
-    )
+def spool_segment_bytes(retry: RetryConfig) -> int:
+    """Spool segment size: small enough that done segments are freed early."""
+    return max(1 << 20, min(64 << 20, retry.spool_max_bytes // 8))
+
+
+def _failures_taken(lanes: list[SinkLane]) -> bool:
+    """Every failure record a sink published has been taken in."""
+    return all(lane.failures.next_sequence > lane.failures.ring.published for lane in lanes)

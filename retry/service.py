@@ -1,14 +1,21 @@
-"""The retry process: one heap, one timer, the DLQ writer, and per-sink acknowledgements.
+"""The retry process: the disk spool, one heap with one timer, the DLQ writer.
 
-For every sink it reads the failure ring, keeps retryable batches in the bounded delay
-heap, hands due batches back to *that sink only* through its redelivery ring, and writes
-permanent failures, exhausted batches and heap overflow to the dead letter queue.
+For every sink it reads the failure ring and makes each failed batch durable before it
+releases the slot: retryable batches go to the spool (retry/spool.py) and into the delay
+heap; permanent failures, exhausted batches and spool overflow go to the dead letter
+queue. Due batches are handed back to *that sink only* through its redelivery ring; the
+sink reports delivered or failed-again on its failure ring, and a delivered batch is
+marked done in the spool.
 
-What it owns is published per sink as ``owned_low``: the lowest batch sequence it still
-holds for that sink (in the heap, handed back and not yet reported, or waiting for DLQ
-space), or ``NOTHING`` (int64 max). It is stored *before* the failure slot is released,
-so the dispatcher — which reads a sink's cursor first and ``owned_low`` second — never
-sees a failed batch in neither place and never checkpoints past it.
+Because nothing is released before it is on disk, a sink's cursor passing a failed batch
+means the batch is delivered, spooled or dead-lettered: the checkpoint may move on, and
+the death of this process loses nothing. A restarted retry process rebuilds its heap from
+the spool, re-reads the failure records its predecessor had not released, and treats the
+redeliveries still in a sink's ring as in flight (their outcome arrives as usual).
+
+``owned_low`` (the lowest batch a sink may not be checkpointed past because of us) is
+``NOTHING`` after every pass: items are owned only between reading a failure record and
+forcing it to disk, and that slot is still unreleased then.
 """
 
 from __future__ import annotations
@@ -28,13 +35,18 @@ from logcap.retry.messages import (
     PERMANENT,
     REDELIVER,
     RETRYABLE,
+    Message,
     read_message,
     send,
 )
 from logcap.retry.policy import BackoffPolicy
+from logcap.retry.spool import Spool, Spooled
 from logcap.ringbuf import Consumer, Producer
 
 log = logging.getLogger(__name__)
+BUSY_DELAY = 0.05  # a sink's redelivery ring is full: try it again this much later
+
+Key = tuple[int, int]  # (batch_seq, first_failure_ns): a failed batch's identity
 
 
 @dataclass
@@ -47,12 +59,8 @@ class SinkLane:
     redeliveries: Producer
     counters: CounterBlock  # the sink's block; the RETRY_* / DLQ_* words are ours
     publish_low: Callable[[int], None]
-    # items held for this sink, keyed (batch_seq, first_failure_ns): idempotent, so a
-    # re-failed redelivery or a repeated report after a sink crash cannot skew it
-    owned: set[tuple[int, int]] = field(default_factory=set)
-
-    def low(self) -> int:
-        return min((seq for seq, _ in self.owned), default=NOTHING)
+    live: dict[Key, Spooled] = field(default_factory=dict)  # spooled, not yet done
+    in_flight: set[int] = field(default_factory=set)  # spool ids handed back, unreported
 
 
 class RetryService:
@@ -65,6 +73,7 @@ class RetryService:
         dlq: DlqWriter,
         lanes: list[SinkLane],
         counters: CounterBlock,
+        spool: Spool,
         clock: Callable[[], float] = time.monotonic,
         wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -73,12 +82,48 @@ class RetryService:
         self.dlq = dlq
         self.lanes = lanes
         self.counters = counters
+        self.spool = spool
         self.clock = clock
         self.wall_ns = wall_ns
-        self.waiting_for_dlq: list[tuple[RetryItem, str, str]] = []  # (item, kind, reason)
-        # OWNED_LOW is not reset here: the supervisor sets it when it creates the segments.
-        # A retry process started on an existing pipeline must leave a predecessor's value
-        # in place (its heap died with it), so nothing it held can be checkpointed past.
+        # spooled items the DLQ refused (full, or an IO error): (item, kind, reason)
+        self.waiting_for_dlq: list[tuple[RetryItem, str, str]] = []
+        self._recover()
+
+    # -- start -----------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Rebuild the heap from the spool; redeliveries still in a ring are in flight."""
+        by_name = {lane.name: lane for lane in self.lanes}
+        in_rings = {lane.name: self._pending_redeliveries(lane) for lane in self.lanes}
+        recovered = self.spool.recover()
+        for spooled in recovered:
+            lane = by_name.get(spooled.sink)
+            item = self._item(lane.index if lane else -1, spooled, None)
+            if lane is None:
+                self._to_dlq(item, "permanent", f"sink {spooled.sink!r} is no longer configured")
+                continue
+            lane.live[(spooled.batch_seq, spooled.first_failure_ns)] = spooled
+            if (spooled.batch_seq, spooled.first_failure_ns) in in_rings[lane.name]:
+                lane.in_flight.add(spooled.id)
+            elif spooled.permanent:
+                self._to_dlq(item, "permanent", spooled.reason)
+            else:
+                self._schedule(item, self.policy.delay(max(spooled.attempts, 1)))
+        for lane in self.lanes:
+            lane.publish_low(NOTHING)  # what a predecessor held is on disk
+        if recovered:
+            log.info(
+                "retry spool: %d batches recovered from %s", len(recovered), self.spool.directory
+            )
+
+    @staticmethod
+    def _pending_redeliveries(lane: SinkLane) -> set[Key]:
+        ring = lane.redeliveries.ring
+        keys = set()
+        for seq in range(ring.consumer_cursor(0) + 1, ring.published + 1):
+            message = read_message(ring.payload(seq)[: ring.slot_length(seq)])
+            keys.add((message.batch_seq, message.first_failure_ns))
+            del message
+        return keys
 
     # -- one pass --------------------------------------------------------------------
     def step(self, redeliver: bool = True) -> bool:
@@ -104,67 +149,122 @@ class RetryService:
     # -- failure ring ------------------------------------------------------------------
     def _ingest(self, lane: SinkLane) -> bool:
         consumer = lane.failures
-        available = consumer.available()
-        first = consumer.next_sequence
+        first, available = consumer.next_sequence, consumer.available()
+        taken = first - 1
         for seq in range(first, available + 1):
             message = read_message(consumer.read(seq))
-            key = (message.batch_seq, message.first_failure_ns)
-            if message.kind == DELIVERED:
-                if key in lane.owned:
-                    lane.owned.discard(key)
-                    lane.counters.add(Counter.RETRY_DELIVERED)
-            elif message.kind not in (RETRYABLE, PERMANENT):
-                # never sent by a sink; owning it would hold the checkpoint back for good
-                log.error("sink %s sent a record of kind %d; ignored", lane.name, message.kind)
-            else:
-                item = RetryItem(
-                    lane.index,
-                    message.batch_seq,
-                    message.attempts,
-                    self.clock() - (self.wall_ns() - message.first_failure_ns) / 1e9,
-                    message.first_failure_ns,
-                    message.reason,
-                    bytes(message.batch),
-                    message.entries,
-                )
-                lane.owned.add(key)
-                if message.kind == PERMANENT:
-                    self._to_dlq(item, "permanent", message.reason)
-                elif message.kind == RETRYABLE and self._schedule(
-                    lane, item, message.retry_after_ms / 1000
-                ):
-                    # only retries actually scheduled: exhausted / overflow went to the DLQ
-                    lane.counters.add(Counter.RETRIES_BY_CODE + message.code % len(REASON_CODES))
-            # ownership is published before the slot is released (see module docstring)
-            lane.publish_low(lane.low())
-            consumer.release(seq)
-        return available >= first
+            took = self._take(lane, message)
+            del message
+            if not took:  # neither the spool nor the DLQ can hold it: the sink waits
+                break
+            taken = seq
+        if taken < first:
+            return False
+        self.spool.sync()  # on disk before the slot is released (module docstring)
+        lane.publish_low(NOTHING)
+        consumer.release(taken)
+        return True
 
-    def _schedule(self, lane: SinkLane, item: RetryItem, not_before: float = 0.0) -> bool:
-        """Put ``item`` in the heap (True), or send it to the DLQ (False); it is due after
-        the backoff delay, or ``not_before`` seconds (the server's Retry-After) if later."""
+    def _take(self, lane: SinkLane, message: Message) -> bool:
+        """Make one failure record durable; False if it cannot be for now."""
+        key = (message.batch_seq, message.first_failure_ns)
+        known = lane.live.get(key)
+        if message.kind == DELIVERED:
+            if known is not None:
+                self.spool.done(known)
+                del lane.live[key]
+                lane.in_flight.discard(known.id)
+                lane.counters.add(Counter.RETRY_DELIVERED)
+            return True
+        if message.kind not in (RETRYABLE, PERMANENT):
+            # never sent by a sink; taking it would mean guessing what it is
+            log.error("sink %s sent a record of kind %d; ignored", lane.name, message.kind)
+            return True
+        permanent = message.kind == PERMANENT
+        if known is not None:  # a redelivery failed again
+            lane.in_flight.discard(known.id)
+            self.spool.attempted(known, message.attempts, message.reason)
+            item = self._item(lane.index, known, message.batch)
+        else:
+            item = RetryItem(
+                lane.index,
+                message.batch_seq,
+                message.attempts,
+                self._monotonic_of(message.first_failure_ns),
+                message.first_failure_ns,
+                message.reason,
+                bytes(message.batch),
+                message.entries,
+            )
+        if permanent:
+            return self._to_dlq(item, "permanent", message.reason)
         why = self.policy.exhausted(item.attempts, item.first_failure, self.clock())
         if why is not None:
-            self._to_dlq(item, "exhausted", f"{why}; last error: {item.reason}")
+            return self._to_dlq(item, "exhausted", f"{why}; last error: {message.reason}")
+        if item.spooled is None:
+            if not self.spool.fits(len(message.batch)):
+                reason = f"retry spool full; last error: {message.reason}"
+                return self._to_dlq(item, "overflow", reason)
+            if not self._spool(lane, item):
+                return self._to_dlq(item, "overflow", f"retry spool unwritable; {message.reason}")
+        self._schedule(item, message.retry_after_ms / 1000)
+        lane.counters.add(Counter.RETRIES_BY_CODE + message.code % len(REASON_CODES))
+        return True
+
+    def _spool(self, lane: SinkLane, item: RetryItem, permanent: bool = False) -> bool:
+        """Append ``item`` to the spool; False if the disk refused it."""
+        assert item.batch is not None
+        try:
+            spooled = self.spool.put(
+                lane.name, item.batch_seq, item.attempts, item.first_failure_ns, item.entries,
+                item.reason, item.batch, permanent,
+            )  # fmt: skip
+        except OSError as exc:
+            log.error("cannot write to the retry spool %s: %s", self.spool.directory, exc)
+            self.counters.add(Counter.ERRORS)
             return False
+        item.spooled = spooled
+        lane.live[(item.batch_seq, item.first_failure_ns)] = spooled
+        return True
+
+    def _schedule(self, item: RetryItem, not_before: float = 0.0) -> None:
+        """Put a spooled ``item`` in the heap, due after the backoff delay or
+        ``not_before`` seconds (the server's Retry-After) if later."""
         delay = max(self.policy.delay(item.attempts), not_before)
-        if self.heap.push(self.clock() + delay, item):
-            lane.counters.add(Counter.RETRY_SCHEDULED)
-            return True
-        self._to_dlq(item, "overflow", f"retry heap full; last error: {item.reason}")
-        return False
+        self.heap.push(self.clock() + delay, item)
+        if item.sink >= 0:
+            self.lanes[item.sink].counters.add(Counter.RETRY_SCHEDULED)
+
+    def _item(self, sink: int, spooled: Spooled, batch: memoryview | None) -> RetryItem:
+        return RetryItem(
+            sink,
+            spooled.batch_seq,
+            spooled.attempts,
+            self._monotonic_of(spooled.first_failure_ns),
+            spooled.first_failure_ns,
+            spooled.reason,
+            None if batch is None else bytes(batch),
+            spooled.entries,
+            spooled,
+        )
+
+    def _monotonic_of(self, wall_ns: int) -> float:
+        return self.clock() - (self.wall_ns() - wall_ns) / 1e9
 
     # -- due items ---------------------------------------------------------------------
     def _redeliver_due(self) -> bool:
         moved = False
         now = self.clock()
+        busy: list[RetryItem] = []
         while (item := self.heap.pop_due(now)) is not None:
             lane = self.lanes[item.sink]
             try:
                 seq = lane.redeliveries.try_claim()
             except BufferFull:  # the sink is still busy with earlier ones: a moment later
-                self.heap.push(now + 0.05, item)
-                break
+                busy.append(item)
+                continue
+            assert item.spooled is not None
+            batch = item.batch if item.batch is not None else self.spool.read_batch(item.spooled)
             send(
                 lane.redeliveries,
                 seq,
@@ -174,19 +274,29 @@ class RetryService:
                 item.first_failure_ns,
                 item.entries,
                 item.reason,
-                item.batch,
+                batch,
             )
-            # still owned: the sink reports delivered or failed-again on its failure ring
+            # still spooled: the sink reports delivered or failed-again on its failure ring
+            lane.in_flight.add(item.spooled.id)
             moved = True
+        for item in busy:
+            self.heap.push(now + BUSY_DELAY, item)
         return moved
 
     # -- dead letter queue ----------------------------------------------------------------
-    def _to_dlq(self, item: RetryItem, kind: str, reason: str) -> None:
-        lane = self.lanes[item.sink]
+    def _to_dlq(self, item: RetryItem, kind: str, reason: str) -> bool:
+        """Write ``item`` to the DLQ; if the DLQ refuses, keep it in the spool until it
+        takes it (False only if the spool cannot hold it either)."""
+        lane = self.lanes[item.sink] if item.sink >= 0 else None
+        sink_name = lane.name if lane is not None else (item.spooled.sink if item.spooled else "")
+        batch = item.batch
         try:
+            if batch is None:
+                assert item.spooled is not None
+                batch = self.spool.read_batch(item.spooled)
             size = self.dlq.append(
                 DlqRecord(
-                    sink=lane.name,
+                    sink=sink_name,
                     kind=kind,
                     reason=reason,
                     attempts=item.attempts,
@@ -194,19 +304,28 @@ class RetryService:
                     written_ns=self.wall_ns(),
                     batch_seq=item.batch_seq,
                     entries=item.entries,
-                    batch=item.batch,
+                    batch=batch,
                 )
             )
         except (DlqFull, OSError) as exc:
             if not self.waiting_for_dlq:
                 log.error("cannot write to the dead letter queue (%s); pipeline held", exc)
-            self.waiting_for_dlq.append((item, kind, reason))
             self.counters.add(Counter.ERRORS)
-            return
-        lane.owned.discard((item.batch_seq, item.first_failure_ns))
-        lane.counters.add(DLQ_RECORDS[kind])
-        lane.counters.add(Counter.DLQ_BYTES, size)
-        lane.counters.add(Counter.DLQ_ENTRIES, item.entries)
+            if item.spooled is None and (
+                lane is None or not self.spool.fits(item.size) or not self._spool(lane, item, True)
+            ):
+                return False
+            self.waiting_for_dlq.append((item, kind, reason))
+            return True
+        if item.spooled is not None:
+            self.spool.done(item.spooled)
+            if lane is not None:
+                lane.live.pop((item.batch_seq, item.first_failure_ns), None)
+        if lane is not None:
+            lane.counters.add(DLQ_RECORDS[kind])
+            lane.counters.add(Counter.DLQ_BYTES, size)
+            lane.counters.add(Counter.DLQ_ENTRIES, item.entries)
+        return True
 
     def _flush_dlq_backlog(self) -> bool:
         if not self.waiting_for_dlq:
@@ -217,24 +336,25 @@ class RetryService:
                 self.waiting_for_dlq.append((item, kind, reason))
             else:
                 self._to_dlq(item, kind, reason)
-        for lane in self.lanes:
-            lane.publish_low(lane.low())
         return len(self.waiting_for_dlq) < len(backlog)
 
     def _publish_gauges(self) -> None:
         self.counters.set(Counter.RETRY_HEAP_ENTRIES, self.heap.entries)
         self.counters.set(Counter.RETRY_HEAP_BYTES, self.heap.bytes)
+        self.counters.set(Counter.SPOOL_BYTES, self.spool.total_bytes)
+        self.counters.set(Counter.SPOOL_BATCHES, len(self.spool.live))
         self.counters.set(Counter.DLQ_DROPPED, self.dlq.dropped_records)
         self.counters.set(Counter.DLQ_EXPIRED, self.dlq.expired_records)
         self.counters.set(Counter.DLQ_TOTAL_BYTES, self.dlq.total_bytes)
 
     def idle(self) -> bool:
         """Nothing held for any sink (every failure resolved)."""
-        return (
-            not self.heap
-            and not self.waiting_for_dlq
-            and all(not lane.owned for lane in self.lanes)
-        )
+        return not self.heap and not self.waiting_for_dlq and not self.spool.live
+
+    def close(self) -> None:
+        """Sync and close the spool and the DLQ."""
+        self.spool.close()
+        self.dlq.close()
 
 
 DLQ_RECORDS = {

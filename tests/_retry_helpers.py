@@ -25,7 +25,9 @@ from logcap.metrics import NOTHING, Counter, CounterBlock, CounterTable
 from logcap.retry.heap import DelayHeap
 from logcap.retry.messages import read_message, send
 from logcap.retry.policy import BackoffPolicy
+from logcap.retry.process import spool_segment_bytes
 from logcap.retry.service import RetryService, SinkLane
+from logcap.retry.spool import Spool
 from logcap.ringbuf import Consumer, Producer, Ring, unlink
 
 TS = 1_704_067_200_000_000_000  # 2024-01-01T00:00:00Z
@@ -165,7 +167,7 @@ class SinkEnd:
 
 @dataclass
 class RetryRig:
-    """A RetryService over real rings, a real DLQ and a real counter table."""
+    """A RetryService over real rings, a real DLQ, a real spool and a real counter table."""
 
     service: RetryService
     sinks: dict[str, SinkEnd]
@@ -173,10 +175,22 @@ class RetryRig:
     dlq_dir: Path
     table: CounterTable
     retry_block: CounterBlock
+    rebuild: Callable[[], RetryService]
 
     def step(self, times: int = 1) -> None:
         for _ in range(times):
             self.service.step()
+
+    def restart(self) -> None:
+        """The retry process dies (nothing closed) and a new one starts on the same
+        rings, spool and DLQ directory."""
+        self.service.spool.sync()  # what the dead process's writes left in the page cache
+        self.service = self.rebuild()
+
+    @property
+    def spooled(self) -> list[int]:
+        """Batch sequences waiting in the spool, oldest first."""
+        return [s.batch_seq for s in sorted(self.service.spool.live.values(), key=lambda s: s.id)]
 
     def dlq_records(self) -> list[DlqRecord]:
         return [r for path in segment_paths(self.dlq_dir) for _, r in read_segment(path)]
@@ -190,6 +204,7 @@ class RigFactory:
         self.tmp_path = tmp_path
         self._tables: list[CounterTable] = []
         self._writers: list[DlqWriter] = []
+        self._spools: list[Spool] = []
 
     def __call__(
         self,
@@ -204,7 +219,8 @@ class RigFactory:
         clock = Clock()
         table = CounterTable.create(f"logcap-{os.getpid()}-test-{uuid.uuid4().hex[:10]}-ct", 8)
         self._tables.append(table)
-        lanes, ends = [], {}
+        ends: dict[str, SinkEnd] = {}
+        exchanges = []
         for index, name in enumerate(config.sinks):
             fail = self.rings.create(4, EXCHANGE_PAYLOAD, role=f"fail-{name}")
             redo = self.rings.create(redelivery_slots, EXCHANGE_PAYLOAD, role=f"redo-{name}")
@@ -216,27 +232,44 @@ class RigFactory:
                     on_low(ring, low)
                 block.set(Counter.OWNED_LOW, low)
 
-            lanes.append(SinkLane(index, name, Consumer(fail), Producer(redo), block, publish_low))
+            exchanges.append((index, name, fail, redo, block, publish_low))
             ends[name] = SinkEnd(name, Producer(fail), Consumer(redo), block)
         dlq_dir = Path(config.data_dir) / "dlq"
-        writer = DlqWriter(dlq_dir, config.dlq)
-        self._writers.append(writer)
         retry_block = table.block(7)
         r = config.retry
-        service = RetryService(
-            policy_of(config),
-            heap if heap is not None else DelayHeap(r.max_entries, r.max_bytes),
-            writer,
-            lanes,
-            retry_block,
-            clock=clock,
-            wall_ns=clock.wall_ns,
-        )
-        return RetryRig(service, ends, clock, dlq_dir, table, retry_block)
+
+        def build(first_heap: DelayHeap | None = heap) -> RetryService:
+            writer = DlqWriter(dlq_dir, config.dlq)
+            self._writers.append(writer)
+            lanes = [
+                SinkLane(index, name, Consumer(fail), Producer(redo), block, publish_low)
+                for index, name, fail, redo, block, publish_low in exchanges
+            ]
+            spool = Spool(
+                Path(config.data_dir) / "spool",
+                r.spool_max_bytes,
+                spool_segment_bytes(r),
+                wall_ns=clock.wall_ns,
+            )
+            self._spools.append(spool)
+            return RetryService(
+                policy_of(config),
+                first_heap if first_heap is not None else DelayHeap(r.max_entries, r.max_bytes),
+                writer,
+                lanes,
+                retry_block,
+                spool,
+                clock=clock,
+                wall_ns=clock.wall_ns,
+            )
+
+        return RetryRig(build(), ends, clock, dlq_dir, table, retry_block, lambda: build(None))
 
     def close(self) -> None:
         for writer in self._writers:
             writer.close()
+        for spool in self._spools:
+            spool.close()
         for table in self._tables:
             name = table.shm.name
             table.close()

@@ -5,7 +5,7 @@
   appended: every line reaches the file sink; duplicates are counted and reported.
 * A sink's disk full for 30 s (a tmpfs the test fills): the healthy sink beside it gets
   every line exactly once and in order, the failing one gets every line either later
-  (retried) or in the dead letter queue (retry heap overflow), and memory stays bounded.
+  (retried) or in the dead letter queue (retry spool overflow), and memory stays bounded.
 * A permanent failure goes to the dead letter queue on its first attempt.
 * A file sink killed inside a write leaves no torn entry once it is restarted.
 * Damaged state at start: a garbage checkpoint (the ``.prev`` copy is used) and a torn
@@ -213,7 +213,8 @@ sinks:
   flaky: {{type: file, path: "{flaky}/{{source}}.ndjson"}}
 dispatcher: {{batch_timeout: 100ms, checkpoint_interval: 200ms}}
 supervisor: {{restart_backoff: 100ms}}
-retry: {{max_bytes: 2MiB, initial_backoff: 200ms, max_backoff: 2s, max_attempts: 1000}}
+retry: {{max_bytes: 2MiB, spool_max_bytes: 4MiB, initial_backoff: 200ms, max_backoff: 2s,
+        max_attempts: 1000}}
 """,
         address,
     )
@@ -282,6 +283,7 @@ def test_a_full_disk_on_one_sink_loses_nothing_and_memory_stays_bounded(
             wait_for(
                 lambda: (
                     agent.metric("logcap_retry_heap_entries") == 0
+                    and agent.metric("logcap_retry_spool_batches") == 0
                     and agent.metric("logcap_ring_used_slots", ring="batches") == 0
                 ),
                 60,

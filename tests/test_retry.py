@@ -50,6 +50,7 @@ from logcap.retry.messages import (
 )
 from logcap.retry.policy import BackoffPolicy
 from logcap.retry.service import RetryService
+from logcap.retry.spool import Spool
 from logcap.ringbuf import Consumer, Producer, Ring
 from logcap.sinks.base import SinkRunner
 
@@ -127,7 +128,7 @@ def item(seq: int, size: int = 10, entries: int = 1) -> RetryItem:
 def test_heap_pops_by_due_time_and_ties_keep_insertion_order() -> None:
     heap = DelayHeap(max_entries=100, max_bytes=10_000)
     for seq, due in [(0, 5.0), (1, 1.0), (2, 3.0), (3, 1.0), (4, 5.0), (5, 1.0)]:
-        assert heap.push(due, item(seq))
+        heap.push(due, item(seq))
     assert heap.next_due() == 1.0
     popped = []
     while (got := heap.pop_due(100.0)) is not None:
@@ -149,23 +150,27 @@ def test_heap_pop_due_returns_nothing_before_the_earliest_due_time() -> None:
 
 
 @pytest.mark.parametrize(
-    ("bound", "refused"),
+    ("bound", "uncached"),
     [("entries", item(9, size=10, entries=3)), ("bytes", item(9, size=31, entries=1))],
 )
-def test_heap_refuses_an_item_past_a_bound_and_changes_nothing(
-    bound: str, refused: RetryItem
+def test_heap_keeps_no_copy_of_an_item_past_a_memory_bound_but_still_schedules_it(
+    bound: str, uncached: RetryItem
 ) -> None:
     heap = DelayHeap(max_entries=5, max_bytes=100)
-    assert heap.push(1.0, item(1, size=40, entries=2))
-    assert heap.push(2.0, item(2, size=30, entries=1))
-    before = (heap.entries, heap.bytes, len(heap), heap.next_due())
-    assert not heap.fits(refused)
-    assert heap.push(0.5, refused) is False
-    assert (heap.entries, heap.bytes, len(heap), heap.next_due()) == before
-    assert sorted(i.batch_seq for i in heap.items()) == [1, 2]
-    # exactly at the bound is still allowed
-    assert heap.push(3.0, item(3, size=30, entries=2))
-    assert (heap.entries, heap.bytes) == (5, 100)
+    heap.push(1.0, item(1, size=40, entries=2))
+    heap.push(2.0, item(2, size=30, entries=1))
+    before = (heap.entries, heap.bytes)
+    assert not heap.fits(uncached.entries, uncached.size)
+    heap.push(0.5, uncached)
+    assert uncached.batch is None  # the spool has it; it is read back when due
+    assert (heap.entries, heap.bytes) == before
+    assert heap.next_due() == 0.5 and len(heap) == 3
+    # exactly at the bound is still cached
+    cached = item(3, size=30, entries=2)
+    heap.push(3.0, cached)
+    assert cached.batch is not None and (heap.entries, heap.bytes) == (5, 100)
+    assert [heap.pop_due(10.0).batch_seq for _ in range(4)] == [9, 1, 2, 3]  # type: ignore[union-attr]
+    assert (heap.entries, heap.bytes) == (0, 0)
 
 
 def test_heap_entry_and_byte_counts_stay_exact_through_pushes_and_pops() -> None:
@@ -176,15 +181,15 @@ def test_heap_entry_and_byte_counts_stay_exact_through_pushes_and_pops() -> None
     for seq in range(500):
         if rng.random() < 0.6:
             candidate = item(seq, size=rng.randrange(1, 200), entries=rng.randrange(1, 8))
-            fits = heap.fits(candidate)
-            assert heap.push(now + rng.uniform(0, 5), candidate) is fits
-            if fits:
-                model[seq] = candidate
+            fits = heap.fits(candidate.entries, candidate.size)
+            heap.push(now + rng.uniform(0, 5), candidate)
+            assert (candidate.batch is not None) is fits
+            model[seq] = candidate
         else:
             now += rng.uniform(0, 2)
             while (got := heap.pop_due(now)) is not None:
                 del model[got.batch_seq]
-        assert heap.entries == sum(i.entries for i in model.values()) <= 50
+        assert heap.entries == sum(i.cached_entries for i in model.values()) <= 50
         assert heap.bytes == sum(i.size for i in model.values()) <= 2_000
         assert len(heap) == len(model)
     while heap.pop_due(float("inf")) is not None:
@@ -216,50 +221,103 @@ def test_due_batch_goes_back_on_its_own_sinks_redelivery_ring_only(make_rig: Rig
     assert rig.dlq_records() == []
 
 
-def test_owned_low_covers_failed_batches_until_each_is_reported_delivered(
+def test_spool_holds_failed_batches_until_each_is_reported_delivered(
     make_rig: RigFactory,
 ) -> None:
     rig = make_rig("initial_backoff: 1s")
     a, b = rig.sinks["a"], rig.sinks["b"]
-    assert a.owned_low == NOTHING and b.owned_low == NOTHING
     ns5, ns9 = rig.clock.wall_ns(), rig.clock.wall_ns() + 1
     a.report(RETRYABLE, 9, first_ns=ns9, batch=sample_batch("9"))
     a.report(RETRYABLE, 5, first_ns=ns5, batch=sample_batch("5"))
     rig.step()
-    assert a.owned_low == 5
-    assert b.owned_low == NOTHING  # ownership is per sink
+    assert rig.spooled == [9, 5]
+    # on disk: nothing holds the checkpoint back any more
+    assert a.owned_low == NOTHING and b.owned_low == NOTHING
     rig.clock.advance(1.0)
     rig.step()
     assert sorted(r.batch_seq for r in a.redelivered()) == [5, 9]
-    assert a.owned_low == 5  # handed back, not yet reported: still held
+    assert rig.spooled == [9, 5]  # handed back, not yet reported: still spooled
     a.report(DELIVERED, 5, first_ns=ns5)
     rig.step()
-    assert a.owned_low == 9
+    assert rig.spooled == [9]
     a.report(DELIVERED, 9, first_ns=ns9)
     rig.step()
-    assert a.owned_low == NOTHING
+    assert rig.spooled == []
     assert a.block.get(Counter.RETRY_DELIVERED) == 2
     assert rig.service.idle()
+    assert list((rig.dlq_dir.parent / "spool").iterdir()) != []  # the open segment
+    rig.service.spool.close()
+    assert list((rig.dlq_dir.parent / "spool").iterdir()) == []  # every batch done
 
 
-def test_owned_low_is_stored_before_the_failure_slot_is_released(make_rig: RigFactory) -> None:
-    stored: list[tuple[int, int]] = []  # (owned_low, failure ring cursor at that moment)
+def test_failed_batch_is_on_disk_before_the_failure_slot_is_released(
+    make_rig: RigFactory, tmp_path: Path
+) -> None:
+    on_disk: list[tuple[list[int], int]] = []  # (spooled on disk, failure ring cursor)
+    spool_dir = tmp_path / "data" / "spool"
 
     def on_low(ring: Ring, low: int) -> None:
-        stored.append((low, ring.consumer_cursor(0)))
+        # what a freshly started process would find on disk at this moment
+        found = Spool(spool_dir, 1 << 30, 1 << 20).recover()
+        on_disk.append(([s.batch_seq for s in found], ring.consumer_cursor(0)))
 
     rig = make_rig(on_low=on_low)
     a = rig.sinks["a"]
+    on_disk.clear()  # the start-up publication
     first = a.report(RETRYABLE, 42, first_ns=rig.clock.wall_ns(), batch=sample_batch())
     second = a.report(RETRYABLE, 40, first_ns=rig.clock.wall_ns(), batch=sample_batch())
     rig.step()
-    covering_42 = [cursor for low, cursor in stored if low == 42]
-    covering_40 = [cursor for low, cursor in stored if low == 40]
-    # the dispatcher reads the cursor first and OWNED_LOW second: a released slot whose
-    # batch is not yet covered would let it checkpoint past the batch
-    assert covering_42 and covering_42[0] < first
-    assert covering_40 and covering_40[0] < second
+    # the dispatcher may checkpoint past a batch once the sink's cursor passed it, which
+    # is once the slot was released: by then the batch must already be in the spool
+    assert on_disk == [([42, 40], first - 1)]
     assert a.taken_in() == second
+
+
+def test_killed_retry_process_loses_nothing_and_its_successor_redelivers_from_the_spool(
+    make_rig: RigFactory,
+) -> None:
+    rig = make_rig("initial_backoff: 1s")
+    a, b = rig.sinks["a"], rig.sinks["b"]
+    ns = rig.clock.wall_ns()
+    a.report(RETRYABLE, 1, first_ns=ns, batch=sample_batch("1"))
+    b.report(RETRYABLE, 2, first_ns=ns, batch=sample_batch("2"), attempts=3)
+    rig.step()
+    rig.clock.advance(1.0)
+    rig.step()  # batch 1 handed back to sink a, which has not taken it yet
+    b.report(RETRYABLE, 3, first_ns=ns + 5, batch=sample_batch("3"))  # not taken in yet
+    rig.restart()
+    assert sorted(rig.spooled) == [1, 2]
+    assert a.owned_low == NOTHING
+    rig.step()  # takes in batch 3, left in the failure ring by its predecessor
+    assert sorted(rig.spooled) == [1, 2, 3]
+    rig.clock.advance(60.0)
+    rig.step()
+    # batch 1 is in flight with sink a: its outcome is awaited, not handed back twice
+    [handed_back] = a.redelivered()
+    assert handed_back.batch_seq == 1
+    assert sorted((r.batch_seq, r.attempts) for r in b.redelivered()) == [(2, 3), (3, 1)]
+    a.report(DELIVERED, 1, first_ns=handed_back.first_failure_ns)
+    rig.step()
+    assert sorted(rig.spooled) == [2, 3]
+    assert rig.dlq_records() == []
+
+
+def test_recovered_permanent_failure_that_waited_for_dlq_space_goes_to_the_dlq(
+    make_rig: RigFactory,
+) -> None:
+    rig = make_rig(dlq="max_bytes: 64KiB, segment_bytes: 64KiB, when_full: block")
+    a = rig.sinks["a"]
+    big = sample_batch("big", size=10_000)
+    for seq in (1, 2, 3):
+        a.report(PERMANENT, seq, first_ns=rig.clock.wall_ns(), batch=big)
+        rig.step()
+    assert [r.batch_seq for r in rig.dlq_records()] == [1, 2] and rig.spooled == [3]
+    for path in rig.dlq_dir.glob("*.dlq"):
+        path.unlink()
+    rig.restart()
+    rig.step()
+    assert [(r.batch_seq, r.kind) for r in rig.dlq_records()] == [(3, "permanent")]
+    assert rig.spooled == [] and a.redelivered() == []
 
 
 def test_permanent_failure_goes_to_the_dlq_at_once_and_is_never_redelivered(
@@ -275,7 +333,7 @@ def test_permanent_failure_goes_to_the_dlq_at_once_and_is_never_redelivered(
     assert (record.sink, record.kind, record.reason) == ("a", "permanent", "400 bad")
     assert (record.batch_seq, record.attempts, record.first_failure_ns) == (3, 1, first_ns)
     assert (record.entries, record.batch) == (ENTRIES, batch)
-    assert a.owned_low == NOTHING  # durable in the DLQ: nothing left to hold
+    assert a.owned_low == NOTHING and rig.spooled == []  # durable in the DLQ
     rig.clock.advance(10_000)
     rig.step()
     assert a.redelivered() == []
@@ -306,7 +364,7 @@ def test_batch_that_fails_max_attempts_times_goes_to_the_dlq_as_exhausted(
     rig.clock.advance(1000.0)
     rig.step()
     assert a.redelivered() == []
-    assert a.owned_low == NOTHING
+    assert rig.spooled == []
     assert a.block.get(Counter.DLQ_EXHAUSTED) == 1
 
 
@@ -328,39 +386,46 @@ def test_batch_still_failing_after_max_retry_duration_goes_to_the_dlq_as_exhaust
     [record] = rig.dlq_records()
     assert (record.kind, record.batch_seq, record.attempts) == ("exhausted", 4, 2)
     assert "60s" in record.reason
-    assert a.owned_low == NOTHING
+    assert rig.spooled == []
     assert len(rig.service.heap) == 0
 
 
-def test_batch_past_the_heaps_entry_bound_goes_to_the_dlq_as_overflow(
+def test_batch_past_the_heaps_memory_bound_waits_on_disk_and_is_redelivered_whole(
     make_rig: RigFactory,
 ) -> None:
-    rig = make_rig("max_entries: 5")
+    rig = make_rig("max_entries: 5, initial_backoff: 1s")
     a = rig.sinks["a"]
-    a.report(RETRYABLE, 1, first_ns=rig.clock.wall_ns(), batch=sample_batch("1"))
-    a.report(RETRYABLE, 2, first_ns=rig.clock.wall_ns(), batch=sample_batch("2"), reason="io")
+    first, second = sample_batch("1"), sample_batch("2")
+    a.report(RETRYABLE, 1, first_ns=rig.clock.wall_ns(), batch=first)
+    a.report(RETRYABLE, 2, first_ns=rig.clock.wall_ns(), batch=second, reason="io")
     rig.step()
-    [record] = rig.dlq_records()
-    assert (record.kind, record.batch_seq) == ("overflow", 2)
-    assert "heap full" in record.reason and "io" in record.reason
-    assert [i.batch_seq for i in rig.service.heap.items()] == [1]
-    assert a.owned_low == 1  # the first still waits for its retry
-    assert a.block.get(Counter.DLQ_OVERFLOW) == 1
-    assert a.block.get(Counter.RETRY_SCHEDULED) == 1
+    assert rig.dlq_records() == []
+    assert rig.service.heap.entries == ENTRIES  # only the first is kept in memory
+    assert rig.service.heap.bytes == len(first)
+    assert rig.spooled == [1, 2]
+    rig.clock.advance(1.0)
+    rig.step()
+    assert [(r.batch_seq, r.batch) for r in a.redelivered()] == [(1, first), (2, second)]
+    assert a.block.get(Counter.RETRY_SCHEDULED) == 2
 
 
-def test_batch_past_the_heaps_byte_bound_goes_to_the_dlq_as_overflow(
+def test_batch_past_spool_max_bytes_goes_to_the_dlq_as_overflow(
     make_rig: RigFactory,
 ) -> None:
-    small, large = sample_batch("s"), sample_batch("l", size=200)
-    rig = make_rig(heap=DelayHeap(max_entries=1000, max_bytes=len(small) + len(large) - 1))
+    small, large = sample_batch("s"), sample_batch("l", size=30_000)
+    rig = make_rig("spool_max_bytes: 100KiB")
     a = rig.sinks["a"]
-    a.report(RETRYABLE, 1, first_ns=rig.clock.wall_ns(), batch=small)
-    a.report(RETRYABLE, 2, first_ns=rig.clock.wall_ns(), batch=large)
+    a.report(RETRYABLE, 1, first_ns=rig.clock.wall_ns(), batch=large)
+    a.report(RETRYABLE, 2, first_ns=rig.clock.wall_ns(), batch=large, reason="io")
+    a.report(RETRYABLE, 3, first_ns=rig.clock.wall_ns(), batch=small)
     rig.step()
     [record] = rig.dlq_records()
     assert (record.kind, record.batch_seq, record.batch) == ("overflow", 2, large)
-    assert rig.service.heap.bytes == len(small)
+    assert "spool full" in record.reason and "io" in record.reason
+    assert rig.spooled == [1, 3]
+    assert rig.service.spool.total_bytes <= 100 * 1024
+    assert a.block.get(Counter.DLQ_OVERFLOW) == 1
+    assert a.block.get(Counter.RETRY_SCHEDULED) == 2
 
 
 def test_full_dlq_with_block_holds_the_batch_and_stops_ingesting_until_space_is_freed(
@@ -376,13 +441,14 @@ def test_full_dlq_with_block_holds_the_batch_and_stops_ingesting_until_space_is_
     a.report(PERMANENT, 3, first_ns=rig.clock.wall_ns(), batch=big)
     rig.step()
     assert [r.batch_seq for r in rig.dlq_records()] == [1, 2]
-    assert a.owned_low == 3  # not in the DLQ yet: still covered
+    assert rig.spooled == [3]  # not in the DLQ yet: it waits in the spool
+    assert a.owned_low == NOTHING
     assert rig.retry_block.get(Counter.ERRORS) >= 1
     # the pipeline is held: a new failure is left in the failure ring
     pending = a.report(RETRYABLE, 4, first_ns=rig.clock.wall_ns(), batch=sample_batch())
     rig.step(3)
     assert a.taken_in() < pending
-    assert a.owned_low == 3
+    assert rig.spooled == [3]
     assert rig.service.next_timeout(5.0) <= 0.25  # poll for space, not the heap's timer
     # free space the way `logcap dlq purge --all` does: remove the segment files
     for path in rig.dlq_dir.glob("*.dlq"):
@@ -390,7 +456,7 @@ def test_full_dlq_with_block_holds_the_batch_and_stops_ingesting_until_space_is_
     rig.step()
     assert [r.batch_seq for r in rig.dlq_records()] == [3]
     assert a.taken_in() == pending
-    assert a.owned_low == 4
+    assert rig.spooled == [4]
     assert a.block.get(Counter.DLQ_PERMANENT) == 3
 
 
@@ -404,7 +470,7 @@ def test_repeated_or_stale_delivered_reports_are_harmless(make_rig: RigFactory) 
     # a report for an earlier failure of batch 6 (another first_failure_ns) owns nothing
     a.report(DELIVERED, 6, first_ns=ns5 - 1_000)
     rig.step()
-    assert a.owned_low == 5
+    assert rig.spooled == [5, 6]
     assert {i.batch_seq for i in rig.service.heap.items()} == {5, 6}
     rig.clock.advance(1.0)
     rig.step()
@@ -413,11 +479,11 @@ def test_repeated_or_stale_delivered_reports_are_harmless(make_rig: RigFactory) 
     a.report(DELIVERED, 5, first_ns=ns5)
     a.report(DELIVERED, 5, first_ns=ns5)
     rig.step()
-    assert a.owned_low == 6
+    assert rig.spooled == [6]
     assert a.block.get(Counter.RETRY_DELIVERED) == 1
     a.report(DELIVERED, 6, first_ns=ns5 + 1)
     rig.step()
-    assert a.owned_low == NOTHING
+    assert rig.spooled == []
     assert a.block.get(Counter.RETRY_DELIVERED) == 2
 
 
@@ -432,7 +498,7 @@ def test_full_redelivery_ring_keeps_the_batch_in_the_heap_and_hands_it_back_late
     rig.clock.advance(1.0)
     rig.step()
     assert [i.batch_seq for i in rig.service.heap.items()] == [2]
-    assert a.owned_low == 1
+    assert rig.spooled == [1, 2]
     assert [r.batch_seq for r in a.redelivered()] == [1]  # frees the one slot
     rig.clock.advance(1.0)
     rig.step()
@@ -655,7 +721,7 @@ def test_runner_hands_off_a_failed_batch_and_moves_on_without_waiting_for_the_re
     assert rr.sink.delivered == [payload(second)]  # no retry yet: its due time is 10 s off
     [waiting] = rr.rig.service.heap.items()
     assert (waiting.batch_seq, waiting.batch) == (0, first)
-    assert rr.end.owned_low == 0
+    assert rr.rig.spooled == [0]
     assert rr.end.block.get(Counter.RETRY_HANDOFFS) == 1
     assert rr.end.block.get(Counter.EVENTS_OUT) == ENTRIES
 
@@ -674,7 +740,7 @@ def test_redelivered_batch_that_succeeds_is_reported_delivered(
     report = rr.failure_record(1)
     assert (report.kind, report.batch_seq, report.attempts) == (DELIVERED, 0, 1)
     rr.rig.step()
-    assert rr.end.owned_low == NOTHING
+    assert rr.rig.spooled == []
     assert rr.end.block.get(Counter.RETRY_DELIVERED) == 1
     assert rr.end.block.get(Counter.EVENTS_OUT) == ENTRIES
     assert rr.rig.service.idle()
@@ -700,7 +766,8 @@ def test_redelivered_batch_that_fails_again_goes_back_with_one_more_attempt(
     del again
     [waiting] = rr.rig.service.heap.items()
     assert (waiting.attempts, waiting.first_failure_ns, waiting.batch) == (2, first_ns, batch)
-    assert rr.end.owned_low == 0
+    assert rr.rig.spooled == [0]
+    assert [s.attempts for s in rr.rig.service.spool.live.values()] == [2]
     assert rr.sink.attempted == [payload(batch)] * 2 and rr.sink.delivered == []
 
 

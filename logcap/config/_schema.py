@@ -113,14 +113,24 @@ class RetryConfig(StrictStruct, frozen=True):
     max_entries: Annotated[
         int,
         doc(
-            "Entries the retry heap may hold; a failed batch that does not fit goes "
-            "to the dead letter queue ('overflow').",
+            "Entries of failed batches the retry process keeps copies of in memory; "
+            "beyond it (or max_bytes) a batch waits in the disk spool only and is read "
+            "back when due.",
             ge=1,
         ),
     ] = 1_000_000
     max_bytes: Annotated[
-        HeapBytes, doc("Bytes of batches the retry heap may hold; see max_entries.")
+        HeapBytes,
+        doc("Bytes of failed batches kept in memory (the memory bound); see max_entries."),
     ] = HeapBytes(64 * 1024 * 1024)
+    spool_max_bytes: Annotated[
+        HeapBytes,
+        doc(
+            "Bytes the disk spool under data_dir/spool may hold: every failed batch waits "
+            "there (it survives the retry process and the agent); a batch that does not "
+            "fit goes to the dead letter queue ('overflow')."
+        ),
+    ] = HeapBytes(1024**3)
 
 
 class DlqConfig(StrictStruct, frozen=True):

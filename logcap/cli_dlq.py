@@ -3,7 +3,13 @@
 Exit codes a script can rely on: 0 success (also: nothing to do); 1 some records could not
 be replayed (they stay pending; run replay again); 2 bad usage (e.g. an unknown sink);
 78 invalid configuration. Problems found while reading (a torn last record after a crash,
-a damaged record) are reported on stderr and do not change the exit code.
+a damaged record, a ``*.dlq`` name that is not a segment's) are reported on stderr and do
+not change the exit code.
+
+A record counts as replayed only once its sink took it: ``write`` did not raise and
+``flush`` reported no failure for it (a Kafka delivery timeout, a failed fsync). ``purge``
+deletes a segment only if every record in it is marked replayed; a file it cannot read as
+a segment is kept (``--all`` deletes it too).
 """
 
 from __future__ import annotations
@@ -12,9 +18,8 @@ import json
 import sys
 from collections import Counter as Tally
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,36 +27,58 @@ from logcap.cli_common import config_option, load_or_exit
 from logcap.config import Config
 from logcap.dispatch.batch import Batch
 from logcap.dispatch.encode import rfc3339
-from logcap.dlq.marks import mark_replayed, marks_path, replayed
-from logcap.dlq.record import DlqRecord, Problem, read_segment
-from logcap.dlq.writer import dlq_directory, segment_paths
+from logcap.dlq.reader import StoredRecord, mark, segment_records
+from logcap.dlq.record import BAD_HEADER, UNSUPPORTED, DlqRecord, Problem
+from logcap.dlq.segments import dlq_directory, marks_path, segment_paths
 from logcap.errors import DeliveryError
 
+if TYPE_CHECKING:
+    from logcap.sinks.base import Sink
+
 EX_PARTIAL, EX_USAGE = 1, 2
+_CANNOT_READ = "cannot be read"
 
 
-@dataclass
-class Found:
-    """One record, where it is, and whether it was replayed."""
-
-    segment: Path
-    offset: int
-    record: DlqRecord
-    replayed: bool
+def _unknown(problem: Problem) -> bool:
+    """A file purge keeps (unless --all): what it holds is not known."""
+    return problem.what in (BAD_HEADER, UNSUPPORTED) or problem.what.startswith(_CANNOT_READ)
 
 
-def _records(config: Config, sink: str | None, reason: str | None) -> Iterator[Found]:
-    problems: list[Problem] = []
-    for segment in segment_paths(dlq_directory(config.data_dir)):
-        done = replayed(segment)
-        for offset, record in read_segment(segment, problems):
+def _warn(problems: list[Problem]) -> None:
+    for problem in problems:
+        click.echo(f"warning: {problem.path} at byte {problem.offset}: {problem.what}", err=True)
+    problems.clear()
+
+
+def _segments(config: Config) -> list[Path]:
+    """The segments, oldest first; stray ``*.dlq`` names are reported and left alone."""
+    strays: list[Path] = []
+    segments = segment_paths(dlq_directory(config.data_dir), strays)
+    for stray in strays:
+        click.echo(f"warning: ignoring {stray}: not a DLQ segment name", err=True)
+    return segments
+
+
+def _records_in(segment: Path, problems: list[Problem] | None = None) -> Iterator[StoredRecord]:
+    """The records of one segment; problems are reported (or collected in ``problems``)."""
+    found: list[Problem] = []
+    try:
+        yield from segment_records(segment, found)
+    except FileNotFoundError:  # deleted meanwhile (max_age, drop_oldest)
+        pass
+    except OSError as exc:
+        found.append(Problem(segment, 0, f"{_CANNOT_READ} ({exc})"))
+    if problems is not None:
+        problems.extend(found)
+    _warn(found)
+
+
+def _records(config: Config, sink: str | None, reason: str | None) -> Iterator[StoredRecord]:
+    for segment in _segments(config):
+        for found in _records_in(segment):
+            record = found.record
             if (sink is None or record.sink == sink) and (reason is None or record.kind == reason):
-                yield Found(segment, offset, record, offset in done)
-        for problem in problems:
-            click.echo(
-                f"warning: {problem.path} at byte {problem.offset}: {problem.what}", err=True
-            )
-        problems.clear()
+                yield found
 
 
 def _entries(record: DlqRecord) -> list[Any]:
@@ -80,7 +107,7 @@ def list_segments(config_path: Path | None, as_json: bool) -> None:
     """Segments with their record counts, reasons, sinks and time range."""
     config = load_or_exit(config_path)
     rows: list[dict[str, Any]] = []
-    for segment in segment_paths(dlq_directory(config.data_dir)):
+    for segment in _segments(config):
         found = list(_records_in(segment))
         times = [f.record.written_ns for f in found]
         rows.append(
@@ -112,15 +139,6 @@ def list_segments(config_path: Path | None, as_json: bool) -> None:
             f"reasons {reasons or '-'}  sinks {sinks or '-'}  "
             f"{row['first'] or '-'} .. {row['last'] or '-'}"
         )
-
-
-def _records_in(segment: Path) -> Iterator[Found]:
-    done = replayed(segment)
-    problems: list[Problem] = []
-    for offset, record in read_segment(segment, problems):
-        yield Found(segment, offset, record, offset in done)
-    for problem in problems:
-        click.echo(f"warning: {problem.path} at byte {problem.offset}: {problem.what}", err=True)
 
 
 @dlq.command()
@@ -182,7 +200,7 @@ def replay(
     if not todo:
         click.echo("nothing to replay")
         return
-    sinks: dict[str, Any] = {}
+    sinks: dict[str, Sink] = {}
     delivered = failed = entries = 0
     with click.progressbar(todo, label="replaying", file=sys.stderr) as bar:
         for found in bar:
@@ -197,16 +215,19 @@ def replay(
                 continue
             if name not in sinks:
                 sinks[name] = build_sink(config.sinks[name], NullBlock())
-            try:
-                sinks[name].write(Batch.from_slot(memoryview(found.record.batch)))
-                sinks[name].flush()
-            except DeliveryError as exc:
+            error = _deliver(sinks[name], found.record)
+            if error is not None:
                 click.echo(
-                    f"\nwarning: {found.segment.name}:{found.offset} to {name}: {exc}", err=True
+                    f"\nwarning: {found.segment.name}:{found.offset} to {name}: {error}", err=True
                 )
                 failed += 1
                 continue
-            mark_replayed(found.segment, found.offset)
+            if not mark(found):
+                click.echo(
+                    f"\nwarning: {found.segment.name} was deleted (max_age, drop_oldest) while "
+                    f"its record at {found.offset} was replayed",
+                    err=True,
+                )
             delivered += 1
             entries += found.record.entries
     for built in sinks.values():
@@ -214,6 +235,18 @@ def replay(
     click.echo(f"replayed {delivered} records ({entries} entries); {failed} failed")
     if failed:
         sys.exit(EX_PARTIAL)
+
+
+def _deliver(sink: Sink, record: DlqRecord) -> DeliveryError | None:
+    """Write one record and flush: delivered only if neither raised nor reported a
+    failure (flush reports what failed after write: a Kafka delivery timeout, a failed
+    fsync)."""
+    try:
+        sink.write(Batch.from_slot(memoryview(record.batch)))
+        failures = sink.flush()
+    except DeliveryError as exc:
+        return exc
+    return failures[0][1] if failures else None
 
 
 @dlq.command()
@@ -229,14 +262,18 @@ def purge(config_path: Path | None, everything: bool) -> None:
     may be appending to it); --all deletes every segment, replayed or not."""
     config = load_or_exit(config_path)
     removed = kept = 0
-    segments = segment_paths(dlq_directory(config.data_dir))
+    segments = _segments(config)
     newest_kept = bool(segments) and not everything
     if newest_kept:
         # a running agent may be appending to the newest segment right now: leave it
         segments = segments[:-1]
     for segment in segments:
-        found = list(_records_in(segment))
-        if everything or all(f.replayed for f in found):
+        problems: list[Problem] = []
+        found = list(_records_in(segment, problems))
+        unknown = any(map(_unknown, problems))
+        if unknown and not everything:
+            click.echo(f"warning: {segment} kept: it cannot be read as a segment", err=True)
+        if everything or (not unknown and all(f.replayed for f in found)):
             segment.unlink(missing_ok=True)
             marks_path(segment).unlink(missing_ok=True)
             removed += 1

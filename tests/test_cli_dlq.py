@@ -1,6 +1,9 @@
 """``logcap dlq`` against a DLQ filled by a real agent: a permanent failure goes to the
 DLQ on the first attempt, ``replay`` delivers it once the cause is fixed, a second
-replay delivers nothing, and ``ls``/``show``/``purge`` say what a script needs."""
+replay delivers nothing, and ``ls``/``show``/``purge`` say what a script needs.
+
+The permanent failure is a file name longer than the file system allows: an output
+directory an operator can fix (missing, read-only, a file in its place) is retryable."""
 
 from __future__ import annotations
 
@@ -16,6 +19,16 @@ from logcap.cli import main
 from tests.conftest import free_port, wait_for, write_config
 
 LINES = 1500
+TOO_LONG = "n" * 300  # past NAME_MAX (255): ENAMETOOLONG, a permanent failure
+AGENT_CONFIG = """
+data_dir: ./data
+sources:
+  app: {{type: file, include: ["./logs/*.log"]}}
+sinks:
+  healthy: {{type: file, path: "./out/healthy.ndjson"}}
+  broken: {{type: file, path: "{broken}"}}
+dispatcher: {{batch_max_events: 500, batch_timeout: 50ms}}
+"""
 
 
 def _dlq(*args: str) -> subprocess.CompletedProcess[str]:
@@ -28,27 +41,14 @@ def _dlq(*args: str) -> subprocess.CompletedProcess[str]:
 def filled(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
-    """An agent run whose `broken` sink fails permanently (its directory is a file)."""
+    """An agent run whose `broken` sink fails permanently (its file name is too long)."""
     from tests.conftest import Agent
 
     root = tmp_path_factory.mktemp("dlqcli")
     (root / "logs").mkdir()
     (root / "logs" / "a.log").write_bytes(b"".join(b"line %06d\n" % n for n in range(LINES)))
-    (root / "blocked").write_bytes(b"a file where the sink wants a directory")
     address = f"127.0.0.1:{free_port()}"
-    config = write_config(
-        root,
-        """
-data_dir: ./data
-sources:
-  app: {type: file, include: ["./logs/*.log"]}
-sinks:
-  healthy: {type: file, path: "./out/healthy.ndjson"}
-  broken: {type: file, path: "./blocked/broken.ndjson"}
-dispatcher: {batch_max_events: 500, batch_timeout: 50ms}
-""",
-        address,
-    )
+    config = write_config(root, AGENT_CONFIG.format(broken=f"./out/{TOO_LONG}"), address)
     agent = Agent(config, address)
     try:
         agent.wait_ready()
@@ -79,7 +79,7 @@ def test_permanent_failure_is_in_the_dlq_after_one_attempt(filled: Path) -> None
     assert sorted(messages) == [f"line {n:06d}" for n in range(LINES)]
     entry = records[0]["entries"][0]
     assert set(entry) == {"timestamp", "ingested_at", "source", "labels", "message"}
-    assert "File exists" in records[0]["error"] or "directory" in records[0]["error"]
+    assert "File name too long" in records[0]["error"]
 
 
 def test_show_filters_by_sink_and_reason(filled: Path) -> None:
@@ -104,8 +104,8 @@ def test_replay_fails_while_the_cause_remains_then_delivers_once_fixed_and_only_
     root = filled.parent
     failing = _dlq("replay", "--config", str(filled))
     assert failing.returncode == 1 and "0 records" in failing.stdout
-    (root / "blocked").unlink()
-    (root / "blocked").mkdir()
+    address = filled.read_text().splitlines()[0]
+    filled.write_text(address + "\n" + AGENT_CONFIG.format(broken="./blocked/broken.ndjson"))
     fixed = _dlq("replay", "--config", str(filled))
     assert fixed.returncode == 0, fixed.stderr
     assert f"replayed 3 records ({LINES} entries)" in fixed.stdout

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from logcap.dispatch.checkpoint import CheckpointStore
 from tests.conftest import free_port, wait_for, write_config
 
 PAD = b"p" * 150
@@ -240,9 +241,15 @@ def test_stop_signals_drain_what_was_read(tmp_path: Path, start_agent, sig: int)
         30,
         "reading to begin",
     )
+    # what the pipeline had taken in when the signal came must be delivered before exit
+    taken_in = agent.metric("logcap_component_received_bytes_total", component="app")
     assert agent.stop(sig) == 0
     read = len(_read_output(tmp_path / "out" / "app.ndjson")[str(tmp_path / "logs" / "a.log")])
-    assert read > 0
+    line_bytes = len(_line(0, 0))
+    assert read * line_bytes >= taken_in > 0, "lines taken in before the signal were not delivered"
+    # and the checkpoint says exactly what was delivered: the drain saved it at the end
+    [position] = CheckpointStore(str(tmp_path / "data")).load().files
+    assert position.offset == read * line_bytes
     # whatever was delivered is checkpointed: a restart continues after it, no loss
     again_address = f"127.0.0.1:{free_port()}"
     again = start_agent(_config(tmp_path, again_address), again_address)

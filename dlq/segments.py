@@ -87,10 +87,16 @@ def ensure_directory(directory: Path) -> None:
     """Create ``directory`` owner-only, and take group and world access from an existing
     one (earlier versions created it 0755)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    mode = directory.stat().st_mode
+    mode = stat.S_IMODE(directory.stat().st_mode)
     if mode & 0o077:
-        os.chmod(directory, stat.S_IMODE(mode) & 0o700)
-        log.info("DLQ directory %s made owner-only (it was %o)", directory, stat.S_IMODE(mode))
+        try:
+            os.chmod(directory, mode & 0o700)
+        except OSError as exc:
+            log.warning(
+                "DLQ directory %s is %o and cannot be made owner-only: %s", directory, mode, exc
+            )
+        else:
+            log.info("DLQ directory %s made owner-only (it was %o)", directory, mode)
 
 
 def read_high_water(directory: Path) -> int:

@@ -11,6 +11,10 @@ writer appends only to a segment it created or that has a valid header (segments
 a file found without one is left as it is (its records stay readable) and the next
 record starts a new segment. Nothing in the directory stops the writer from opening:
 stray names and unreadable files are reported and ignored.
+
+Segments leave by ``max_age``, ``when_full: drop_oldest``, ``logcap dlq purge`` (noticed
+at the next append or tick) or :meth:`DlqWriter.delete_replayed`, once every record in
+them was marked replayed (marks.py).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logcap.config import DlqConfig
+from logcap.dlq.marks import replayed
 from logcap.dlq.record import (
     HEADER_PROBLEMS,
+    HEADERLESS,
     UNFINISHED,
     DlqRecord,
     Problem,
@@ -59,6 +65,7 @@ class _Segment:
     records: int
     newest: float  # wall-clock time of its newest record
     sealed: bool = False  # never appended to (no valid header, or its state is unknown)
+    known: bool = True  # its records could be counted (a segment, readable)
 
 
 class DlqWriter:
@@ -101,7 +108,7 @@ class DlqWriter:
             info = path.stat()
         except OSError as exc:
             log.warning("DLQ %s unreadable (%s); left as it is", path, exc)
-            return _Segment(path, 0, 0, self.clock(), sealed=True)
+            return _Segment(path, 0, 0, self.clock(), sealed=True, known=False)
         for problem in problems:
             log.warning("DLQ %s at byte %d: %s", problem.path, problem.offset, problem.what)
         if problems and problems[0].what == UNFINISHED:  # created by a crash, holds nothing
@@ -110,7 +117,8 @@ class DlqWriter:
             log.warning("DLQ %s removed (it held no record)", path)
             return None
         sealed = bool(problems) and problems[0].what in HEADER_PROBLEMS
-        return _Segment(path, info.st_size, count, info.st_mtime, sealed)
+        known = not sealed or problems[0].what == HEADERLESS
+        return _Segment(path, info.st_size, count, info.st_mtime, sealed, known)
 
     @property
     def total_bytes(self) -> int:
@@ -199,6 +207,16 @@ class DlqWriter:
         while self.segments and self.segments[0].newest < horizon:
             self.expired_records += self._delete(self.segments[0])
 
+    def delete_replayed(self) -> int:
+        """Delete every segment whose records were all marked replayed (the current one
+        too: the next record starts a new segment); return how many records went."""
+        self._forget_purged()
+        deleted = 0
+        for segment in list(self.segments):
+            if segment.known and segment.records and len(replayed(segment.path)) >= segment.records:
+                deleted += self._delete(segment, "all replayed")
+        return deleted
+
     def _forget_purged(self) -> None:
         """Drop segments ``logcap dlq purge`` removed; never append to an unlinked file."""
         if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
@@ -235,14 +253,17 @@ class DlqWriter:
                 os.close(self._fd)
                 self._fd = None
 
-    def _delete(self, segment: _Segment) -> int:
+    def _delete(self, segment: _Segment, why: str = "") -> int:
         if segment is self.segments[-1] and self._fd is not None:
             os.close(self._fd)
             self._fd = None
         self.segments.remove(segment)
         segment.path.unlink(missing_ok=True)
         marks_path(segment.path).unlink(missing_ok=True)
-        log.warning("DLQ segment %s deleted with %d records", segment.path, segment.records)
+        if why:
+            log.info("DLQ segment %s deleted: %s", segment.path, why)
+        else:
+            log.warning("DLQ segment %s deleted with %d records", segment.path, segment.records)
         return segment.records
 
     def close(self) -> None:

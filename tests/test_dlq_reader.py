@@ -4,7 +4,8 @@ Covers: ``scan`` yields every record oldest first with its position, kind and re
 mark; ``after=`` resumes past a position, also across segments; ``read_at`` re-reads a
 record by position and answers None once its segment is gone; ``mark`` survives a new
 reader and reports a deleted segment; problems (a stray name, a damaged record) are
-collected, never raised; a segment deleted during a scan is skipped.
+collected, never raised; a segment deleted during a scan is skipped; the writer deletes
+the segments whose records were all replayed.
 """
 
 from __future__ import annotations
@@ -101,3 +102,24 @@ def test_a_segment_deleted_during_a_scan_is_skipped(directory: Path) -> None:
         if stored.segment == segments[0]:
             segments[1].unlink(missing_ok=True)  # max_age or drop_oldest meanwhile
     assert seen == [0, 1, 4, 5, 6]
+
+
+def test_writer_deletes_the_segments_whose_records_were_all_replayed(
+    tmp_path: Path, directory: Path
+) -> None:
+    foreign = directory / "0000000000000000.dlq"
+    foreign.write_bytes(b"LOGCAPXX" + bytes(8))  # unreadable: never counted as replayed
+    writer = DlqWriter(directory, dlq_config(tmp_path, "segment_bytes: 64KiB"))
+    try:
+        found = list(scan(directory))
+        for stored in found:
+            if stored.record.batch_seq != 3:  # segment 2 keeps one pending record
+                assert mark(stored)
+        assert writer.delete_replayed() == 5
+        assert [p.name for p in segment_paths(directory)] == [foreign.name, "0000000000000002.dlq"]
+        assert _seqs([f for f in scan(directory) if not f.replayed]) == [3]
+        assert writer.total_records == 2  # the pending one and the replayed one beside it
+        writer.append(record(7, size=30_000))  # no room in segment 2: a new number
+        assert segment_paths(directory)[-1].name == "0000000000000005.dlq"
+    finally:
+        writer.close()

@@ -27,7 +27,7 @@ from logcap.cli_common import config_option, load_or_exit
 from logcap.config import Config
 from logcap.dispatch.batch import Batch
 from logcap.dispatch.encode import rfc3339
-from logcap.dlq.reader import StoredRecord, mark, segment_records
+from logcap.dlq.reader import StoredRecord, mark, read_at, segment_records
 from logcap.dlq.record import BAD_HEADER, UNSUPPORTED, DlqRecord, Problem
 from logcap.dlq.segments import dlq_directory, marks_path, segment_paths
 from logcap.errors import DeliveryError
@@ -196,14 +196,21 @@ def replay(
         if name is not None and name not in config.sinks:
             click.echo(f"error: no sink named {name!r} in the config", err=True)
             sys.exit(EX_USAGE)
-    todo = [f for f in _records(config, sink, reason) if not f.replayed]
+    # positions only: the records are read again one at a time (a DLQ may be far larger
+    # than memory)
+    todo = [f.position for f in _records(config, sink, reason) if not f.replayed]
     if not todo:
         click.echo("nothing to replay")
         return
+    directory = dlq_directory(config.data_dir)
     sinks: dict[str, Sink] = {}
-    delivered = failed = entries = 0
+    delivered = failed = entries = gone = 0
     with click.progressbar(todo, label="replaying", file=sys.stderr) as bar:
-        for found in bar:
+        for position in bar:
+            found = read_at(directory, position)
+            if found is None:  # deleted meanwhile by max_age or drop_oldest
+                gone += 1
+                continue
             name = target or found.record.sink
             if name not in config.sinks:
                 click.echo(
@@ -232,7 +239,8 @@ def replay(
             entries += found.record.entries
     for built in sinks.values():
         built.close()
-    click.echo(f"replayed {delivered} records ({entries} entries); {failed} failed")
+    deleted = f"; {gone} deleted meanwhile (max_age, drop_oldest)" if gone else ""
+    click.echo(f"replayed {delivered} records ({entries} entries); {failed} failed{deleted}")
     if failed:
         sys.exit(EX_PARTIAL)
 

@@ -20,6 +20,7 @@ import pytest
 from _component_helpers import RingFactory, drain_records, rfc3339_ns, ring_fixture
 
 from logcap.capture._entries import decode_runs
+from logcap.capture.docker import collector as collector_module
 from logcap.capture.docker.collector import DockerCollector, container_key
 from logcap.capture.docker.config import DockerSourceConfig
 from logcap.capture.docker.position import (
@@ -251,3 +252,38 @@ def test_a_read_counts_per_stream_and_keeps_lines_whose_clock_went_back() -> Non
     assert not reading.take(STDOUT, 4)  # before the start: sent already
     assert reading.position() == ContainerPosition((9, 1), (7, 1))
     assert reading.position().since() == 7 and reading.position().newest() == 9
+
+
+class _Killed(BaseException):
+    """The agent killed at this point."""
+
+
+def test_a_kill_once_readers_started_leaves_no_first_run_to_repeat(
+    rings: RingFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``read_from: end`` skips what running containers printed before the very first
+    start only: once a reader may have read, a restart must not skip to the end again."""
+    daemon = FakeDaemon(RACING)
+    daemon.containers = lambda **_: [  # type: ignore[attr-defined]
+        {"Id": CONTAINER, "Names": ["/box"], "Image": "busybox", "Labels": {}, "State": "running"}
+    ]
+    daemon.events = lambda **_: io.BytesIO()  # type: ignore[attr-defined]
+    monkeypatch.setattr(collector_module.docker, "APIClient", lambda **_: daemon)
+
+    def killed(*_: object) -> None:
+        raise _Killed
+
+    monkeypatch.setattr(DockerCollector, "_start_reader", killed)
+    agent = Agent(rings, tmp_path)
+    collector = DockerCollector(
+        "d",
+        DockerSourceConfig(read_from="end"),
+        Producer(agent.ring, wait=SleepWait()),
+        NullBlock(),
+        {},
+        lambda: False,
+        agent.marker,
+    )
+    with pytest.raises(_Killed):
+        collector._connect()
+    assert agent.marker.exists()  # the next start is not a first run

@@ -46,6 +46,7 @@ from logcap.capture.docker.config import DockerSourceConfig
 from logcap.capture.docker.position import NOTHING_READ, ContainerPosition, Reading
 from logcap.capture.docker.select import entry_labels, selected
 from logcap.capture.docker.stream import LogDecoder, cut_utf8, parse_rfc3339
+from logcap.capture.file.collector import mark_started
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -161,6 +162,8 @@ class DockerCollector:
             base_url=self.config.docker_host, version="auto", timeout=30
         )
         first_run = not self.started_marker.exists()
+        if first_run:  # durably before any reader: a kill from here on is no first run
+            mark_started(self.started_marker)
         # subscribe before listing (replaying the last second) so no start falls between
         self.events = client.events(
             since=int(time.time()) - 1, filters={"type": "container"}, decode=True
@@ -184,7 +187,6 @@ class DockerCollector:
             elif first_run and self.config.read_from == "end" and container.latest == NOTHING_READ:
                 container.latest = container.safe = ContainerPosition.at(now_ns)
             self._start_reader(container)
-        self.started_marker.parent.mkdir(parents=True, exist_ok=True)
         self.started_marker.touch()  # its time: when this source last saw the daemon
         threading.Thread(target=self._watch, args=(self.events,), daemon=True).start()
         log.info("source %s: connected to %s", self.name, self.config.docker_host)

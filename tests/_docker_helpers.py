@@ -169,6 +169,90 @@ def numbered_script(tag: str, lines: int, burst: int = 0, pause: str = "0.05") -
     )
 
 
+def two_stream_script(tag: str, burst: int = 200, pause: str = "0.02") -> str:
+    """Shell writing ``<tag> out <n>`` on stdout and ``<tag> err <n>`` on stderr from two
+    processes at once, ``burst`` lines then a pause each, until the file /stop exists
+    (see :func:`create_file`): Docker's two copier threads then stamp lines side by side."""
+
+    def writer(stream: str, redirect: str) -> str:
+        return (
+            f"(i=0; while [ ! -f /stop ]; do j=0; while [ $j -lt {burst} ]; do "
+            f'echo "{tag} {stream} $i"{redirect}; i=$((i+1)); j=$((j+1)); done; '
+            f"sleep {pause}; done)"
+        )
+
+    return f"{writer('out', '')} & {writer('err', ' >&2')} & wait"
+
+
+def create_file(container: Any, path: str) -> None:
+    """Create ``path`` in a running container: the go a script waits for (``/go``), or
+    the end of a :func:`two_stream_script` (``/stop``; its writers finish their burst)."""
+    result = container.exec_run(["sh", "-c", f"echo > {path}"])
+    assert result.exit_code == 0, result.output
+
+
+def docker_log(container: Any) -> list[tuple[str, str]]:
+    """(stream, line) of everything the daemon holds for ``container``, per stream in
+    order: the truth a source's output is compared with."""
+    lines = []
+    for stream, kwargs in (("stdout", {"stderr": False}), ("stderr", {"stdout": False})):
+        text = container.logs(**kwargs).decode()
+        lines += [(stream, line) for line in text.splitlines()]
+    return lines
+
+
+def agent_config(tmp_path: Path, daemon: Dockerd, sources: str = "") -> tuple[Path, str]:
+    """An agent config with the given docker sources (default: one, ``d``, reading every
+    container) into a file sink writing ``out/<source>.ndjson``; and its API address."""
+    from tests.conftest import free_port, write_config  # conftest imports this module
+
+    address = f"127.0.0.1:{free_port()}"
+    sources = sources or f'  d: {{type: docker, docker_host: "{daemon.host}"}}\n'
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+sources:
+{sources}
+sinks:
+  out: {{type: file, path: "./out/{{source}}.ndjson"}}
+dispatcher: {{batch_timeout: 50ms}}
+""",
+        address,
+    )
+    return config, address
+
+
+def kill_tree(agent: Any) -> None:
+    """SIGKILL the agent's supervisor and every child at once: nothing gets to drain."""
+    for pid in [*agent.children().values(), agent.process.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    agent.kill()
+
+
+class EntryTail:
+    """The file sink's entries read as they come: each poll parses only new whole lines
+    (a file of 100,000s of entries is not parsed again every 50 ms)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.entries: list[dict[str, Any]] = []
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Every entry written so far (a torn last line waits for its end)."""
+        if not self.path.exists():
+            return self.entries
+        with open(self.path, "rb") as file:
+            file.seek(self.offset)
+            data = file.read()
+        whole = data[: data.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        self.entries += [json.loads(line) for line in whole.splitlines()]
+        return self.entries
+
+
 def read_entries(path: Path) -> list[dict[str, Any]]:
     """Every entry the file sink wrote (a torn last line is left for the next read)."""
     if not path.exists():

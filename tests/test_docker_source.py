@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,30 +15,14 @@ import pytest
 
 from tests._docker_helpers import (
     Dockerd,
+    create_file,
+    kill_tree,
     numbered_script,
     read_entries,
     wait_until_exited,
 )
-from tests.conftest import free_port, wait_for, write_config
-
-
-def _config(tmp_path: Path, daemon: Dockerd, sources: str = "") -> tuple[Path, str]:
-    """A config with the given docker sources (default: one reading every container)."""
-    address = f"127.0.0.1:{free_port()}"
-    sources = sources or f'  d: {{type: docker, docker_host: "{daemon.host}"}}\n'
-    config = write_config(
-        tmp_path,
-        f"""
-data_dir: ./data
-sources:
-{sources}
-sinks:
-  out: {{type: file, path: "./out/{{source}}.ndjson"}}
-dispatcher: {{batch_timeout: 50ms}}
-""",
-        address,
-    )
-    return config, address
+from tests._docker_helpers import agent_config as _config
+from tests._waiting import wait_for
 
 
 def _messages(tmp_path: Path, source: str = "d") -> list[dict[str, Any]]:
@@ -166,11 +147,14 @@ def test_twenty_containers_with_the_agent_restarted_halfway(
     if how == "graceful":
         assert agent.stop() == 0
     else:
-        for pid in [*agent.children().values(), agent.process.pid]:
-            os.kill(pid, signal.SIGKILL)
-        agent.kill()
+        kill_tree(agent)
     halfway = len(_messages(tmp_path))
-    time.sleep(1)  # containers keep printing while the agent is down
+    printed_at_stop = _printed(daemon, names)
+    wait_for(  # containers keep printing while the agent is down
+        lambda: _printed(daemon, names) >= printed_at_stop + 2000 or _exited(daemon, names),
+        60,
+        "lines printed while the agent is down",
+    )
     agent = start_agent(config, address)
     agent.wait_ready()
     wait_until_exited(daemon, names, timeout=180)
@@ -202,6 +186,15 @@ def test_twenty_containers_with_the_agent_restarted_halfway(
         assert duplicates == 0
 
 
+def _printed(daemon: Dockerd, names: list[str]) -> int:
+    """Lines the daemon holds for the named containers."""
+    return sum(daemon.client.containers.get(n).logs().count(b"\n") for n in names)
+
+
+def _exited(daemon: Dockerd, names: list[str]) -> bool:
+    return all(daemon.client.containers.get(n).status == "exited" for n in names)
+
+
 def _checkpointed(tmp_path: Path) -> set[str]:
     """Ids of the containers in the checkpoint file."""
     raw = (tmp_path / "data" / "checkpoints.json").read_bytes().split(b"\n", 1)[1]
@@ -228,7 +221,7 @@ def test_containers_are_resumed_started_while_down_and_restarted(
     box.start()  # a restart while the agent runs: read again from where it was left
     wait_for(lambda: len(_messages(tmp_path)) >= 5, 60, "the third run's line")
     daemon.client.containers.get("while-down").remove()  # its checkpoint entry goes
-    time.sleep(0.5)
+    wait_for(lambda: _checkpointed(tmp_path) == {box.id}, 30, "while-down forgotten")
     assert agent.stop() == 0
     assert _checkpointed(tmp_path) == {box.id}
     box.remove()  # destroyed while the agent is down: forgotten at the next start
@@ -248,16 +241,26 @@ def test_containers_are_resumed_started_while_down_and_restarted(
     )
 
 
+# a container waits for the test's go (a file /go) instead of sleeping a guessed time
+_WAIT_FOR_GO = "while [ ! -f /go ]; do sleep 0.05; done"
+
+
 def test_read_from_end_skips_what_running_containers_printed_before_the_first_start(
     tmp_path: Path, docker_daemon: Dockerd, start_agent
 ) -> None:
     daemon = docker_daemon
     sources = f'  d: {{type: docker, docker_host: "{daemon.host}", read_from: end}}\n'
     config, address = _config(tmp_path, daemon, sources)
-    daemon.run("old", "echo before; sleep 3; echo after; sleep 60")
-    time.sleep(1)
+    old = daemon.run("old", f"echo before; {_WAIT_FOR_GO}; echo after; sleep 60")
+    wait_for(lambda: b"before" in old.logs(), 30, "the line printed before the first start")
     agent = start_agent(config, address)
     agent.wait_ready()
+    wait_for(
+        lambda: agent.metric("logcap_source_files_watched", component="d") == 1,
+        30,
+        "the source to read the running container",
+    )
+    create_file(old, "/go")
     wait_for(lambda: len(_messages(tmp_path)) >= 1, 60, "the line printed after the start")
     daemon.run("new", "echo from-a-new-container")
     wait_for(lambda: len(_messages(tmp_path)) >= 2, 60, "the new container's line")
@@ -272,9 +275,10 @@ def test_a_rename_relabels_and_the_daemon_restart_is_survived(
     config, address = _config(tmp_path, daemon)
     agent = start_agent(config, address)
     agent.wait_ready()
-    box = daemon.run("before", "echo one; sleep 2; echo two; sleep 60")
+    box = daemon.run("before", f"echo one; {_WAIT_FOR_GO}; echo two; sleep 60")
     wait_for(lambda: len(_messages(tmp_path)) >= 1, 60, "the first line")
     box.rename("after")
+    create_file(box, "/go")
     wait_for(lambda: len(_messages(tmp_path)) >= 2, 60, "the line printed after the rename")
     assert [e["labels"]["container_name"] for e in _messages(tmp_path)] == ["before", "after"]
 

@@ -108,8 +108,14 @@ def _retry_families(sup: Supervisor) -> Iterator[Metric]:
     openings = CounterMetricFamily(
         "logcap_sink_circuit_openings", "Times a sink's circuit opened.", labels=["component"]
     )
+    reprocessed = CounterMetricFamily(
+        "logcap_dlq_reprocessed",
+        "Dead-lettered batches moved back to the retry spool by dlq.reprocess (per sink).",
+        labels=["component"],
+    )
     for sink in sup.plan.sinks:
         values = sup.table.read_all(sup.plan.counter_index(sink))
+        reprocessed.add_metric([sink], values[Counter.DLQ_REPROCESSED])
         for code, name in enumerate(REASON_CODES):
             retries.add_metric([sink, name], values[Counter.RETRIES_BY_CODE + code])
         for kind, counter in _DLQ_KINDS:
@@ -118,6 +124,7 @@ def _retry_families(sup: Supervisor) -> Iterator[Metric]:
         openings.add_metric([sink], values[Counter.CIRCUIT_OPENINGS])
     yield circuit
     yield openings
+    yield reprocessed
     retry = sup.table.read_all(sup.plan.counter_index(RETRY))
     dispatcher = sup.table.read_all(sup.plan.counter_index(DISPATCHER))
     gauges = [

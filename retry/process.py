@@ -12,6 +12,7 @@ from logcap.dlq.writer import DlqWriter, dlq_directory
 from logcap.metrics import Counter
 from logcap.retry.heap import DelayHeap
 from logcap.retry.policy import BackoffPolicy
+from logcap.retry.reprocess import DlqReprocessor
 from logcap.retry.service import RetryService, SinkLane
 from logcap.retry.spool import Spool
 
@@ -45,12 +46,20 @@ def run_retry(ctx: ChildContext) -> None:
         ctx.counters,
         Spool(spool_directory(config.data_dir), retry.spool_max_bytes, spool_segment_bytes(retry)),
     )
+    reprocess = config.dlq.reprocess
+    reprocessor = (
+        DlqReprocessor(dlq_directory(config.data_dir), reprocess.interval)
+        if reprocess.enabled
+        else None
+    )
     try:
         while True:
             # draining: nothing goes back to the sinks; once every sink has exited, what
             # they handed over is taken in and this process ends (the spool keeps it)
             sinks_done = ctx.state.sinks_finished
             moved = service.step(redeliver=not ctx.state.inputs_closed)
+            if reprocessor is not None and not ctx.state.draining:
+                moved |= reprocessor.step(service) > 0
             if sinks_done and _failures_taken(lanes):
                 break
             if not moved:
@@ -73,7 +82,7 @@ def spool_directory(data_dir: str) -> Path:
 
 def spool_segment_bytes(retry: RetryConfig) -> int:
     """Spool segment size: small enough that done segments are freed early."""
-    return max(1 << 20, min(64 << 20, retry.spool_max_bytes // 8))
+    return max(16 << 10, min(64 << 20, retry.spool_max_bytes // 8))
 
 
 def _failures_taken(lanes: list[SinkLane]) -> bool:

@@ -107,7 +107,7 @@ class RetryService:
             elif spooled.permanent:
                 self._to_dlq(item, "permanent", spooled.reason)
             else:
-                self._schedule(item, self.policy.delay(max(spooled.attempts, 1)))
+                self.schedule(item, self.policy.delay(max(spooled.attempts, 1)))
         for lane in self.lanes:
             lane.publish_low(NOTHING)  # what a predecessor held is on disk
         if recovered:
@@ -205,13 +205,13 @@ class RetryService:
             if not self.spool.fits(len(message.batch)):
                 reason = f"retry spool full; last error: {message.reason}"
                 return self._to_dlq(item, "overflow", reason)
-            if not self._spool(lane, item):
+            if not self.spool_item(lane, item):
                 return self._to_dlq(item, "overflow", f"retry spool unwritable; {message.reason}")
-        self._schedule(item, message.retry_after_ms / 1000)
+        self.schedule(item, message.retry_after_ms / 1000)
         lane.counters.add(Counter.RETRIES_BY_CODE + message.code % len(REASON_CODES))
         return True
 
-    def _spool(self, lane: SinkLane, item: RetryItem, permanent: bool = False) -> bool:
+    def spool_item(self, lane: SinkLane, item: RetryItem, permanent: bool = False) -> bool:
         """Append ``item`` to the spool; False if the disk refused it."""
         assert item.batch is not None
         try:
@@ -227,7 +227,7 @@ class RetryService:
         lane.live[(item.batch_seq, item.first_failure_ns)] = spooled
         return True
 
-    def _schedule(self, item: RetryItem, not_before: float = 0.0) -> None:
+    def schedule(self, item: RetryItem, not_before: float = 0.0) -> None:
         """Put a spooled ``item`` in the heap, due after the backoff delay or
         ``not_before`` seconds (the server's Retry-After) if later."""
         delay = max(self.policy.delay(item.attempts), not_before)
@@ -312,7 +312,9 @@ class RetryService:
                 log.error("cannot write to the dead letter queue (%s); pipeline held", exc)
             self.counters.add(Counter.ERRORS)
             if item.spooled is None and (
-                lane is None or not self.spool.fits(item.size) or not self._spool(lane, item, True)
+                lane is None
+                or not self.spool.fits(item.size)
+                or not self.spool_item(lane, item, True)
             ):
                 return False
             self.waiting_for_dlq.append((item, kind, reason))

@@ -262,9 +262,8 @@ class Spool:
         crc = 0
         for p in parts:
             crc = zlib.crc32(p, crc)
-        if self._fd < 0 or (
-            kind == PUT and self._sizes[self._current or 0] + body_len > self.segment_bytes
-        ):
+        used = self._sizes.get(self._current or 0, 0)
+        if self._fd < 0 or (kind == PUT and used and used + body_len > self.segment_bytes):
             self._roll(ident or max(self._last_id + 1, self.wall_ns()))
         assert self._current is not None
         segment, start = self._current, self._sizes[self._current]
@@ -305,8 +304,13 @@ class Spool:
         if item is None:
             return
         self._live_in[item.segment] -= 1
-        if item.segment != self._current:
-            self._delete_if_done(item.segment)
+        if item.segment == self._current and self._live_in[item.segment] == 0:
+            # everything in the open segment is done: free its space now, not at the next
+            # roll (a DONE it holds for an older segment's batch may be lost with it: that
+            # batch is then delivered once more, never lost)
+            os.close(self._fd)
+            self._fd, self._current = -1, None
+        self._delete_if_done(item.segment)
 
     def _delete_if_done(self, segment: int) -> None:
         if self._live_in.get(segment, 0) > 0 or (segment == self._current and self._fd >= 0):

@@ -292,12 +292,17 @@ def _rss(pid: int) -> int:
         return 0
 
 
+HEAP_BOUND, SPOOL_BOUND = 8 * 2**20, 16 * 2**20  # both well below what the outage makes
+
+
 def test_a_broker_outage_under_load_loses_nothing_and_memory_stays_bounded(
     tmp_path: Path, mock_cluster: MockCluster, start_agent
 ) -> None:
-    """All brokers down for two minutes while 1,000 lines a second keep coming: the
-    circuit opens, batches wait in the bounded retry heap, memory stays within its
-    bound, and once the brokers are back every line is delivered (none dead-lettered)."""
+    """All brokers down for two minutes while 1,000 lines a second keep coming (~40 MB of
+    entries): the circuit opens, failed batches fill the retry heap's memory bound (8 MiB)
+    and then wait on disk only, the spool's bound (16 MiB) overflows into the DLQ, memory
+    stays within its bound, and once the brokers are back every line is delivered — the
+    overflow too, re-offered by dlq.reprocess, with no command run."""
     mock_cluster.create_topic("logs", partitions=3)
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -315,7 +320,8 @@ sinks:
           circuit_breaker: {{failure_threshold: 3, open_duration: 5s}}}}
 dispatcher: {{batch_max_events: 500, batch_timeout: 100ms}}
 retry: {{initial_backoff: 1s, max_backoff: 10s, max_attempts: 10000, max_retry_duration: 1h,
-        max_bytes: 128MiB}}
+        max_bytes: {HEAP_BOUND}, spool_max_bytes: {SPOOL_BOUND}}}
+dlq: {{reprocess: {{interval: 5s}}}}
 """,
         address,
     )
@@ -345,38 +351,45 @@ retry: {{initial_backoff: 1s, max_backoff: 10s, max_attempts: 10000, max_retry_d
         watched = [pids["sink:kafka"], pids["retry:retry"], pids["dispatcher:dispatcher"]]
         before = sum(map(_rss, watched))
         mock_cluster.brokers_down()
-        peak = before
+        peak, heap_peak, spool_peak = before, 0.0, 0.0
         opened = False
         deadline = time.monotonic() + OUTAGE_SECONDS
         while time.monotonic() < deadline:
             time.sleep(2)
             peak = max(peak, sum(map(_rss, watched)))
+            heap_peak = max(heap_peak, agent.metric("logcap_retry_heap_bytes"))
+            spool_peak = max(spool_peak, agent.metric("logcap_retry_spool_bytes"))
             opened = opened or agent.metric("logcap_sink_circuit_state", component="kafka") == 1
+        overflow = agent.metric("logcap_dlq_records_total", component="kafka", reason="overflow")
         mock_cluster.brokers_up()
     finally:
         stop.set()
         appender.join()
-    heap_peak = agent.metric("logcap_retry_heap_bytes")
     wait_for(
         lambda: (
-            agent.metric("logcap_retry_heap_entries") == 0
+            agent.metric("logcap_dlq_reprocessed_total", component="kafka") >= overflow
+            and agent.metric("logcap_retry_spool_batches") == 0
             and agent.metric("logcap_sink_circuit_state", component="kafka") == 0
         ),
-        180,
-        "the retry heap to drain after the outage",
+        300,
+        "the spool and the overflowed batches to be delivered after the outage",
     )
-    assert agent.metric("logcap_dlq_records_total", component="kafka") == 0
+    reprocessed = agent.metric("logcap_dlq_reprocessed_total", component="kafka")
     assert agent.stop() == 0
-    messages = consume_all(mock_cluster.bootstrap, ["logs"], written, timeout=120)
+    messages = consume_all(mock_cluster.bootstrap, ["logs"], written, timeout=120, idle=10)
     numbers = {int(json.loads(m.value())["message"].split()[1]) for m in messages}
-    assert numbers == set(range(written))  # nothing lost
+    assert numbers == set(range(written))  # nothing lost, and no dlq command was run
     assert opened
-    # the batches waiting in the heap are bounded by retry.max_bytes; processes grew by
-    # no more than that plus allocator slack
+    # the bounds were reached, and held
+    assert 0.5 * HEAP_BOUND < heap_peak <= HEAP_BOUND
+    assert 0.5 * SPOOL_BOUND < spool_peak <= SPOOL_BOUND
+    assert overflow > 0 and reprocessed >= overflow
+    # memory: the heap's bound plus allocator and librdkafka slack, however long the outage
     growth = peak - before
     print(
         f"\noutage {OUTAGE_SECONDS:.0f}s: {written} lines, {len(messages) - written} "
-        f"duplicates, RSS +{growth / 2**20:.1f} MiB (sink+retry+dispatcher), "
-        f"heap {heap_peak / 2**20:.1f} MiB at the end of the outage"
+        f"duplicates, RSS +{growth / 2**20:.1f} MiB (sink+retry+dispatcher), heap peak "
+        f"{heap_peak / 2**20:.1f} MiB, spool peak {spool_peak / 2**20:.1f} MiB, "
+        f"{overflow:.0f} batches overflowed to the DLQ and {reprocessed:.0f} re-offered"
     )
-    assert growth < 128 * 2**20 + 96 * 2**20
+    assert growth < HEAP_BOUND + 48 * 2**20

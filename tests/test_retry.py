@@ -245,8 +245,6 @@ def test_spool_holds_failed_batches_until_each_is_reported_delivered(
     assert rig.spooled == []
     assert a.block.get(Counter.RETRY_DELIVERED) == 2
     assert rig.service.idle()
-    assert list((rig.dlq_dir.parent / "spool").iterdir()) != []  # the open segment
-    rig.service.spool.close()
     assert list((rig.dlq_dir.parent / "spool").iterdir()) == []  # every batch done
 
 

@@ -133,6 +133,23 @@ class RetryConfig(StrictStruct, frozen=True):
     ] = HeapBytes(1024**3)
 
 
+class ReprocessConfig(StrictStruct, frozen=True):
+    """Re-offering dead-lettered batches to their sink by themselves."""
+
+    enabled: Annotated[
+        bool,
+        doc(
+            "Move 'overflow' and 'exhausted' DLQ records back into the retry spool, to "
+            "their own sink once its circuit is closed; 'permanent' ones wait for "
+            "'logcap dlq replay'."
+        ),
+    ] = True
+    interval: Annotated[
+        PositiveDuration,
+        doc("Time between two passes over the DLQ (the backoff between rounds)."),
+    ] = PositiveDuration(300.0)
+
+
 class DlqConfig(StrictStruct, frozen=True):
     """The dead letter queue: segment files under data_dir/dlq."""
 
@@ -162,6 +179,9 @@ class DlqConfig(StrictStruct, frozen=True):
             "lost), 'drop_oldest' deletes the oldest segments and counts the records."
         ),
     ] = "block"
+    reprocess: Annotated[
+        ReprocessConfig, doc("Automatic redelivery of overflow and exhausted records.")
+    ] = ReprocessConfig()
 
 
 class Config(StrictStruct, frozen=True):

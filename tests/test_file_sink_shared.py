@@ -6,24 +6,32 @@ batches (~1.8 MB, one write(2) each) through one sink while a *reopening* writer
 replay, builds a new sink for every small batch, so every batch it writes begins by
 checking the file's tail, the check that once cut another writer's in-progress batch off.
 Both are real processes; afterwards every line of every file must be whole JSON and every
-acknowledged line present exactly once.
+acknowledged line present exactly once. And a rotated file another process is compressing
+is left to it: its temporary is neither deleted as a crash's leftover nor written twice.
 """
 
 from __future__ import annotations
 
 import collections
+import fcntl
+import gzip
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import msgspec
 import pytest
+
+from logcap.sinks.file.compress import Busy, compress_file
+from logcap.sinks.file.housekeeper import Housekeeper
 
 STEADY_BATCHES = 24
 STEADY_LINES = 16_384
 REOPEN_LINES = 3
 MAX_CYCLES = 1_000_000  # bounds the reopening writer if the steady one never finishes
 PAD = "p" * 64
+KEPT = b'{"message":"kept"}\n'
 
 
 def _message(writer: str, batch: int, line: int) -> str:
@@ -136,3 +144,28 @@ def test_two_processes_appending_to_one_file_lose_and_tear_no_acknowledged_line(
     assert sum(found.values()) == len(expected), f"strangers in {[f.name for f in files]}"
     if max_file_bytes != "none":
         assert len(files) > 2, "the files were never rotated"
+
+
+# -- compressing rotated files that two processes tidy ------------------------------------
+
+
+def test_a_temporary_another_process_is_writing_is_not_taken_for_a_crash_leftover(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out.ndjson"
+    rotated = tmp_path / "out.ndjson.1"
+    rotated.write_bytes(KEPT)
+    temporary = tmp_path / "out.ndjson.1.gz.tmp"
+    temporary.write_bytes(b"half a gzip stream")
+    housekeeper = Housekeeper("gzip", None, threading.Lock())
+    with open(rotated, "rb") as other:  # another process, compressing it right now
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        housekeeper.tidy(str(path))
+        assert temporary.read_bytes() == b"half a gzip stream", "its work was deleted"
+        assert rotated.exists() and not (tmp_path / "out.ndjson.1.gz").exists()
+        with pytest.raises(Busy):  # nor is its temporary written by a second compression
+            compress_file(str(rotated), "gzip", threading.Event())
+        assert temporary.read_bytes() == b"half a gzip stream"
+    housekeeper.tidy(str(path))  # that one died: now it is a crash's leftover
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ndjson.1.gz"]
+    assert gzip.decompress((tmp_path / "out.ndjson.1.gz").read_bytes()) == KEPT

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 
-from logcap.sinks.file.compress import Interrupted, compress_file
+from logcap.sinks.file.compress import Busy, Interrupted, compress_file, compressing
 from logcap.sinks.file.rotation import SUFFIXES, Rotated, expired, rotated_files
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class Housekeeper:
         finished = {(r.n, r.ext) for r in files if not r.tmp}
         for rotated in files:
             if rotated.tmp and (rotated.n, "") in finished:
-                self._delete(rotated)  # an interrupted compression: its original is intact
+                if not compressing(f"{path}.{rotated.n}"):  # not another process's work in progress
+                    self._delete(rotated)  # an interrupted compression: the original is intact
             elif not rotated.tmp and not rotated.ext and finished & compressed_forms(rotated):
                 self._delete(rotated)  # compressed and renamed; only the unlink was missed
         if self.max_files is not None:
@@ -101,8 +102,8 @@ class Housekeeper:
             if not rotated.tmp and not rotated.ext:
                 try:
                     compress_file(rotated.path, self.compression, self._stop, self.lock)
-                except FileNotFoundError:
-                    continue  # deleted meanwhile (by hand, or an older run's retention)
+                except (FileNotFoundError, Busy):
+                    continue  # gone meanwhile, or another process is compressing it
                 self.compressed += 1
 
     @staticmethod

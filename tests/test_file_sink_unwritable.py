@@ -1,6 +1,7 @@
 """An output the file sink cannot write, for a reason a person can fix, is retried.
 
-A read-only mount, an immutable directory (chattr +i: what stops root), a file where a
+A read-only mount, an immutable directory (chattr +i: what stops root), a directory
+without write permission (root without CAP_DAC_OVERRIDE), a file where a
 directory of the path should be, a directory where the file should be: every batch
 fails with a retryable error, so the circuit opens, ``/ready`` answers 503, the log
 names the path and the error, nothing goes to the dead letter queue, and once the
@@ -15,6 +16,7 @@ import errno
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +134,55 @@ def test_an_unwritable_output_is_retryable_names_the_problem_and_heals(broken: B
         sink.close()
     lines = (directory / "target.ndjson").read_text().splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["one", "two"]
+
+
+def permission_main(directory: str) -> None:
+    """Run by the test below without CAP_DAC_OVERRIDE (root that obeys permissions): a
+    write, the operator's fix (a line on stdin), the same write again."""
+    from logcap.errors import DeliveryError
+
+    sink = _sink(Path(directory))
+    slot = build_batch([("app", 1, ["one"])])[0]
+    try:
+        sink.write(batch_view(slot))
+    except DeliveryError as exc:
+        print(type(exc).__name__, exc, flush=True)
+    sys.stdin.readline()
+    sink.write(batch_view(slot))
+    assert sink.flush() == []
+    sink.close()
+    print("delivered", flush=True)
+
+
+def test_a_directory_the_agent_may_not_write_is_retryable_and_heals(tmp_path: Path) -> None:
+    directory = tmp_path / "out"
+    directory.mkdir(mode=0o555)  # as if owned by someone else: no write permission
+    directory.chmod(0o555)
+    drop = "-dac_override,-dac_read_search"
+    child = subprocess.Popen(
+        [
+            "setpriv",
+            f"--inh-caps={drop}",
+            f"--bounding-set={drop}",
+            sys.executable,
+            "-c",
+            "import sys; from tests.test_file_sink_unwritable import permission_main; "
+            "permission_main(sys.argv[1])",
+            str(directory),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    failure = child.stdout.readline()
+    assert failure.startswith("Retryable ") and "Permission denied" in failure, failure
+    assert str(directory) in failure
+    directory.chmod(0o755)  # the operator's repair
+    out, _ = child.communicate("fixed\n", timeout=60)
+    assert child.returncode == 0 and out == "delivered\n"
+    assert json.loads((directory / "target.ndjson").read_text())["message"] == "one"
 
 
 @pytest.mark.parametrize(

@@ -154,6 +154,21 @@ def test_json_format_is_the_default_and_writes_the_payload_as_it_is(tmp_path: Pa
     assert (tmp_path / "out.ndjson").read_bytes() == payload(slot)
 
 
+def test_an_output_file_removed_or_renamed_by_someone_else_is_begun_again(
+    tmp_path: Path,
+) -> None:
+    sink = make_sink(tmp_path, "{type: file, path: out.ndjson}")
+    first, second, third = batch(["first"]), batch(["second"]), batch(["third"])
+    sink.write(batch_view(first))
+    (tmp_path / "out.ndjson").unlink()  # an operator's clean-up, while the sink holds it
+    sink.write(batch_view(second))  # not into the deleted file, where it would be lost
+    (tmp_path / "out.ndjson").rename(tmp_path / "moved.ndjson")  # a rotation by hand
+    sink.write(batch_view(third))
+    sink.close()
+    assert (tmp_path / "moved.ndjson").read_bytes() == payload(second)
+    assert (tmp_path / "out.ndjson").read_bytes() == payload(third)
+
+
 # -- rotate_every -------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import collections
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,23 @@ def held_inodes(pid: int) -> set[int]:
         except OSError:
             continue  # closed meanwhile
     return held
+
+
+def signal_pending(pid: int, sig: int) -> bool:
+    """Whether ``sig`` waits for delivery to process ``pid`` (e.g. while it is stopped)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    masks = [
+        int(row.split()[1], 16) for row in status.splitlines() if row[:6] in ("SigPnd", "ShdPnd")
+    ]
+    return any(mask >> (sig - 1) & 1 for mask in masks)
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def at_a_second_start() -> None:
@@ -217,20 +235,22 @@ def outcome(written: list[str], counts: collections.Counter[str]) -> Outcome:
 
 
 class Report:
-    """Per-scenario results, written as JSON when the module's tests are done."""
+    """Per-scenario results, written as JSON (to ``path``) when the module's tests are done."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path = REPORT_PATH, suite: str = "tests/test_rotation.py") -> None:
+        self.path = path
+        self.suite = suite
         self.scenarios: dict[str, dict[str, Any]] = {}
 
     def add(self, scenario: str, result: Outcome, **extra: Any) -> None:
         self.scenarios[scenario] = {**asdict(result), **extra}
 
     def write(self, began: float) -> None:
-        REPORT_PATH.parent.mkdir(parents=True, exist_ok=True)
-        REPORT_PATH.write_text(
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(
             json.dumps(
                 {
-                    "suite": "tests/test_rotation.py",
+                    "suite": self.suite,
                     "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "runtime_s": round(time.monotonic() - began, 1),
                     "scenarios": self.scenarios,
@@ -323,6 +343,30 @@ dispatcher: {{batch_timeout: 20ms, checkpoint_interval: 100ms}}
         assert self.agent is not None
         assert self.agent.stop() == 0, self.agent.log.read_text()[-3000:]
         self.agent = None
+
+    def kill(self) -> None:
+        """kill -9 of the whole tree: every child, then the supervisor."""
+        assert self.agent is not None
+        pids = list(self.agent.children().values())
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        self.agent.kill()
+        wait_for(lambda: all(gone(pid) for pid in pids), 30, "the agent's children to die")
+        self.agent = None
+
+    def stop_behind(self, collector: int, how: str) -> None:
+        """Stop the agent while its collector (pid ``collector``, SIGSTOPped by the caller
+        with lines unread) is stalled: ``sigterm`` drains (the collector, resumed only once
+        told to stop, reads no further than the block it was at), ``kill-9`` kills the tree."""
+        assert self.agent is not None
+        if how == "kill-9":
+            self.kill()
+            return
+        assert how == "sigterm", how
+        self.agent.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: signal_pending(collector, signal.SIGTERM), 30, "the drain to begin")
+        os.kill(collector, signal.SIGCONT)
+        self.stop()
 
     def finish(self, written: list[str]) -> Outcome:
         """Let the output settle, stop the agent, and compare it with ``written``."""

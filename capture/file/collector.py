@@ -191,6 +191,10 @@ class FileCollector:
                 continue
             size = tailer.size()
             tailer.position = saved.offset if saved.offset <= size else 0
+            # known by the name it was read under, as a file rotated away while we run is:
+            # its entries keep their path label, and its checkpoint entry a path the
+            # patterns match (or the next start would not read it: see recover.py)
+            tailer.rename(saved.path)
             log.info(
                 "source %s: reading the last %d bytes of %s (was %s)",
                 self.name,

@@ -1,4 +1,5 @@
-"""Docker resume, without a daemon: positions per stream, their encoding, and the skip.
+"""Docker resume and first runs, without a daemon: positions per stream, their encoding,
+the skip, and which containers a first run reads.
 
 A fake daemon serves one container's log file the way dockerd does (frames in file
 order, only lines stamped at or after ``since``), a real DockerCollector reads it into a
@@ -30,9 +31,9 @@ from logcap.capture.docker.position import (
     ContainerPosition,
     Reading,
 )
-from logcap.capture.docker.stream import STDERR, STDOUT
+from logcap.capture.docker.stream import PARTIAL_BYTES, STDERR, STDOUT
 from logcap.dispatch.checkpoint import CheckpointStore, FilePosition, Positions
-from logcap.metrics import NullBlock
+from logcap.metrics import Counter, NullBlock
 from logcap.ringbuf import Consumer, Producer, SleepWait
 
 CONTAINER = "ab" * 32
@@ -58,7 +59,8 @@ RACING = [
 
 
 def _frame(stream: int, stamp: int, text: str) -> bytes:
-    payload = rfc3339_ns(stamp).encode() + b" " + text.encode() + b"\n"
+    end = b"" if len(text) == PARTIAL_BYTES else b"\n"  # a Docker piece of a long line
+    payload = rfc3339_ns(stamp).encode() + b" " + text.encode() + end
     return struct.pack(">BxxxI", stream, len(payload)) + payload
 
 
@@ -73,14 +75,26 @@ class _Response:
 class FakeDaemon:
     """The part of ``docker.APIClient`` the collector's reader uses, over one log file."""
 
-    def __init__(self, log: list[tuple[int, int, str]]) -> None:
+    def __init__(self, log: list[tuple[int, int, str]], finished_at: int = 0) -> None:
         self.log = log
+        self.finished_at = finished_at  # 0: the container runs
         self.written: int | None = None  # lines of the file the agent reads before dying
         self.sent: list[int] = []  # lines each response sent (after the since filter)
         self.since: list[int | None] = []
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:
-        return {"Config": {"Tty": False}, "State": {"Running": False}}
+        finished = rfc3339_ns(self.finished_at) if self.finished_at else "0001-01-01T00:00:00Z"
+        return {
+            "Config": {"Tty": False},
+            "State": {"Running": not self.finished_at, "FinishedAt": finished},
+        }
+
+    def containers(self, **_: Any) -> list[dict[str, Any]]:
+        state = "exited" if self.finished_at else "running"
+        return [{"Id": CONTAINER, "Names": ["/box"], "Image": "i", "Labels": {}, "State": state}]
+
+    def events(self, **_: Any) -> io.BytesIO:
+        return io.BytesIO()  # no event; closable
 
     def _url(self, path: str, *args: str) -> str:
         return path.format(*args)
@@ -98,6 +112,9 @@ class FakeDaemon:
     def _raise_for_status(self, response: _Response) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 @pytest.fixture
 def rings() -> Iterator[RingFactory]:
@@ -107,25 +124,33 @@ def rings() -> Iterator[RingFactory]:
 class Agent:
     """One docker collector over a real ring; each ``run`` is one life of the agent."""
 
-    def __init__(self, rings: RingFactory, tmp_path: Path) -> None:
-        self.ring = rings.create(64, 64 * 1024, 1, "docker")
+    def __init__(
+        self, rings: RingFactory, tmp_path: Path, config: DockerSourceConfig | None = None
+    ) -> None:
+        self.config = config or DockerSourceConfig()
+        self.ring = rings.create(64, 256 * 1024, 1, "docker")
         self.consumer = Consumer(self.ring, 0)
         self.marker = tmp_path / "started"
         self.checkpoint: dict[tuple[int, int], FilePosition] = {}
         self.delivered: list[tuple[str, int, str]] = []
+        self.counters = NullBlock()  # kept across lives, as the agent's metrics are
 
-    def run(self, daemon: FakeDaemon) -> None:
-        """Start from the checkpoint, read what the daemon serves, publish, and take
-        the last record's position as the checkpoint (every line of it delivered)."""
-        collector = DockerCollector(
+    def collector(self, started_ns: int | None = None) -> DockerCollector:
+        return DockerCollector(
             "d",
-            DockerSourceConfig(),
+            self.config,
             Producer(self.ring, wait=SleepWait()),
-            NullBlock(),
+            self.counters,
             dict(self.checkpoint),
             lambda: False,
             self.marker,
+            started_ns,
         )
+
+    def run(self, daemon: FakeDaemon, collector: DockerCollector | None = None) -> None:
+        """Start from the checkpoint, read what the daemon serves, publish, and take
+        the last record's position as the checkpoint (every line of it delivered)."""
+        collector = collector or self.collector()
         container = collector._known(CONTAINER, "box", "busybox", {})
         assert container is not None
         collector._read_once(container, daemon, follow=False)  # type: ignore[arg-type]
@@ -192,6 +217,30 @@ def test_a_quiet_stream_holds_the_resume_back_by_at_most_the_skew(
     assert daemon.since[-1] == newest - STREAM_SKEW_NS
     assert daemon.sent[-1] <= STREAM_SKEW_NS // second + 4  # not the whole minute again
     assert sorted(agent.delivered) == sorted(_names(log))
+
+
+@pytest.mark.parametrize(
+    ("long_lines", "counter"),
+    [("truncate", Counter.LINES_TRUNCATED), ("skip", Counter.LINES_SKIPPED)],
+)
+def test_lines_read_again_on_resume_are_counted_once(
+    rings: RingFactory, tmp_path: Path, long_lines: str, counter: Counter
+) -> None:
+    """A resume starts before the newest line (stderr never spoke: up to the skew), so
+    a long line joined from Docker's pieces and cut (or skipped) is read twice; it is
+    counted once."""
+    pieces = [(STDOUT, T, "c" * PARTIAL_BYTES)] * 9  # Docker's 16 KiB pieces of one line
+    log = [(STDOUT, T - US, "first"), *pieces, (STDOUT, T, "c"), (STDOUT, T + US, "last")]
+    agent = Agent(rings, tmp_path, DockerSourceConfig(long_lines=long_lines))  # type: ignore[arg-type]
+    daemon = FakeDaemon(log)
+    agent.run(daemon)
+    agent.run(daemon)
+    assert daemon.sent == [len(log), len(log)]  # the second read got it all again
+    assert agent.counters.get(counter) == 1
+    assert agent.counters.get(Counter.LINES_JOINED) == 1
+    assert [text[:5] for _, _, text in agent.delivered] == (
+        ["first", "c" * 5, "last"] if long_lines == "truncate" else ["first", "last"]
+    )
 
 
 def test_a_position_is_encoded_as_documented() -> None:
@@ -264,26 +313,44 @@ def test_a_kill_once_readers_started_leaves_no_first_run_to_repeat(
     """``read_from: end`` skips what running containers printed before the very first
     start only: once a reader may have read, a restart must not skip to the end again."""
     daemon = FakeDaemon(RACING)
-    daemon.containers = lambda **_: [  # type: ignore[attr-defined]
-        {"Id": CONTAINER, "Names": ["/box"], "Image": "busybox", "Labels": {}, "State": "running"}
-    ]
-    daemon.events = lambda **_: io.BytesIO()  # type: ignore[attr-defined]
     monkeypatch.setattr(collector_module.docker, "APIClient", lambda **_: daemon)
 
     def killed(*_: object) -> None:
         raise _Killed
 
     monkeypatch.setattr(DockerCollector, "_start_reader", killed)
-    agent = Agent(rings, tmp_path)
-    collector = DockerCollector(
-        "d",
-        DockerSourceConfig(read_from="end"),
-        Producer(agent.ring, wait=SleepWait()),
-        NullBlock(),
-        {},
-        lambda: False,
-        agent.marker,
-    )
+    agent = Agent(rings, tmp_path, DockerSourceConfig(read_from="end"))
     with pytest.raises(_Killed):
-        collector._connect()
+        agent.collector()._connect()
     assert agent.marker.exists()  # the next start is not a first run
+
+
+@pytest.mark.parametrize("read_from", ["beginning", "end"])
+def test_a_first_run_reads_a_container_that_exited_before_the_source_connected(
+    rings: RingFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_from: str
+) -> None:
+    """The agent is ready once its processes run; a container that then runs and exits
+    before the docker source has loaded its client and connected ran while the agent
+    was up: a first run reads it (with ``read_from: end`` from the agent's start), and
+    skips only containers that had stopped before."""
+    log = [(STDOUT, T - 2 * US, "before the start"), (STDOUT, T + US, "after the start")]
+    daemon = FakeDaemon(log, finished_at=T + 2 * US)
+    monkeypatch.setattr(collector_module.docker, "APIClient", lambda **_: daemon)
+    started: list[str] = []
+    monkeypatch.setattr(DockerCollector, "_start_reader", lambda _, c: started.append(c.id))
+    agent = Agent(rings, tmp_path, DockerSourceConfig(read_from=read_from))  # type: ignore[arg-type]
+    collector = agent.collector(started_ns=T)
+    collector._connect()
+    collector._disconnect()
+    assert started == [CONTAINER]
+    agent.run(daemon, collector)
+    wanted = log if read_from == "beginning" else log[1:]
+    assert [text for _, _, text in agent.delivered] == [text for _, _, text in wanted]
+
+    agent.marker.unlink()  # another first run, of an agent started after the exit
+    agent.checkpoint = {}
+    started.clear()
+    later = agent.collector(started_ns=T + 3 * US)
+    later._connect()
+    later._disconnect()
+    assert started == []

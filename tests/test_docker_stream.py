@@ -11,9 +11,12 @@ from logcap.capture.docker.collector import container_key, since_param
 from logcap.capture.docker.config import DockerSourceConfig
 from logcap.capture.docker.select import entry_labels, selected
 from logcap.capture.docker.stream import (
+    JOINED,
     PARTIAL_BYTES,
+    SKIPPED,
     STDERR,
     STDOUT,
+    TRUNCATED,
     Line,
     LogDecoder,
     cut_utf8,
@@ -84,10 +87,10 @@ def test_partial_pieces_are_joined_per_stream_with_the_first_pieces_time() -> No
     assert decoder.holding  # the collector holds its position before the open line
     rest = decoder.feed(body[len(body) - 20 :])
     assert not decoder.holding
-    assert [(line.text, line.timestamp_ns) for line in rest] == [
-        ("a" * 2 * PARTIAL_BYTES + "tail", T0_NS)
+    assert [(line.text, line.timestamp_ns, line.flags) for line in rest] == [
+        ("a" * 2 * PARTIAL_BYTES + "tail", T0_NS, JOINED)
     ]
-    assert decoder.joined == 1
+    assert first[0].flags == 0
 
 
 def test_tty_streams_join_pieces_at_16_kib_and_drop_carriage_returns() -> None:
@@ -103,16 +106,21 @@ def test_tty_streams_join_pieces_at_16_kib_and_drop_carriage_returns() -> None:
     assert {line.stream for line in lines} == {STDOUT}
 
 
-def test_a_line_over_the_limit_is_truncated_or_skipped_and_counted() -> None:
+def test_a_line_over_the_limit_is_truncated_or_skipped_and_flagged() -> None:
     pieces = [frame(STDOUT, message(b"c" * PARTIAL_BYTES)) for _ in range(5)]
     body = b"".join(pieces) + frame(STDOUT, message(b"c\n")) + frame(STDOUT, message(b"ok\n"))
     truncating = LogDecoder(False, 20_000, False)
     lines = truncating.feed(body)
-    assert [len(line.text) for line in lines] == [20_000, 2]
-    assert truncating.truncated == 1
+    assert [(len(line.text), line.flags) for line in lines] == [
+        (20_000, JOINED | TRUNCATED),
+        (2, 0),
+    ]
     skipping = LogDecoder(False, 20_000, True)
-    assert [line.text for line in skipping.feed(body)] == ["ok"]
-    assert skipping.skipped == 1
+    # a skipped line comes out empty and flagged: its position is passed, it is counted once
+    assert [(line.text, line.flags) for line in skipping.feed(body)] == [
+        ("", JOINED | SKIPPED),
+        ("ok", 0),
+    ]
 
 
 def test_fifty_mib_without_a_newline_keeps_memory_bounded() -> None:
@@ -132,15 +140,14 @@ def test_fifty_mib_without_a_newline_keeps_memory_bounded() -> None:
         assert largest <= 64 * 1024 + 2 * PARTIAL_BYTES
         end = frame(STDOUT, message(b"\n")) if not tty else message(b"\n")
         [line] = decoder.feed(end)
-        assert len(line.text) == 64 * 1024 and decoder.truncated == 1
+        assert len(line.text) == 64 * 1024 and line.flags & TRUNCATED
 
 
 def test_a_tty_line_with_no_docker_pieces_is_cut_and_the_rest_dropped() -> None:
     decoder = LogDecoder(True, 1000, False)
     lines = decoder.feed(message(b"x" * 50_000))
     lines += decoder.feed(b"y" * 50_000 + b"\r\n" + message(b"next\r\n"))
-    assert [len(line.text) for line in lines] == [1000, 4]
-    assert decoder.truncated == 1
+    assert [(len(line.text), line.flags) for line in lines] == [(1000, TRUNCATED), (4, 0)]
 
 
 def test_malformed_frames_are_kept_and_counted_daemon_errors_reported() -> None:

@@ -18,6 +18,7 @@ published position stays before it, so a crash re-reads it whole.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -45,8 +46,16 @@ from logcap.capture._entries import (
 from logcap.capture.docker.config import DockerSourceConfig
 from logcap.capture.docker.position import NOTHING_READ, ContainerPosition, Reading
 from logcap.capture.docker.select import entry_labels, selected
-from logcap.capture.docker.stream import LogDecoder, cut_utf8, parse_rfc3339
-from logcap.capture.file.collector import mark_started
+from logcap.capture.docker.started import process_started_ns
+from logcap.capture.docker.stream import (
+    JOINED,
+    SKIPPED,
+    TRUNCATED,
+    LogDecoder,
+    cut_utf8,
+    parse_rfc3339,
+)
+from logcap.capture.file.started import mark_started
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -109,6 +118,7 @@ class DockerCollector:
         checkpoints: dict[tuple[int, int], FilePosition],
         should_stop: Callable[[], bool],
         started_marker: Path,
+        started_ns: int | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -117,6 +127,8 @@ class DockerCollector:
         self.checkpoints = {ino: p for (_, ino), p in checkpoints.items()}
         self.should_stop = should_stop
         self.started_marker = started_marker
+        # this process's start: where a first run's "now" is (capture/docker/started.py)
+        self.started_ns = process_started_ns() if started_ns is None else started_ns
         self.containers: dict[str, _Container] = {}
         self.readers_lock = threading.Lock()  # starting and ending readers
         self.publish_lock = threading.Lock()  # the ring's single producer
@@ -168,7 +180,6 @@ class DockerCollector:
         self.events = client.events(
             since=int(time.time()) - 1, filters={"type": "container"}, decode=True
         )
-        now_ns = time.time_ns()
         listed = client.containers(all=True)
         present = {container_key(summary["Id"]) for summary in listed}
         for key, saved in list(self.checkpoints.items()):
@@ -181,25 +192,26 @@ class DockerCollector:
             )
             if container is None:
                 continue
-            if summary.get("State") != "running":
-                if first_run or not self._missed(container, client):
-                    continue
-            elif first_run and self.config.read_from == "end" and container.latest == NOTHING_READ:
-                container.latest = container.safe = ContainerPosition.at(now_ns)
-            self._start_reader(container)
+            if first_run and self.config.read_from == "end" and container.latest == NOTHING_READ:
+                container.latest = container.safe = ContainerPosition.at(self.started_ns)
+            if summary.get("State") == "running" or self._missed(container, client, first_run):
+                self._start_reader(container)
         self.started_marker.touch()  # its time: when this source last saw the daemon
         threading.Thread(target=self._watch, args=(self.events,), daemon=True).start()
         log.info("source %s: connected to %s", self.name, self.config.docker_host)
 
-    def _missed(self, container: _Container, client: docker.APIClient) -> bool:
+    def _missed(self, container: _Container, client: docker.APIClient, first_run: bool) -> bool:
         """Whether a stopped container printed lines this source has not read: it exited
         after the newest line read from it, or (never read) after this source last saw
-        the daemon, i.e. it ran while the agent was down or disconnected."""
+        the daemon, i.e. it ran while the agent was down or disconnected, or (first run)
+        after this process started."""
         finished = parse_rfc3339(client.inspect_container(container.id)["State"]["FinishedAt"])
         if container.latest != NOTHING_READ:
             return finished >= container.latest.newest()
+        if first_run:
+            return finished >= self.started_ns
         last_seen = self.started_marker.stat().st_mtime_ns - ALIVE_EVERY * 2_000_000_000
-        return finished >= last_seen
+        return finished >= min(last_seen, self.started_ns)
 
     def _serve(self) -> None:
         alive_at = time.monotonic()
@@ -363,18 +375,24 @@ class DockerCollector:
                 data = response.raw.read1(65536)
                 lines = decoder.feed(data) if data else decoder.finish()
                 self._count(decoder)
+                flagged = collections.Counter[int]()
                 with container.lock:
-                    for stream, stamp, text in lines:
+                    for stream, stamp, text, flags in lines:
                         if stamp < 0:  # Docker sent no time: use the time it arrived
                             stamp = time.time_ns()
                             reading.take(stream, stamp)
                         elif not reading.take(stream, stamp):
                             continue  # covered by the position read from: sent already
+                        if flags:  # counted here, once, not when a resume reads it again
+                            flagged[flags] += 1
+                            if flags & SKIPPED:
+                                continue
                         container.pending.append((container.labels[stream], stamp, text))
                     container.latest = reading.position()
                     if not decoder.holding:
                         container.safe = container.latest
                     full = len(container.pending) >= FLUSH_ENTRIES
+                self._count_flagged(flagged)
                 if full:
                     self._flush(container)
                 if not data:
@@ -389,17 +407,20 @@ class DockerCollector:
             container.stream = None
             response.close()
 
-    def _count(self, decoder: LogDecoder) -> None:
-        for counter, attribute in (
-            (Counter.LINES_TRUNCATED, "truncated"),
-            (Counter.LINES_SKIPPED, "skipped"),
-            (Counter.LINES_JOINED, "joined"),
-            (Counter.ERRORS, "malformed"),
+    def _count_flagged(self, flagged: collections.Counter[int]) -> None:
+        for counter, flag in (
+            (Counter.LINES_TRUNCATED, TRUNCATED),
+            (Counter.LINES_SKIPPED, SKIPPED),
+            (Counter.LINES_JOINED, JOINED),
         ):
-            value = getattr(decoder, attribute)
+            value = sum(n for flags, n in flagged.items() if flags & flag)
             if value:
                 self.counters.add(counter, value)
-                setattr(decoder, attribute, 0)
+
+    def _count(self, decoder: LogDecoder) -> None:
+        if decoder.malformed:
+            self.counters.add(Counter.ERRORS, decoder.malformed)
+            decoder.malformed = 0
         for message in decoder.daemon_errors:
             self.counters.add(Counter.ERRORS)
             log.warning("source %s: docker daemon: %s", self.name, message)

@@ -50,8 +50,10 @@ class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=Tr
         Literal["beginning", "end"],
         doc(
             "On the source's first run (no checkpoint yet), where to start in the "
-            "containers already running: their first line or now. Containers that start "
-            "later, or on a restart, are read from where they were left, or their start."
+            "containers already running: their first line, or the moment the agent "
+            "started. Containers that start later (even ones that exit before the source "
+            "has connected), or on a restart, are read from where they were left, or "
+            "their start."
         ),
     ] = "beginning"
     max_line_bytes: Annotated[

@@ -14,7 +14,10 @@ stream (the other stream's lines may come between them). With a TTY the frame
 boundaries are gone, so a piece shows up as a timestamp exactly 16 KiB into a line's
 content, which is cut out. A joined line longer than ``max_line_bytes`` is truncated or
 skipped, and the pieces beyond it are dropped as they arrive: memory stays bounded
-whatever a container prints.
+whatever a container prints. Joined, truncated and skipped lines are flagged, not
+counted here: a skipped line still comes out (empty, flagged ``SKIPPED``) so that the
+collector counts each line once even when a resume reads it again, and its position
+passes it.
 """
 
 from __future__ import annotations
@@ -67,12 +70,16 @@ def cut_utf8(data: bytes, limit: int) -> bytes:
     return cut
 
 
+JOINED, TRUNCATED, SKIPPED = 1, 2, 4  # Line.flags
+
+
 class Line(NamedTuple):
     """One log line of a container, its Docker partial pieces joined."""
 
     stream: int  # STDOUT or STDERR
     timestamp_ns: int
     text: str
+    flags: int = 0  # JOINED | TRUNCATED | SKIPPED
 
 
 @dataclass
@@ -96,9 +103,6 @@ class LogDecoder:
         self.joining: dict[int, _Joining] = {}
         self.discarding = False  # TTY: inside an over-long line with no Docker pieces
         # running totals, read and reset by the collector for its counters
-        self.truncated = 0
-        self.skipped = 0
-        self.joined = 0
         self.malformed = 0
         self.daemon_errors: list[str] = []
 
@@ -231,13 +235,12 @@ class LogDecoder:
         if not final:
             return
         del self.joining[stream]
-        if len(joining.pieces) > 1:
-            self.joined += 1
+        flags = JOINED if len(joining.pieces) > 1 else 0
         whole = b"".join(joining.pieces)
         if joining.cut:
             if self.skip_long_lines:
-                self.skipped += 1
+                out.append(Line(stream, joining.timestamp_ns, "", flags | SKIPPED))
                 return
-            self.truncated += 1
+            flags |= TRUNCATED
             whole = cut_utf8(whole, self.max_line_bytes)
-        out.append(Line(stream, joining.timestamp_ns, whole.decode("utf-8", "replace")))
+        out.append(Line(stream, joining.timestamp_ns, whole.decode("utf-8", "replace"), flags))

@@ -58,9 +58,7 @@ def entry_prefix(source: str, labels: dict[str, str], timestamp_ns: int) -> byte
     return entry_stamp(timestamp_ns) + entry_rest(source, labels, timestamp_ns)
 
 
-def encode_stamped(
-    rest: bytes, timestamps: list[int], messages: list[str]
-) -> list[bytes | memoryview]:
+def encode_stamped(rest: bytes, timestamps: list[int], messages: list[str]) -> bytes:
     """NDJSON for entries that share everything but their own event time."""
     escaped = _encode_lines(messages).split(b"\n")  # a raw \n only ever ends a string
     out = bytearray()
@@ -69,22 +67,21 @@ def encode_stamped(
         out += rest
         out += message
         out += b"}\n"
-    return [bytes(out)]
+    return bytes(out)
 
 
-def encode_entries(prefix: bytes, messages: list[str]) -> list[bytes | memoryview]:
-    """NDJSON for ``messages`` (one ``prefix + "message"}`` line each), as pieces.
+def encode_entries(prefix: bytes, messages: list[str]) -> tuple[bytes, int]:
+    """NDJSON for ``messages`` (one ``prefix + "message"}`` line each) as ``prefix +
+    body[:end]``: ``(body, end)``.
 
-    The pieces are meant to be written one after the other into the batch slot: joining
-    them first would copy every entry again, and at ~370 bytes an entry the copies, not
-    the escaping, are what this stage spends its time on.
+    The two parts are meant to be written one after the other into the batch slot:
+    joining them first would copy every entry again, and at ~370 bytes an entry the
+    copies, not the escaping, are what this stage spends its time on.
     """
-    if not messages:
-        return []
     # b'"m1"\n"m2"\n': a raw \n only ever ends a string, so each one becomes the end of
-    # an entry plus the next entry's prefix; the view drops the surplus final prefix.
+    # an entry plus the next entry's prefix; ``end`` drops the surplus final prefix.
     joined = _encode_lines(messages).replace(b"\n", b"}\n" + prefix)
-    return [prefix, memoryview(joined)[: len(joined) - len(prefix)]]
+    return joined, len(joined) - len(prefix)
 
 
 def truncate_encoded(text: str, max_bytes: int, encoding: str = "utf-8") -> str:

@@ -10,6 +10,7 @@ from logcap.capture.config import SourceConfig
 from logcap.capture.file.config import FileSourceConfig, multiline_rule
 from logcap.capture.file.encoding import line_codec
 from logcap.child import ChildContext
+from logcap.dispatch.bounds import largest_batch_bytes
 from logcap.dispatch.checkpoint import CheckpointStore
 from logcap.dispatch.dispatcher import Dispatcher, SourceInput
 from logcap.metrics import Counter
@@ -62,6 +63,7 @@ def run_dispatcher(ctx: ChildContext) -> None:
         ctx.table.block(plan.counter_index(DISPATCHER)),
         CheckpointStore(plan.config.data_dir),
         frontier=frontier,
+        largest_batch=largest_batch_bytes(plan.config),
     )
     while True:
         moved = dispatcher.step()

@@ -31,6 +31,7 @@ from logcap.config import (
     load_config,
     parse_config,
 )
+from logcap.dispatch.bounds import DLQ_RECORD_OVERHEAD, ENTRY_OVERHEAD, largest_batch_bytes
 from logcap.errors import ConfigError
 from logcap.plan import RunPlan
 
@@ -987,3 +988,56 @@ def test_retry_and_dlq_bounds_must_hold_at_least_one_batch(body: str, where: str
     with pytest.raises(ConfigError) as info:
         parse(MINIMAL + body + "\n")
     assert where in str(info.value)
+
+
+LONG_LINES = """\
+sources:
+  app:
+    type: file
+    include: ["/var/log/app/*.log"]
+    max_line_bytes: 200KiB
+sinks:
+  out: {type: blackhole}
+buffer: {collector_slot_bytes: 256KiB}
+dispatcher: {batch_max_bytes: 16KiB}
+"""
+
+
+def test_a_config_whose_longest_entry_cannot_be_dead_lettered_is_refused() -> None:
+    """4 x batch_max_bytes used to pass, yet one 200 KiB line escaped 6x is a ~1.2 MB
+    batch: the retry process then waited for this 64 KiB DLQ forever."""
+    text = LONG_LINES + "dlq:\n  max_bytes: 64KiB\n  segment_bytes: 64KiB\n"
+    problems = problems_of(text)
+    (dlq,) = problems
+    largest = 6 * 200 * 1024 + ENTRY_OVERHEAD
+    assert dlq.startswith(f"{ORIGIN}:11: dlq.max_bytes: 65536 bytes cannot hold")
+    assert f"the largest batch is {largest} bytes" in dlq
+    assert f"at least {largest + DLQ_RECORD_OVERHEAD}" in dlq
+
+
+def test_retry_heap_and_spool_must_hold_the_largest_batch() -> None:
+    text = LONG_LINES + "retry:\n  max_bytes: 1MiB\n  spool_max_bytes: 1MiB\n"
+    problems = problems_of(text)
+    assert [p.split(": ")[1] for p in problems] == ["retry.max_bytes", "retry.spool_max_bytes"]
+    assert problems[0].startswith(f"{ORIGIN}:11: retry.max_bytes: 1048576 bytes cannot hold")
+    assert problems[1].startswith(f"{ORIGIN}:12: retry.spool_max_bytes: 1048576 bytes")
+
+
+def test_the_largest_batch_exactly_fitting_dlq_and_retry_is_accepted() -> None:
+    largest = 6 * 200 * 1024 + ENTRY_OVERHEAD
+    config = parse(
+        LONG_LINES
+        + f"retry: {{max_bytes: {largest}, spool_max_bytes: {largest + DLQ_RECORD_OVERHEAD}}}\n"
+        + f"dlq: {{max_bytes: {largest + DLQ_RECORD_OVERHEAD}, segment_bytes: 64KiB}}\n"
+    )
+    assert largest_batch_bytes(config) == largest
+
+
+def test_an_http_source_bounds_its_entries_by_the_collector_slot() -> None:
+    text = (
+        "sources:\n  in: {type: http}\nsinks:\n  out: {type: blackhole}\n"
+        "buffer: {collector_slot_bytes: 4MiB}\ndlq: {max_bytes: 4MiB, segment_bytes: 1MiB}\n"
+    )
+    (problem,) = problems_of(text)
+    assert problem.startswith(f"{ORIGIN}:6: dlq.max_bytes:")
+    assert f"the largest batch is {4 * 2**20 + ENTRY_OVERHEAD} bytes" in problem

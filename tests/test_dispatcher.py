@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 from _component_helpers import (
     ReadBatch,
@@ -25,14 +26,18 @@ from _component_helpers import (
     ring_fixture,
 )
 
+from logcap.capture._entries import write_entries
 from logcap.capture._record import FLAG_TRUNCATED
 from logcap.capture.file.collector import FileCollector
 from logcap.capture.file.tailer import FileTailer
 from logcap.config import Config
 from logcap.dispatch.batch import Batch, meta_size_bound
+from logcap.dispatch.bounds import largest_batch_bytes
 from logcap.dispatch.checkpoint import CheckpointStore, FilePosition
 from logcap.dispatch.dispatcher import Dispatcher, SourceInput
+from logcap.dlq.record import DlqRecord, encode_record, file_header
 from logcap.metrics import Counter, NullBlock
+from logcap.plan import batch_slot_bytes
 from logcap.ringbuf import Consumer, Producer, Ring, SleepWait
 
 HOST = "test-host"
@@ -58,7 +63,9 @@ class FakeClock:
         self.now += seconds
 
 
-def rig_config(tmp_path: Path, dispatcher: str, sources: str = "", buffer: str = "") -> Config:
+def rig_config(
+    tmp_path: Path, dispatcher: str, sources: str = "", buffer: str = "", extra: str = ""
+) -> Config:
     sources = sources or "app: {type: file, include: ['*.log']}"
     text = (
         "data_dir: data\n"
@@ -68,7 +75,7 @@ def rig_config(tmp_path: Path, dispatcher: str, sources: str = "", buffer: str =
     )
     if buffer:
         text += f"buffer: {buffer}\n"
-    return config_from_yaml(text, tmp_path)
+    return config_from_yaml(text + extra, tmp_path)
 
 
 class Rig:
@@ -88,14 +95,13 @@ class Rig:
         self.collector_rings: dict[str, Ring] = {}
         self.producers: dict[str, Producer] = {}
         for name in config.sources:
-            ring = rings.create(16, config.buffer.collector_slot_bytes, 1, f"src-{name}")
+            ring = rings.create(
+                config.buffer.collector_slots, config.buffer.collector_slot_bytes, 1, f"src-{name}"
+            )
             self.collector_rings[name] = ring
             self.producers[name] = Producer(ring, wait=SleepWait())
-        longest = max(s.max_line_bytes for s in config.sources.values())
         if batch_slot is None:  # sized the way the supervisor sizes it
-            batch_slot = (
-                config.dispatcher.batch_max_bytes + 6 * longest + 1024 + meta_size_bound(64, 64)
-            )
+            batch_slot = batch_slot_bytes(config)
         self.batch_ring = rings.create(batch_slots, batch_slot, sinks, "batches")
         self.sinks = [Consumer(self.batch_ring, i) for i in range(sinks)]
         self.store = CheckpointStore(config.data_dir)
@@ -103,7 +109,9 @@ class Rig:
         self.counters = NullBlock()
         self.dispatcher = self.new_dispatcher()
 
-    def new_dispatcher(self, fresh_mappings: bool = False) -> Dispatcher:
+    def new_dispatcher(
+        self, fresh_mappings: bool = False, largest_batch: int | None = None
+    ) -> Dispatcher:
         """A dispatcher on these rings; ``fresh_mappings`` attaches like a restarted process."""
 
         def mapped(ring: Ring) -> Ring:
@@ -114,7 +122,11 @@ class Rig:
                 name=name,
                 consumer=Consumer(mapped(ring), 0),
                 counters=self.source_counters[name],
-                max_line_bytes=self.config.sources[name].max_line_bytes,
+                max_line_bytes=getattr(
+                    self.config.sources[name],
+                    "max_line_bytes",
+                    self.config.buffer.collector_slot_bytes,
+                ),
                 host=HOST,
             )
             for name, ring in self.collector_rings.items()
@@ -126,6 +138,7 @@ class Rig:
             self.counters,
             self.store,
             clock=self.clock,
+            largest_batch=largest_batch,
         )
 
     def publish(
@@ -277,10 +290,10 @@ def test_batch_closes_at_batch_max_bytes(tmp_path: Path, rings: RingFactory) -> 
 
     assert len(closed) >= 3
     for batch in closed:
-        # a batch closes on the entry that reaches the limit, not before or later
-        assert len(batch.payload) >= 4096
-        last_entry = len(batch.payload.splitlines(keepends=True)[-1])
-        assert len(batch.payload) - last_entry < 4096 + 4 * batch.meta.count
+        # a batch closes before the entry that would pass the limit (slot bytes: meta and
+        # entries), not earlier: the next entry and its group's meta would not have fit
+        entry = len(batch.payload.splitlines(keepends=True)[-1])
+        assert 4096 - entry - 128 < batch.slot_length <= 4096
     assert [b.meta.count for b in closed].count(closed[0].meta.count) == len(closed)
     assert messages(closed + last) == [line.decode() for line in lines]
 
@@ -649,3 +662,173 @@ def test_blocks_whose_lines_were_all_skipped_do_not_hold_their_slots(
     assert saved.offset == 40 * 100_000
     assert rig.source_counters["app"].get(Counter.LINES_SKIPPED) == 40
     assert rig.batches() == []  # nothing to send
+
+
+# -- byte bounds and records that cannot be batched --------------------------------------
+
+
+def _dlq_record_bytes(batch: ReadBatch) -> int:
+    """What dead-lettering this batch takes in a DLQ: segment header plus record."""
+    record = DlqRecord(
+        sink="out",
+        kind="overflow",
+        reason="r" * 4096,
+        attempts=10,
+        first_failure_ns=READ_NS,
+        written_ns=READ_NS,
+        batch_seq=12345,
+        entries=batch.meta.count,
+        batch=b"x" * batch.slot_length,
+    )
+    return len(file_header()) + len(encode_record(record))
+
+
+def test_no_batch_passes_batch_max_bytes_so_every_batch_fits_the_dlq(
+    tmp_path: Path, rings: RingFactory
+) -> None:
+    """Whole 256 KiB collector blocks used to overshoot a 16 KiB batch_max_bytes into one
+    ~300 KiB batch, more than the 64 KiB DLQ this config validates with: the retry
+    process then waited for the DLQ forever."""
+    config = rig_config(
+        tmp_path,
+        "{batch_max_bytes: 16KiB, batch_timeout: 1s}",
+        sources="app: {type: file, include: ['*.log'], max_line_bytes: 1KiB}",
+        extra="retry: {max_bytes: 64KiB}\ndlq: {max_bytes: 64KiB, segment_bytes: 64KiB}\n",
+    )
+    rig = Rig(rings, config, batch_slots=256)
+    plain = [b"%05d " % i + b"p" * 94 for i in range(2400)]  # ~240 KB: one slot
+    controls = [c for c in range(1, 32) if c != 0x0A]
+    escaped = [bytes([controls[i % len(controls)]]) * 100 for i in range(600)]  # 6x escaped
+    rig.publish(lines_block(plain), end=240_000)
+    rig.publish(lines_block(escaped), start=240_000, end=300_600)
+    rig.step_until_idle()
+    rig.time_out_batch()
+
+    batches = rig.batches()
+    assert messages(batches) == [line.decode() for line in plain + escaped]
+    assert max(b.slot_length for b in batches) <= 16 * 1024
+    assert max(_dlq_record_bytes(b) for b in batches) <= config.dlq.max_bytes
+    assert max(b.slot_length for b in batches) <= config.retry.max_bytes
+    # filled, not fragmented: every batch but the last of each block is nearly full
+    assert len(batches) <= 1 + -(-sum(b.slot_length for b in batches) // (15 * 1024))
+
+
+def test_a_block_spread_over_batches_completes_only_with_its_last_batch(
+    tmp_path: Path, rings: RingFactory
+) -> None:
+    config = rig_config(tmp_path, "{batch_max_bytes: 4KiB, batch_timeout: 1s}")
+    rig = Rig(rings, config, sinks=2, batch_slots=64)
+    ring = rig.collector_rings["app"]
+    lines = [b"%03d " % i + b"x" * 300 for i in range(60)]  # ~28 KB of entries
+    rig.publish(lines_block(lines), dev=3, ino=4, end=18_300)
+    rig.dispatcher.step()
+
+    early = rig.batches(sink=0, release=False)
+    assert len(early) >= 5
+    assert all(b.meta.progress == [] for b in early)
+    assert ring.consumer_cursor(0) == -1  # the block's last lines are still in the open batch
+    for sink in rig.sinks:
+        sink.release(rig.batch_ring.published)
+    rig.clock.advance(5)
+    rig.dispatcher.step()
+    assert rig.store.load().files == []  # delivered batches, but not the block's last
+
+    rig.time_out_batch()
+    (last,) = rig.batches(sink=0, release=False)
+    assert [p.offset for p in last.meta.progress] == [18_300]
+    assert ring.consumer_cursor(0) == 0
+    assert messages([*early, last]) == [line.decode() for line in lines]
+    for sink in rig.sinks:
+        sink.release(rig.batch_ring.published)
+    rig.clock.advance(5)
+    rig.dispatcher.step()
+    assert [p.offset for p in rig.store.load().files] == [18_300]
+
+
+def test_an_entry_larger_than_batch_max_bytes_goes_alone(
+    tmp_path: Path, rings: RingFactory
+) -> None:
+    config = rig_config(tmp_path, "{batch_max_bytes: 4KiB, batch_timeout: 1s}")
+    rig = Rig(rings, config)
+    rig.publish(lines_block([b"before", b"L" * 10_000, b"after"]))
+    rig.dispatcher.step()
+    rig.time_out_batch()
+
+    batches = rig.batches()
+    assert [messages([b]) for b in batches] == [["before"], ["L" * 10_000], ["after"]]
+    assert batches[1].slot_length <= largest_batch_bytes(config)
+
+
+def _publish_entries(
+    producer: Producer, runs: list[list[object]], data: bytes | None = None
+) -> None:
+    """One FLAG_ENTRIES record, as the HTTP collector publishes it."""
+    seq = producer.claim(1, timeout=2.0)
+    write_entries(producer, seq, msgspec.msgpack.encode(runs) if data is None else data, READ_NS)
+    producer.publish(seq)
+
+
+HTTP_SOURCE = "ingest: {type: http, address: '127.0.0.1:1'}"
+
+
+def test_entries_with_large_distinct_labels_never_overflow_the_batch_slot(
+    tmp_path: Path, rings: RingFactory
+) -> None:
+    """Labels count twice (each entry's JSON and its group in the meta): the old estimate
+    let ~84 entries with 50 KB labels (8.4 MB) into one 5.4 MB slot, write_batch raised,
+    and every restarted dispatcher died again on the same records."""
+    config = rig_config(
+        tmp_path,
+        "{batch_max_bytes: 4MiB, batch_timeout: 1s}",
+        sources=HTTP_SOURCE,
+        buffer="{collector_slot_bytes: 64KiB, collector_slots: 256}",
+    )
+    rig = Rig(rings, config, batch_slots=64)
+    producer = rig.producers["ingest"]
+    sent = []
+    for n in range(120):
+        labels = {"big": f"{n:04d}" + "v" * 50_000}
+        _publish_entries(producer, [[labels, [READ_NS + n], [f"m{n}"]]])
+        sent.append(f"m{n}")
+        rig.step_until_idle()
+    rig.time_out_batch()
+
+    batches = rig.batches()
+    assert messages(batches) == sent
+    assert all(b.slot_length <= 4 * 1024 * 1024 for b in batches)
+    assert rig.counters.get(Counter.ERRORS) == 0
+
+
+def test_a_record_that_cannot_be_read_is_counted_and_released(
+    tmp_path: Path, rings: RingFactory
+) -> None:
+    rig = Rig(rings, rig_config(tmp_path, "{batch_timeout: 1s}", sources=HTTP_SOURCE))
+    producer = rig.producers["ingest"]
+    _publish_entries(producer, [], data=b"\xc1 not msgpack")
+    _publish_entries(producer, [[{"k": "v"}, [READ_NS], ["one"]], [{"k": "w"}, [], []]])
+    _publish_entries(producer, [[{"k": "v"}, [READ_NS, READ_NS], ["too few stamps"] * 3]])
+    _publish_entries(producer, [[{"k": "v"}, [READ_NS], ["two"]]])
+    rig.step_until_idle()
+    rig.time_out_batch()
+
+    assert messages(rig.batches()) == ["one", "two"]
+    assert rig.counters.get(Counter.ERRORS) == 2
+    assert rig.collector_rings["ingest"].consumer_cursor(0) == 3
+
+
+def test_an_entry_no_batch_can_hold_is_refused_and_released(
+    tmp_path: Path, rings: RingFactory
+) -> None:
+    config = rig_config(tmp_path, "{batch_max_bytes: 8KiB, batch_timeout: 1s}", HTTP_SOURCE)
+    rig = Rig(rings, config)
+    rig.dispatcher = rig.new_dispatcher(largest_batch=16 * 1024)
+    producer = rig.producers["ingest"]
+    _publish_entries(producer, [[{"k": "v"}, [READ_NS] * 3, ["a", "x" * 20_000, "b"]]])
+    _publish_entries(producer, [[{"huge": "l" * 20_000}, [READ_NS], ["c"]]])
+    _publish_entries(producer, [[{"k": "v"}, [READ_NS], ["d"]]])
+    rig.step_until_idle()
+    rig.time_out_batch()
+
+    assert messages(rig.batches()) == ["a", "b", "d"]
+    assert rig.counters.get(Counter.ERRORS) == 2
+    assert rig.collector_rings["ingest"].consumer_cursor(0) == 2

@@ -23,6 +23,7 @@ from logcap.capture.http.config import HttpSourceConfig
 from logcap.config._base import resolve_path
 from logcap.config._schema import Config
 from logcap.config._units import dec_hook
+from logcap.dispatch.bounds import DLQ_RECORD_OVERHEAD, ENTRY_OVERHEAD, largest_batch_bytes
 from logcap.errors import ConfigError
 from logcap.sinks.config import SinkConfig
 from logcap.sinks.kafka.config import KafkaSinkConfig
@@ -213,17 +214,7 @@ def _check_limits(doc: _Document, config: Config) -> None:
         count = getattr(config.buffer, key)
         if count & (count - 1):
             doc.problem(("buffer", key), f"must be a power of two, got {count}")
-    # a batch is bounded by batch_max_bytes of lines; escaping rarely doubles it
-    if config.dlq.max_bytes < 4 * config.dispatcher.batch_max_bytes:
-        doc.problem(
-            ("dlq", "max_bytes"),
-            "must be at least 4 x dispatcher.batch_max_bytes, so a dead-lettered batch always fits",
-        )
-    if config.retry.max_bytes < config.dispatcher.batch_max_bytes:
-        doc.problem(
-            ("retry", "max_bytes"),
-            "is smaller than one batch (dispatcher.batch_max_bytes): nothing could wait",
-        )
+    _check_batch_fits(doc, config)
     if config.retry.max_entries < config.dispatcher.batch_max_events:
         doc.problem(
             ("retry", "max_entries"),
@@ -235,6 +226,36 @@ def _check_limits(doc: _Document, config: Config) -> None:
         doc.problem(("dlq", "segment_bytes"), "is larger than dlq.max_bytes")
     if config.supervisor.restart_backoff > config.supervisor.restart_backoff_max:
         doc.problem(("supervisor", "restart_backoff"), "is larger than restart_backoff_max")
+
+
+def _check_batch_fits(doc: _Document, config: Config) -> None:
+    """The retry heap and the DLQ must each hold the largest batch (dispatch/bounds.py),
+    or a failed batch could neither wait nor be dead-lettered, and every sink would stop."""
+    largest = largest_batch_bytes(config)
+    why = (
+        f"the largest batch is {largest} bytes (dispatcher.batch_max_bytes, or one entry "
+        "alone: 6 x the longest max_line_bytes escaped, or an http source's "
+        f"buffer.collector_slot_bytes, plus {ENTRY_OVERHEAD} bytes of labels and meta)"
+    )
+    if config.dlq.max_bytes < largest + DLQ_RECORD_OVERHEAD:
+        doc.problem(
+            ("dlq", "max_bytes"),
+            f"{config.dlq.max_bytes} bytes cannot hold a dead-lettered batch: {why}, and its "
+            f"record needs {DLQ_RECORD_OVERHEAD} more; raise it to at least "
+            f"{largest + DLQ_RECORD_OVERHEAD}",
+        )
+    if config.retry.max_bytes < largest:
+        doc.problem(
+            ("retry", "max_bytes"),
+            f"{config.retry.max_bytes} bytes cannot hold a batch waiting for a retry: {why}",
+        )
+    # a spool record's header, sink and reason (retry/spool.py) take less than a DLQ record's
+    if config.retry.spool_max_bytes < largest + DLQ_RECORD_OVERHEAD:
+        doc.problem(
+            ("retry", "spool_max_bytes"),
+            f"{config.retry.spool_max_bytes} bytes cannot hold a spooled batch: {why}; raise "
+            f"it to at least {largest + DLQ_RECORD_OVERHEAD}",
+        )
 
 
 def parse_config(

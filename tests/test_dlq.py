@@ -9,8 +9,8 @@ continues across restarts, record and byte counts match the disk, the three fsyn
 (DlqFull, nothing written) and ``drop_oldest`` (oldest segments deleted and counted),
 and ``.replayed`` sidecars deleted with their segment.
 
-Configs come from YAML; the size limits (64 KiB minimum) are reached with ~20-40 KB
-records.
+Configs come from YAML; the size limits (64 KiB minimum; dlq.max_bytes must also hold
+the largest batch, ~78 KiB with 1 KiB lines) are reached with ~20-60 KB records.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def read_all(directory: Path) -> list[DlqRecord]:
 
 def dlq_config(tmp_path: Path, body: str = "") -> DlqConfig:
     text = f"""\
-        sources: {{app: {{type: file, include: ['*.log']}}}}
+        sources: {{app: {{type: file, include: ['*.log'], max_line_bytes: 1KiB}}}}
         sinks: {{out: {{type: blackhole}}}}
         dispatcher: {{batch_max_bytes: 4KiB}}
         dlq: {{{body}}}
@@ -462,11 +462,11 @@ def test_drop_oldest_also_drops_when_the_whole_dlq_is_one_segment(
     tmp_path: Path, writers: list[DlqWriter]
 ) -> None:
     directory = tmp_path / "dlq"
-    body = "max_bytes: 64KiB, segment_bytes: 64KiB, when_full: drop_oldest"
+    body = "max_bytes: 96KiB, segment_bytes: 96KiB, when_full: drop_oldest"
     writer = DlqWriter(directory, dlq_config(tmp_path, body))
     writers.append(writer)
-    writer.append(record(1, size=40_000))
-    writer.append(record(2, size=40_000))
+    writer.append(record(1, size=60_000))
+    writer.append(record(2, size=60_000))
     assert writer.dropped_records == 1
     assert [r.batch_seq for r in read_all(directory)] == [2]
     # the dropped segment's name is not reused: a replay marking it would mark the new one

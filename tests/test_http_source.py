@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from logcap.capture.http.collector import BadRequest, parse_body
+from logcap.capture.http.collector import BadRequest, TooLarge, parse_body
 from tests.conftest import free_port, wait_for, write_config
 
 TOKEN = "s3cret"
@@ -33,7 +33,7 @@ def _post(port: int, body: bytes, token: str | None = TOKEN) -> tuple[int, dict,
         return exc.code, json.loads(exc.read()), dict(exc.headers)
 
 
-def _agent(tmp_path: Path, start_agent, extra: str = ""):
+def _agent(tmp_path: Path, start_agent, extra: str = "", dispatcher: str = "{batch_timeout: 50ms}"):
     address, port = f"127.0.0.1:{free_port()}", free_port()
     config = write_config(
         tmp_path,
@@ -44,7 +44,7 @@ sources:
             max_body_bytes: 64KiB, retry_after: 2s}}
 sinks:
   out: {{type: file, path: "./out/all.ndjson"}}
-dispatcher: {{batch_timeout: 50ms}}
+dispatcher: {dispatcher}
 {extra}""",
         address,
     )
@@ -194,3 +194,56 @@ def test_config_rejects_unknown_keys_of_the_http_source() -> None:
             "sources: {a: {type: http, port: 80}}\nsinks: {b: {type: blackhole}}\n", "c.yaml"
         )
     assert "sources.a.port" in str(info.value)
+
+
+def _entry(message: str, labels: dict[str, str]) -> bytes:
+    return json.dumps({"message": message, "labels": labels}).encode()
+
+
+def test_huge_labels_get_a_clear_client_error_and_crash_nothing(
+    tmp_path: Path, start_agent
+) -> None:
+    """40 KB labels used to be answered 200, then overflowed the batch slot's meta
+    estimate: the dispatcher died on them, and again after every restart."""
+    agent, port = _agent(
+        tmp_path,
+        start_agent,
+        "buffer: {collector_slot_bytes: 64KiB, collector_slots: 256}",
+        dispatcher="{batch_max_bytes: 4MiB, batch_timeout: 2s}",
+    )
+    refused = [_post(port, _entry(f"h{n}", {"k": f"{n:03d}" + "v" * 40_000})) for n in range(120)]
+    assert {status for status, _, _ in refused} == {413}
+    assert "labels are 40" in refused[0][1]["error"] and "at most 16384" in refused[0][1]["error"]
+    many = {f"l{i}": "x" for i in range(65)}
+    status, body, _ = _post(port, _entry("many", many))
+    assert status == 400 and "65 labels, at most 64" in body["error"]
+    status, body, _ = _post(port, _entry("long name", {"n" * 200: "x"}))
+    assert status == 400 and "over 128 bytes" in body["error"]
+
+    # the largest labels allowed, each entry its own group, many to a batch: delivered
+    sent = [f"ok{n}" for n in range(150)]
+    for n, message in enumerate(sent):
+        status, _, _ = _post(port, _entry(message, {"k": f"{n:03d}" + "v" * 16_000}))
+        assert status == 200
+    wait_for(
+        lambda: agent.metric("logcap_component_sent_events_total", component="out") >= 150,
+        60,
+        "150 entries with large labels",
+    )
+    assert agent.metric("logcap_child_restarts_total") == 0
+    assert agent.metric("logcap_component_errors_total", component="dispatcher") == 0
+    assert agent.stop() == 0
+    assert [e["message"] for e in _messages(tmp_path)] == sent
+
+
+def test_parse_body_bounds_labels_and_entry_size() -> None:
+    ok = parse_body(_entry("m", {f"l{i}": "v" for i in range(64)}), "127.0.0.1", 0, 1000)
+    assert len(ok[0][0]) == 64 + 2
+    with pytest.raises(TooLarge, match="at most 100"):
+        parse_body(_entry("m" * 200, {}), "127.0.0.1", 0, 100)
+    with pytest.raises(TooLarge, match="labels are"):
+        parse_body(_entry("m", {"k": "v" * 17_000}), "127.0.0.1", 0)
+    # level, source_type and source_id are labels too: counted in the labels' bytes
+    body = json.dumps({"message": "m", "source_id": "s" * 17_000}).encode()
+    with pytest.raises(TooLarge):
+        parse_body(body, "127.0.0.1", 0)

@@ -12,6 +12,11 @@ Accepted bodies: a JSON object, a JSON array of objects, or NDJSON. An entry::
 
 ``message`` is required; ``level``, ``source_type`` and ``source_id`` become labels, as do
 ``client_ip`` and ``ingested_via: http``; ``timestamp`` (the event time) is kept.
+
+No client can send an entry the pipeline cannot carry: at most :data:`MAX_LABELS` labels
+with names of at most :data:`MAX_LABEL_NAME_BYTES` (else 400), labels of at most
+:data:`MAX_LABELS_BYTES` as JSON, and message plus labels (as JSON) within one collector
+ring slot (else 413). The whole request is refused; nothing of it is taken.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hmac
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -59,9 +65,44 @@ class IncomingEntry(msgspec.Struct, forbid_unknown_fields=True):
 class BadRequest(ValueError):
     """The body cannot be turned into entries; the reason goes back to the client."""
 
+    status = 400
+
+
+class TooLarge(BadRequest):
+    """An entry, or its labels, is larger than the pipeline carries (413)."""
+
+    status = 413
+
+
+# Bounds on what one entry may carry, so that no client can make an entry that a batch,
+# the retry heap or the DLQ could not hold (dispatch/bounds.py counts on them).
+MAX_LABELS = 64  # the client's own labels; level, source_type, source_id come on top
+MAX_LABEL_NAME_BYTES = 128
+MAX_LABELS_BYTES = 16 * 1024  # every label of an entry, as JSON
 
 _entries = msgspec.json.Decoder(IncomingEntry | list[IncomingEntry])
 _entry = msgspec.json.Decoder(IncomingEntry)
+_json = msgspec.json.Encoder().encode
+
+
+def _check_entry(number: int, item: IncomingEntry, labels: dict[str, str], limit: int) -> None:
+    """Refuse an entry over the label bounds, or larger (escaped) than ``limit`` bytes."""
+    if len(item.labels) > MAX_LABELS:
+        raise BadRequest(f"entry {number}: {len(item.labels)} labels, at most {MAX_LABELS}")
+    for name in item.labels:
+        if len(name.encode("utf-8", "replace")) > MAX_LABEL_NAME_BYTES:
+            raise BadRequest(
+                f"entry {number}: label name {name[:32]!r}... is over {MAX_LABEL_NAME_BYTES} bytes"
+            )
+    labels_bytes = len(_json(labels))
+    if labels_bytes > MAX_LABELS_BYTES:
+        raise TooLarge(
+            f"entry {number}: its labels are {labels_bytes} bytes as JSON, at most "
+            f"{MAX_LABELS_BYTES}"
+        )
+    size = labels_bytes + len(_json(item.message))
+    if size > limit:
+        raise TooLarge(f"entry {number}: {size} bytes as JSON with its labels, at most {limit}")
 
 
 def _timestamp_ns(value: str | int | float | None, received_ns: int) -> int:
@@ -86,8 +127,11 @@ def _timestamp_ns(value: str | int | float | None, received_ns: int) -> int:
     return int(value * 10**exponent)
 
 
-def parse_body(body: bytes, client_ip: str, received_ns: int) -> list[Entry]:
-    """``[(labels, timestamp_ns, message), ...]`` from a request body."""
+def parse_body(
+    body: bytes, client_ip: str, received_ns: int, max_entry_bytes: int | None = None
+) -> list[Entry]:
+    """``[(labels, timestamp_ns, message), ...]`` from a request body; an entry over the
+    label bounds or ``max_entry_bytes`` (message and labels as JSON) is refused."""
     if not body.strip():
         raise BadRequest("empty body: send a JSON object, a JSON array or NDJSON")
     try:
@@ -102,12 +146,14 @@ def parse_body(body: bytes, client_ip: str, received_ns: int) -> list[Entry]:
         except msgspec.DecodeError as exc:
             raise BadRequest(f"not JSON, a JSON array or NDJSON: {exc}") from exc
     out: list[Entry] = []
-    for item in items:
+    limit = sys.maxsize if max_entry_bytes is None else max_entry_bytes
+    for number, item in enumerate(items, 1):
         labels = {**item.labels, "ingested_via": "http", "client_ip": client_ip}
         for key in ("level", "source_type", "source_id"):
             value = getattr(item, key)
             if value is not None:
                 labels[key] = value
+        _check_entry(number, item, labels, limit)
         out.append((labels, _timestamp_ns(item.timestamp, received_ns), item.message))
     return out
 
@@ -133,7 +179,7 @@ class HttpCollector:
         try:
             chunks = pack_records(entries, record_capacity(self.producer))
         except EntryTooLarge as exc:
-            raise BadRequest(str(exc)) from exc
+            raise TooLarge(str(exc)) from exc
         with self.lock:
             if self.producer.free_slots() < len(chunks):
                 return False
@@ -181,11 +227,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(length))
         received_ns = time.time_ns()
         try:
-            entries = parse_body(body, self.client_address[0], received_ns)
+            entries = parse_body(
+                body, self.client_address[0], received_ns, record_capacity(collector.producer)
+            )
             accepted = collector.publish(entries, received_ns)
         except BadRequest as exc:
             collector.counters.add(Counter.ERRORS)
-            return self._reply(400, {"error": str(exc)})
+            return self._reply(exc.status, {"error": str(exc)})
         if not accepted:
             collector.counters.add(Counter.HTTP_THROTTLED)
             retry = max(1, round(config.retry_after))

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Agent, free_port, wait_for, write_config
 
 LINES = 2_000
@@ -62,7 +64,9 @@ def _destination(port: int) -> Iterator[_RecordingServer]:
         thread.join(timeout=10)
 
 
-def _config(tmp_path: Path, address: str, ingest_port: int, down_port: int) -> Path:
+def _config(
+    tmp_path: Path, address: str, ingest_port: int, down_port: int, extra: str = ""
+) -> Path:
     (tmp_path / "logs").mkdir(exist_ok=True)
     return write_config(
         tmp_path,
@@ -78,7 +82,7 @@ sinks:
 dispatcher: {{batch_timeout: 50ms, checkpoint_interval: 200ms}}
 supervisor: {{restart_backoff: 100ms, shutdown_timeout: 20s}}
 retry: {{initial_backoff: 200ms, max_backoff: 1s, max_attempts: 100000}}
-""",
+{extra}""",
         address,
     )
 
@@ -246,3 +250,40 @@ def test_a_second_agent_on_the_same_data_dir_refuses_to_start_naming_the_first(
     third = start_agent(config2, address2, cwd=other)
     third.wait_ready()
     assert third.stop() == 0
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_overflowed_batches_come_back_by_themselves_only_with_dlq_reprocess(
+    tmp_path: Path, start_agent: Callable[..., Agent], enabled: bool
+) -> None:
+    address, ingest, down = f"127.0.0.1:{free_port()}", free_port(), free_port()
+    extra = f"""
+retry: {{initial_backoff: 200ms, max_backoff: 1s, max_attempts: 100000, spool_max_bytes: 64KiB}}
+dlq: {{reprocess: {{enabled: {str(enabled).lower()}, interval: 1s}}}}
+"""
+    config = _config(tmp_path, address, ingest, down).read_text()
+    config = config.replace(
+        "retry: {initial_backoff: 200ms, max_backoff: 1s, max_attempts: 100000}\n", extra
+    ).replace("batch_timeout: 50ms", "batch_timeout: 50ms, batch_max_events: 100")
+    path = tmp_path / "logcap.yaml"
+    path.write_text(config)
+    agent = start_agent(path, address)
+    agent.wait_ready()
+    _feed(tmp_path, ingest)
+    wait_for(lambda: sorted(_healthy_messages(tmp_path)) == _expected(), 60, "the healthy sink")
+    overflow = {"component": "remote", "reason": "overflow"}
+    wait_for(lambda: agent.metric("logcap_dlq_records_total", **overflow) > 0, 60, "an overflow")
+    with _destination(down) as server:
+        if enabled:
+            wait_for(
+                lambda: sorted(set(server.messages)) == _expected(),
+                90,
+                "every entry, the DLQ's too",
+            )
+            assert agent.metric("logcap_dlq_reprocessed_total", component="remote") > 0
+        else:
+            wait_for(lambda: _spooled(agent) == 0, 60, "the spool to be delivered")
+            time.sleep(3)  # three reprocess intervals: nothing may come from the DLQ
+            assert agent.metric("logcap_dlq_reprocessed_total", component="remote") == 0
+            assert set(server.messages) < set(_expected())
+        assert agent.stop() == 0

@@ -38,9 +38,36 @@ def _lines(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(e["labels"]["stream"], e["message"]) for e in entries]
 
 
-def _wait_for_more(out: EntryTail, lines: int, what: str) -> None:
-    target = len(out.poll()) + lines
-    wait_for(lambda: len(out.poll()) >= target, 120, what)
+class _Seen:
+    """The distinct lines delivered so far, kept up to date as the output grows."""
+
+    def __init__(self, out: EntryTail) -> None:
+        self.out = out
+        self.lines: set[tuple[str, str]] = set()
+        self.checked = 0
+
+    def count(self) -> int:
+        entries = self.out.poll()
+        self.lines.update(_lines(entries[self.checked :]))
+        self.checked = len(entries)
+        return len(self.lines)
+
+
+def _checkpoint(tmp_path: Path) -> bytes:
+    path = tmp_path / "data" / "checkpoints.json"
+    return path.read_bytes() if path.exists() else b""
+
+
+def _wait_for_progress(tmp_path: Path, seen: _Seen, what: str) -> None:
+    """New lines delivered, and a checkpoint saved since this life began: each kill
+    then resumes from a new position, not again from the last life's."""
+    target = seen.count() + LINES_BETWEEN_KILLS
+    saved = _checkpoint(tmp_path)
+    wait_for(
+        lambda: seen.count() >= target and _checkpoint(tmp_path) != saved,
+        120,
+        what,
+    )
 
 
 def _stamps_going_back(container: Any) -> int:
@@ -63,24 +90,16 @@ def test_both_streams_written_fast_lose_nothing_across_five_kills(
     agent.wait_ready()
     out = EntryTail(tmp_path / "out" / "d.ndjson")
     box = daemon.run("both", two_stream_script("both"))
+    seen = _Seen(out)
     for kill in range(KILLS):
-        _wait_for_more(out, LINES_BETWEEN_KILLS, f"lines before kill {kill + 1}")
+        _wait_for_progress(tmp_path, seen, f"new lines and a checkpoint before kill {kill + 1}")
         kill_tree(agent)
         agent = start_agent(config, address)
         agent.wait_ready()
     create_file(box, "/stop")
     wait_until_exited(daemon, ["both"])
     truth = docker_log(box)
-    missing, checked = set(truth), 0
-
-    def every_line() -> bool:
-        nonlocal checked
-        entries = out.poll()
-        missing.difference_update(_lines(entries[checked:]))
-        checked = len(entries)
-        return not missing
-
-    wait_for(every_line, 180, "every line of the container")
+    wait_for(lambda: seen.count() >= len(set(truth)), 180, "every line of the container")
     assert agent.stop() == 0
 
     delivered = collections.Counter(_lines(out.poll()))

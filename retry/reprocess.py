@@ -10,7 +10,8 @@ a crash between the two re-offers it once more (a duplicate), never loses it. A 
 batch starts its retries afresh (attempts 0, a new first failure time); if it fails for
 good again it comes back to the DLQ as a new record and is re-offered a pass later, so the
 interval is the backoff between rounds. A pass takes at most ``MAX_PER_PASS`` batches and
-never fills the spool past its bound, so new entries are not starved.
+never fills the spool past its bound, so new entries are not starved; afterwards the DLQ
+segments whose every record was re-offered (or replayed by hand) are deleted.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class DlqReprocessor:
             log.warning("dlq reprocess: %s", problem)
         if offered:
             log.info("dlq reprocess: %d dead-lettered batches re-offered to their sinks", offered)
+            # their records now live in the spool: segments wholly replayed are freed
+            service.dlq.delete_replayed()
         return offered
 
     def _offer(self, service: RetryService, lane: SinkLane, stored: StoredRecord) -> bool:

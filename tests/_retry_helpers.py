@@ -67,7 +67,7 @@ def run_config(tmp_path: Path, retry: str = "", dlq: str = "", sinks: int = 2) -
     names = ", ".join(f"{chr(ord('a') + i)}: {{type: blackhole}}" for i in range(sinks))
     text = f"""\
         data_dir: data
-        sources: {{app: {{type: file, include: ['*.log']}}}}
+        sources: {{app: {{type: file, include: ['*.log'], max_line_bytes: 1KiB}}}}
         sinks: {{{names}}}
         dispatcher: {{batch_max_bytes: 4KiB, batch_max_events: 1}}
         retry: {{{retry}}}

@@ -360,9 +360,13 @@ def test_a_full_disk_on_one_sink_loses_nothing_and_memory_stays_bounded(
 SMALL_PAD = b"s" * 100
 
 
+TOO_LONG = "n" * 300  # a file name no file system takes (ENAMETOOLONG: permanent)
+
+
 def _dlq_config(tmp_path: Path, address: str) -> Path:
-    """A healthy file sink, and one that can never write: its directory is a file."""
-    (tmp_path / "blocker").write_bytes(b"a regular file where a directory should be\n")
+    """A healthy file sink, and one that can never write: its file name is too long for
+    any file system (a directory that is a file, by contrast, is an environment error a
+    person can fix, and retryable)."""
     return write_config(
         tmp_path,
         """
@@ -371,9 +375,9 @@ sources:
   app: {type: file, include: ["./logs/*.log"]}
 sinks:
   healthy: {type: file, path: "./out/{source}.ndjson"}
-  broken: {type: file, path: "./blocker/{source}.ndjson"}
+  broken: {type: file, path: "./out/{source}-TOO_LONG.ndjson"}
 dispatcher: {batch_timeout: 50ms, checkpoint_interval: 200ms}
-""",
+""".replace("TOO_LONG", TOO_LONG),
         address,
     )
 
@@ -424,7 +428,7 @@ def test_a_permanent_failure_goes_to_the_dlq_on_the_first_attempt(
     dead = Tally(files, per_file, SMALL_PAD)
     for record in records:
         assert (record.sink, record.kind, record.attempts) == ("broken", "permanent", 1)
-        assert "blocker" in record.reason
+        assert "File name too long" in record.reason
         dead.feed(dlq_payload(record))
     assert dead.missing() == 0 and dead.duplicates == 0 and dead.strangers == 0
 

@@ -303,9 +303,9 @@ def test_killed_retry_process_loses_nothing_and_its_successor_redelivers_from_th
 def test_recovered_permanent_failure_that_waited_for_dlq_space_goes_to_the_dlq(
     make_rig: RigFactory,
 ) -> None:
-    rig = make_rig(dlq="max_bytes: 64KiB, segment_bytes: 64KiB, when_full: block")
+    rig = make_rig(dlq="max_bytes: 96KiB, segment_bytes: 96KiB, when_full: block")
     a = rig.sinks["a"]
-    big = sample_batch("big", size=10_000)
+    big = sample_batch("big", size=14_000)
     for seq in (1, 2, 3):
         a.report(PERMANENT, seq, first_ns=rig.clock.wall_ns(), batch=big)
         rig.step()
@@ -429,9 +429,9 @@ def test_batch_past_spool_max_bytes_goes_to_the_dlq_as_overflow(
 def test_full_dlq_with_block_holds_the_batch_and_stops_ingesting_until_space_is_freed(
     make_rig: RigFactory,
 ) -> None:
-    rig = make_rig(dlq="max_bytes: 64KiB, segment_bytes: 64KiB, when_full: block")
+    rig = make_rig(dlq="max_bytes: 96KiB, segment_bytes: 96KiB, when_full: block")
     a = rig.sinks["a"]
-    big = sample_batch("big", size=10_000)  # three fill 64 KiB less than twice
+    big = sample_batch("big", size=14_000)  # two fit in 96 KiB, a third does not
     for seq in (1, 2):
         a.report(PERMANENT, seq, first_ns=rig.clock.wall_ns(), batch=big)
         rig.step()

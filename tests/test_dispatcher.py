@@ -687,13 +687,13 @@ def test_no_batch_passes_batch_max_bytes_so_every_batch_fits_the_dlq(
     tmp_path: Path, rings: RingFactory
 ) -> None:
     """Whole 256 KiB collector blocks used to overshoot a 16 KiB batch_max_bytes into one
-    ~300 KiB batch, more than the 64 KiB DLQ this config validates with: the retry
+    ~400 KiB batch, more than the 96 KiB DLQ this config validates with: the retry
     process then waited for the DLQ forever."""
     config = rig_config(
         tmp_path,
         "{batch_max_bytes: 16KiB, batch_timeout: 1s}",
         sources="app: {type: file, include: ['*.log'], max_line_bytes: 1KiB}",
-        extra="retry: {max_bytes: 64KiB}\ndlq: {max_bytes: 64KiB, segment_bytes: 64KiB}\n",
+        extra="retry: {max_bytes: 96KiB}\ndlq: {max_bytes: 96KiB, segment_bytes: 64KiB}\n",
     )
     rig = Rig(rings, config, batch_slots=256)
     plain = [b"%05d " % i + b"p" * 94 for i in range(2400)]  # ~240 KB: one slot

@@ -22,8 +22,9 @@ from _component_helpers import RingFactory, drain_records, rfc3339_ns, ring_fixt
 
 from logcap.capture._entries import decode_runs
 from logcap.capture.docker import collector as collector_module
-from logcap.capture.docker.collector import DockerCollector, container_key
+from logcap.capture.docker.collector import DockerCollector
 from logcap.capture.docker.config import DockerSourceConfig
+from logcap.capture.docker.container import container_key
 from logcap.capture.docker.position import (
     AHEAD_BITS,
     MAX_COUNT,

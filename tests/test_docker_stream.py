@@ -7,8 +7,9 @@ import struct
 import msgspec
 import pytest
 
-from logcap.capture.docker.collector import container_key, since_param
 from logcap.capture.docker.config import DockerSourceConfig
+from logcap.capture.docker.container import container_key
+from logcap.capture.docker.reader import since_param
 from logcap.capture.docker.select import entry_labels, selected
 from logcap.capture.docker.stream import (
     JOINED,

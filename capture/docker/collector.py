@@ -3,7 +3,8 @@
 Threads: one follows the daemon's event stream (start, die, destroy, rename); one per
 running container reads ``/containers/{id}/logs?follow=1&timestamps=1``; the main thread
 publishes what the readers gathered every ``FLUSH_INTERVAL`` and reconnects, with backoff,
-when the daemon goes away. The ring has one producer: publishing happens under one lock.
+when the daemon goes away. Reading one response is capture/docker/reader.py, publishing
+(under one lock: the ring has one producer) capture/docker/publish.py.
 
 Positions. A container is read from where it was left: per stream, the event time of the
 newest line sent and how many lines of that stream had exactly that time (see
@@ -18,43 +19,27 @@ published position stays before it, so a crash re-reads it whole.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
-import msgspec
 import requests
 import urllib3
 from docker.errors import DockerException, NotFound
 from docker.types import CancellableStream
 
-from logcap.capture._entries import (
-    FORGET,
-    Entry,
-    EntryTooLarge,
-    Position,
-    pack_records,
-    record_capacity,
-    write_entries,
-)
 from logcap.capture.docker.config import DockerSourceConfig
-from logcap.capture.docker.position import NOTHING_READ, ContainerPosition, Reading
+from logcap.capture.docker.container import ContainerState, container_key
+from logcap.capture.docker.position import NOTHING_READ, ContainerPosition
+from logcap.capture.docker.publish import Publisher
+from logcap.capture.docker.reader import read_logs
 from logcap.capture.docker.select import entry_labels, selected
 from logcap.capture.docker.started import process_started_ns
-from logcap.capture.docker.stream import (
-    JOINED,
-    SKIPPED,
-    TRUNCATED,
-    LogDecoder,
-    cut_utf8,
-    parse_rfc3339,
-)
+from logcap.capture.docker.stream import parse_rfc3339
 from logcap.capture.file.started import mark_started
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.metrics import Counter, CounterBlock
@@ -62,9 +47,7 @@ from logcap.ringbuf import Producer
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.05
-FLUSH_ENTRIES = 2000  # a reader publishes itself once it holds this many lines
 FIRST_RECONNECT_DELAY = 0.5
-_EMPTY = msgspec.msgpack.encode([])
 _CONNECTION_ERRORS = (
     DockerException,
     requests.RequestException,
@@ -73,37 +56,6 @@ _CONNECTION_ERRORS = (
 )
 READ_RETRY_DELAY = 1.0
 ALIVE_EVERY = 5.0  # seconds between touches of the started marker while connected
-
-
-def container_key(container_id: str) -> int:
-    """The checkpoint key of a container: 60 bits of its id (ids are 64 hex digits)."""
-    return int(container_id[:15], 16)
-
-
-def since_param(timestamp_ns: int) -> str:
-    """Docker's ``since``: seconds and nanoseconds since the epoch."""
-    seconds, nanos = divmod(timestamp_ns, 1_000_000_000)
-    return f"{seconds}.{nanos:09d}"
-
-
-@dataclass
-class _Container:
-    """What the collector knows of one container across its readers and restarts."""
-
-    id: str
-    name: str
-    image: str
-    labels: dict[int, dict[str, str]]
-    # newest lines taken, per stream; safe: not inside a partial line; published: in
-    # the last record
-    latest: ContainerPosition = NOTHING_READ
-    safe: ContainerPosition = NOTHING_READ
-    published: ContainerPosition = NOTHING_READ
-    pending: list[Entry] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    reader: threading.Thread | None = None
-    stream: CancellableStream | None = None
-    gone: bool = False  # destroyed: forget its checkpoint once its reader has ended
 
 
 class DockerCollector:
@@ -122,16 +74,15 @@ class DockerCollector:
     ) -> None:
         self.name = name
         self.config = config
-        self.producer = producer
+        self.publisher = Publisher(producer, counters)
         self.counters = counters
         self.checkpoints = {ino: p for (_, ino), p in checkpoints.items()}
         self.should_stop = should_stop
         self.started_marker = started_marker
         # this process's start: where a first run's "now" is (capture/docker/started.py)
         self.started_ns = process_started_ns() if started_ns is None else started_ns
-        self.containers: dict[str, _Container] = {}
+        self.containers: dict[str, ContainerState] = {}
         self.readers_lock = threading.Lock()  # starting and ending readers
-        self.publish_lock = threading.Lock()  # the ring's single producer
         self.lost = threading.Event()  # the event stream ended: reconnect
         self.client: docker.APIClient | None = None
         self.events: CancellableStream | None = None
@@ -160,8 +111,7 @@ class DockerCollector:
         finally:
             for container in list(self.containers.values()):
                 self._flush(container)
-            with self.publish_lock:
-                self.producer.close()
+            self.publisher.close()
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -200,7 +150,7 @@ class DockerCollector:
         threading.Thread(target=self._watch, args=(self.events,), daemon=True).start()
         log.info("source %s: connected to %s", self.name, self.config.docker_host)
 
-    def _missed(self, container: _Container, client: docker.APIClient, first_run: bool) -> bool:
+    def _missed(self, container: ContainerState, client: docker.APIClient, first_run: bool) -> bool:
         """Whether a stopped container printed lines this source has not read: it exited
         after the newest line read from it, or (never read) after this source last saw
         the daemon, i.e. it ran while the agent was down or disconnected, or (first run)
@@ -244,14 +194,14 @@ class DockerCollector:
     # -- containers ----------------------------------------------------------------------
     def _known(
         self, container_id: str, name: str, image: str, labels: dict[str, str]
-    ) -> _Container | None:
+    ) -> ContainerState | None:
         """The container's state, created on first sight; None if it is not selected."""
         container = self.containers.get(container_id)
         if container is not None:
             return container
         if not selected(self.config, name, image, labels):
             return None
-        container = _Container(
+        container = ContainerState(
             container_id, name, image, entry_labels(self.config, container_id, name, image, labels)
         )
         saved = self.checkpoints.get(container_key(container_id))
@@ -293,7 +243,7 @@ class DockerCollector:
         elif action == "destroy" and container_id in self.containers:
             self.containers[container_id].gone = True
 
-    def _start_reader(self, container: _Container) -> None:
+    def _start_reader(self, container: ContainerState) -> None:
         with self.readers_lock:
             if container.reader is not None:
                 return  # the running reader looks again when its stream ends
@@ -309,7 +259,7 @@ class DockerCollector:
     def _ending(self) -> bool:
         return self.should_stop() or self.lost.is_set()
 
-    def _read(self, container: _Container, client: docker.APIClient) -> None:
+    def _read(self, container: ContainerState, client: docker.APIClient) -> None:
         """Read the container's logs while it runs, again after a restart of it, and
         once more to the end after it stopped: a follow stream can end at the
         container's exit before its last lines (seen with Docker 20.10)."""
@@ -341,7 +291,7 @@ class DockerCollector:
         with self.readers_lock:
             container.reader = None
 
-    def _running(self, container: _Container, client: docker.APIClient) -> bool:
+    def _running(self, container: ContainerState, client: docker.APIClient) -> bool:
         try:
             state = client.inspect_container(container.id)["State"]
         except NotFound:
@@ -350,129 +300,15 @@ class DockerCollector:
         return bool(state.get("Running"))
 
     def _read_once(
-        self, container: _Container, client: docker.APIClient, follow: bool = True
+        self, container: ContainerState, client: docker.APIClient, follow: bool = True
     ) -> None:
-        info = client.inspect_container(container.id)
-        tty = bool(info["Config"].get("Tty"))
-        start = container.latest.clamped()
-        reading = Reading(start)
-        params: dict[str, int | str] = {
-            "stdout": 1,
-            "stderr": 1,
-            "timestamps": 1,
-            "follow": int(follow),
-        }
-        if start.since() > 0:
-            params["since"] = since_param(start.since())
-        log.debug("source %s: reading %s since %s", self.name, container.name, params.get("since"))
-        url = client._url("/containers/{0}/logs", container.id)
-        response = client._get(url, params=params, stream=True, timeout=None)
-        client._raise_for_status(response)
-        container.stream = CancellableStream(iter(()), response)
-        decoder = LogDecoder(tty, self.config.max_line_bytes, self.config.long_lines == "skip")
-        try:
-            while True:
-                data = response.raw.read1(65536)
-                lines = decoder.feed(data) if data else decoder.finish()
-                self._count(decoder)
-                flagged = collections.Counter[int]()
-                with container.lock:
-                    for stream, stamp, text, flags in lines:
-                        if stamp < 0:  # Docker sent no time: use the time it arrived
-                            stamp = time.time_ns()
-                            reading.take(stream, stamp)
-                        elif not reading.take(stream, stamp):
-                            continue  # covered by the position read from: sent already
-                        if flags:  # counted here, once, not when a resume reads it again
-                            flagged[flags] += 1
-                            if flags & SKIPPED:
-                                continue
-                        container.pending.append((container.labels[stream], stamp, text))
-                    container.latest = reading.position()
-                    if not decoder.holding:
-                        container.safe = container.latest
-                    full = len(container.pending) >= FLUSH_ENTRIES
-                self._count_flagged(flagged)
-                if full:
-                    self._flush(container)
-                if not data:
-                    log.debug(
-                        "source %s: %s: end of logs at %s",
-                        self.name,
-                        container.name,
-                        container.latest,
-                    )
-                    return
-        finally:
-            container.stream = None
-            response.close()
+        read_logs(container, client, follow, self.config, self.counters, self.name, self._flush)
 
-    def _count_flagged(self, flagged: collections.Counter[int]) -> None:
-        for counter, flag in (
-            (Counter.LINES_TRUNCATED, TRUNCATED),
-            (Counter.LINES_SKIPPED, SKIPPED),
-            (Counter.LINES_JOINED, JOINED),
-        ):
-            value = sum(n for flags, n in flagged.items() if flags & flag)
-            if value:
-                self.counters.add(counter, value)
-
-    def _count(self, decoder: LogDecoder) -> None:
-        if decoder.malformed:
-            self.counters.add(Counter.ERRORS, decoder.malformed)
-            decoder.malformed = 0
-        for message in decoder.daemon_errors:
-            self.counters.add(Counter.ERRORS)
-            log.warning("source %s: docker daemon: %s", self.name, message)
-        decoder.daemon_errors.clear()
-
-    # -- publishing ------------------------------------------------------------------------
-    def _flush(self, container: _Container) -> None:
-        """Publish the container's gathered lines in order, with its safe position."""
-        with container.lock:
-            if not container.pending and container.safe == container.published:
-                return
-            entries, container.pending = container.pending, []
-            end, fingerprint = container.safe.encode()
-            position = Position(
-                f"docker://{container.id}".encode(), container_key(container.id), end, fingerprint
-            )
-            with self.publish_lock:
-                capacity = record_capacity(self.producer, position.path)
-                try:
-                    chunks = pack_records(entries, capacity) if entries else [_EMPTY]
-                except EntryTooLarge:
-                    entries = [self._fit(entry, capacity) for entry in entries]
-                    chunks = pack_records(entries, capacity)
-                read_ns = time.time_ns()
-                for number, data in enumerate(chunks, 1):
-                    seq = self.producer.claim(1)
-                    last = number == len(chunks)
-                    write_entries(self.producer, seq, data, read_ns, position if last else None)
-                    self.producer.publish(seq)
-            container.published = container.safe
-            self.counters.add(Counter.EVENTS_IN, len(entries))
-            self.counters.add(Counter.BYTES_IN, sum(len(text) for _, _, text in entries))
+    def _flush(self, container: ContainerState) -> None:
+        self.publisher.flush(container)
 
     def _forget(self, container_id: str) -> None:
         """A destroyed container's checkpoint entry goes, after everything read from it."""
         self.containers.pop(container_id, None)
         self.checkpoints.pop(container_key(container_id), None)
-        position = Position(
-            f"docker://{container_id}".encode(), container_key(container_id), FORGET, 0
-        )
-        with self.publish_lock:
-            seq = self.producer.claim(1)
-            write_entries(self.producer, seq, _EMPTY, time.time_ns(), position)
-            self.producer.publish(seq)
-
-    def _fit(self, entry: Entry, capacity: int) -> Entry:
-        """An entry whose labels leave too little room for its message, cut to fit."""
-        labels, stamp, text = entry
-        size = len(msgspec.msgpack.encode([[labels, [stamp], [text]]]))
-        if size <= capacity:
-            return entry
-        self.counters.add(Counter.LINES_TRUNCATED)
-        data = text.encode()
-        keep = max(0, len(data) - (size - capacity) - 16)
-        return labels, stamp, cut_utf8(data, keep).decode("utf-8", "replace")
+        self.publisher.forget(container_id)

@@ -101,15 +101,45 @@ class SinkRunner:
                 return self._serve_redeliveries()
         if self.failures is None:  # no retry process: hold the cursor and retry here
             self._deliver_in_place(range(first, last + 1))
-            consumer.release(last)
-            return True
-        if breaker is not None and not breaker.allows():
+        elif breaker is not None and not breaker.allows():
             self._shed(first, last)  # open: straight to the retry heap, untried
-            consumer.release(last)
-            return True
-        if breaker is not None and breaker.probing:
+        else:
+            last = self._deliver(first, last)
+        consumer.release(last)
+        return True
+
+    def _deliver(self, first: int, last: int) -> int:
+        """Write the ready batches, flush once, hand the failed ones to the retry process;
+        return the last sequence handled (its slots may then be released)."""
+        written, last, handed = self._write_ready(first, last)
+        # a sink may buffer or await acknowledgements: delivered means flushed
+        failed = dict(self.sink.flush())
+        first_ns = self.wall_ns()
+        for index, (seq, view, count, size) in enumerate(written):
+            if count < 0:
+                continue
+            if index in failed:
+                self._judged(failed[index])
+                handed = self._hand_off(failed[index], seq, view, 1, first_ns, count)
+            else:
+                self._judged(None)
+                self._count(count, size)
+        del written, view
+        self._await_taken(handed)
+        return last
+
+    def _write_ready(
+        self, first: int, last: int
+    ) -> tuple[list[tuple[int, memoryview, int, int]], int, int]:
+        """``write`` every batch from ``first`` on; a batch that fails at once is handed
+        off. Returns (seq, slot, entries or -1 if handed off, bytes) per write, the last
+        sequence written, and the failure-ring sequence of the last hand-off (-1: none)."""
+        breaker, consumer = self.breaker, self.consumer
+        probing = breaker is not None and breaker.probing
+        if probing:
             last = first  # half-open: one batch tries the destination
-        written: list[tuple[int, memoryview, int, int]] = []  # seq, slot, entries, bytes
+        written: list[tuple[int, memoryview, int, int]] = []
+        handed = -1
         seq = first
         while seq <= last:
             view = consumer.read(seq)
@@ -119,32 +149,18 @@ class SinkRunner:
                 self.sink.write(batch)
             except DeliveryError as exc:
                 self._judged(exc)
-                self._hand_off(exc, seq, view, attempts=1, first_ns=self.wall_ns(), entries=count)
+                handed = self._hand_off(exc, seq, view, 1, self.wall_ns(), count)
                 written.append((seq, view, -1, 0))  # keeps the write indices aligned
             else:
                 written.append((seq, view, count, len(batch.payload)))
             del batch  # drop the views into the slot before handing the slot back
             seq += 1
-            if seq > last and not (breaker is not None and breaker.probing):
+            if seq > last and not probing:
                 # batches published meanwhile go out before the wait for acknowledgements,
                 # up to half the ring, so the dispatcher always has free slots to fill
                 limit = first + consumer.ring.slot_count // 2
                 last = max(last, min(consumer.available(), limit))
-        # a sink may buffer or await acknowledgements: delivered means flushed
-        failed = dict(self.sink.flush())
-        first_ns = self.wall_ns()
-        for index, (seq, view, count, size) in enumerate(written):
-            if count < 0:
-                continue
-            if index in failed:
-                self._judged(failed[index])
-                self._hand_off(failed[index], seq, view, 1, first_ns, count)
-            else:
-                self._judged(None)
-                self._count(count, size)
-        del written, view
-        consumer.release(last)
-        return True
+        return written, last, handed
 
     def _judged(self, error: DeliveryError | None) -> None:
         """Tell the breaker how an attempt went."""
@@ -160,14 +176,17 @@ class SinkRunner:
         assert self.breaker is not None
         cause = self.breaker.last_error
         error = Retryable(f"circuit open: {cause}", cause.code if cause else "other")
+        handed = -1
         for seq in range(first, last + 1):
             view = self.consumer.read(seq)
             entries = Batch.from_slot(view).meta.count
             # attempts 0: the destination was not tried, so no attempt is used up
-            self._hand_off(
+            handed = self._hand_off(
                 error, seq, view, attempts=0, first_ns=self.wall_ns(), entries=entries, quiet=True
             )
             del view
+        # published one after another, taken in (and spooled with one fsync) together
+        self._await_taken(handed)
 
     def _count(self, entries: int, size: int) -> None:
         self.counters.add(Counter.EVENTS_IN, entries)
@@ -218,8 +237,9 @@ class SinkRunner:
         first_ns: int,
         entries: int,
         quiet: bool = False,
-    ) -> None:
-        """Give a failed batch to the retry process; return once it has taken it in."""
+    ) -> int:
+        """Publish a failed batch on the failure ring; return its failure-ring sequence.
+        The batch slot may be released only after :meth:`_await_taken` of it."""
         assert self.failures is not None
         kind = PERMANENT if isinstance(exc, Permanent) else RETRYABLE
         if not quiet:  # a batch shed while the circuit is open failed nothing itself
@@ -235,7 +255,7 @@ class SinkRunner:
             attempts,
             exc,
         )
-        seq = self._report(
+        return self._report(
             kind,
             batch_seq,
             attempts,
@@ -246,6 +266,11 @@ class SinkRunner:
             REASON_CODES.index(exc.code),
             retry_after_ms(exc),
         )
+
+    def _await_taken(self, seq: int) -> None:
+        """Wait until the retry process has taken in (spooled) failure record ``seq``."""
+        if seq < 0 or self.failures is None:
+            return
         ring = self.failures.ring
         while ring.consumer_cursor(0) < seq:  # until the retry process owns it
             self.wait.wait(0.1)
@@ -297,13 +322,15 @@ class SinkRunner:
                     raise failed[0][1]
             except DeliveryError as exc:
                 self._judged(exc)
-                self._hand_off(
-                    exc,
-                    message.batch_seq,
-                    message.batch,
-                    message.attempts + 1,
-                    message.first_failure_ns,
-                    message.entries,
+                self._await_taken(
+                    self._hand_off(
+                        exc,
+                        message.batch_seq,
+                        message.batch,
+                        message.attempts + 1,
+                        message.first_failure_ns,
+                        message.entries,
+                    )
                 )
             else:
                 self._judged(None)

@@ -13,13 +13,10 @@ import fcntl
 import os
 from pathlib import Path
 
-from logcap.errors import LogcapError
+from logcap.errors import DataDirLocked
 
+__all__ = ["DataDirLocked", "lock", "prepare"]
 LOCK_NAME = "lock"
-
-
-class DataDirLocked(LogcapError):
-    """Another agent holds the data_dir's lock."""
 
 
 def prepare(data_dir: str | Path) -> Path:

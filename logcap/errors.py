@@ -9,6 +9,7 @@
     │   └── RingCorrupt          a shared-memory layout check failed
     ├── CheckpointCorrupt        a checkpoint file failed its checksum or parse
     ├── DlqFull                  the dead letter queue is at max_bytes (when_full: block)
+    ├── DataDirLocked            another agent is running on the same data_dir
     └── DeliveryError            a sink could not deliver a batch
         ├── Retryable            worth trying again later (timeouts, 5xx, disk full)
         └── Permanent            will never succeed as is (4xx, oversize, encoding)
@@ -52,6 +53,10 @@ class DlqFull(LogcapError):
     """The dead letter queue reached ``dlq.max_bytes`` and ``when_full`` is ``block``."""
 
 
+class DataDirLocked(LogcapError):
+    """Another agent holds the lock of the ``data_dir`` (its pid is in the message)."""
+
+
 #: Why a delivery failed, as a metric label: a fixed set, so label cardinality stays bounded.
 REASON_CODES = (
     "other",
@@ -91,6 +96,7 @@ __all__ = [
     "BufferFull",
     "CheckpointCorrupt",
     "ConfigError",
+    "DataDirLocked",
     "DeliveryError",
     "DlqFull",
     "LogcapError",

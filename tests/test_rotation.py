@@ -168,6 +168,7 @@ def test_lines_written_to_a_rotated_away_file_before_the_program_reopens_are_rea
 ) -> None:
     s = Scenario(tmp_path, start_agent, ["./logs/*.log"])
     app = NumberedLog(s.logs / "app.log", "app")
+    probe = NumberedLog(s.logs / "probe.log", "probe")
     app.write(1000)
     agent = s.start()
     s.wait_delivered(app.ids)
@@ -181,12 +182,16 @@ def test_lines_written_to_a_rotated_away_file_before_the_program_reopens_are_rea
             return fresh in held_inodes(collector)
 
         wait_for(seen, 30, "the rotation to be seen")
-        time.sleep(0.2)  # logrotate's postrotate signal reaches the program a little later
+        # logrotate's postrotate signal reaches the program later: only once the collector
+        # has passed the renamed file at its end (it reads every file in turn, so a line of
+        # another file delivered after the rename was seen proves that) do the late lines
+        # come, when a collector closing drained rotated files at once has closed it
+        s.wait_delivered(probe.write(1))
         late += app.write(100)  # into app.log.1, which no pattern matches
         app.reopen()
         app.write(500)
         s.wait_delivered(app.ids[-500:])
-    result = s.finish(app.ids)
+    result = s.finish(app.ids + probe.ids)
     REPORT.add(
         "rename_rotation_not_matching_late_writes",
         result,
@@ -287,12 +292,16 @@ def test_file_moved_out_of_the_pattern_and_back_continues_where_it_was(
     path = s.logs / "app.log"
     app = NumberedLog(path, "app")
     app.write(1000)
-    s.start()
+    agent = s.start()
     s.wait_delivered(app.ids)
     away = s.logs / "app.log.away"
     os.rename(path, away)
     wait_for(lambda: s.metric("logcap_source_files_watched") == 0, 30, "the move to be seen")
-    time.sleep(0.5)  # drained and closed: only its remembered end can stop a re-read now
+    ino = away.stat().st_ino
+    collector = agent.children()["collector:app"]
+    # drained and closed (after the retirement grace): only its remembered end can stop a
+    # re-read now
+    wait_for(lambda: ino not in held_inodes(collector), 30, "the moved file to be closed")
     app.write(300)  # written while away
     os.rename(away, path)
     app.write(200)
@@ -367,7 +376,6 @@ def test_rotation_while_the_agent_is_down_loses_and_duplicates_nothing(
     tmp_path: Path, start_agent: StartAgent, include: list[str]
 ) -> None:
     s = Scenario(tmp_path, start_agent, include, {"fingerprint_bytes": 128})
-    matching = include[0].endswith("*")
     path = s.logs / "app.log"
     app = NumberedLog(path, "app")
     s.start()
@@ -381,8 +389,9 @@ def test_rotation_while_the_agent_is_down_loses_and_duplicates_nothing(
     st = path.stat()
     young = CheckpointStore(tmp_path / "data").positions_for("app")[(st.st_dev, st.st_ino)]
     assert (young.offset, covered(young.fingerprint)) == (LINE_BYTES, LINE_BYTES)
-    if matching:
-        app.write(500)  # written while down, then rotated away: still found as app.log.1
+    # written while down, then rotated away: found as app.log.1 by the glob or (a name
+    # the patterns miss) by its checkpointed inode
+    app.write(500)
     shift_rotate(path)
     app.reopen()
     app.write(500)
@@ -401,6 +410,7 @@ def test_hundred_rename_rotations_under_load_lose_and_duplicate_nothing(
     app = NumberedLog(s.logs / "app.log", "load", pad=PAD[:40])
     s.start()
     began = time.monotonic()
+    behind = 0  # rotations that found lines of the renamed file not yet delivered
     for rotation in range(rotations + 1):
         for _ in range(per_file // chunk - 1):
             app.write(chunk)
@@ -408,6 +418,7 @@ def test_hundred_rename_rotations_under_load_lose_and_duplicate_nothing(
             if ahead > 0:
                 time.sleep(ahead)  # paced: a steady load, not one burst
         if rotation < rotations:
+            behind += not s.tally.has_all(app.ids[-chunk:])
             shift_rotate(app.path)
         app.write(chunk)  # the program writes on into app.log.1 until it reopens
         app.reopen()
@@ -425,8 +436,13 @@ def test_hundred_rename_rotations_under_load_lose_and_duplicate_nothing(
         write_lines_per_s=round(write_rate),
         all_delivered_after_s=round(delivered, 2),
         delivered_lines_per_s=round(len(app.ids) / delivered),
+        rotations_with_lines_undelivered=behind,
     )
-    assert write_rate >= 50_000, f"the load itself fell short: {write_rate:.0f} lines/s"
+    # under load means the agent is behind when files are renamed (however fast the
+    # writer managed to be): most renames must find lines of their file undelivered
+    assert behind >= rotations // 2, (
+        f"only {behind} of {rotations} rotations found the agent behind"
+    )
     _assert_exact(result)
 
 
@@ -477,12 +493,16 @@ def test_ignore_older_skips_a_stale_file_until_it_is_written_again(
     fresh.write(100)
     s.start()
     s.wait_delivered(fresh.ids)
-    time.sleep(1.0)  # five glob intervals: time enough to (wrongly) open the stale file
-    assert s.metric("logcap_source_files_watched") == 1
+    # five scans after the first, each given the chance to (wrongly) open the stale file:
+    # a new file is found by a scan, so each one delivered proves one more scan ran
+    probes = [NumberedLog(s.logs / f"probe-{k}.log", f"probe{k}") for k in range(5)]
+    for probe in probes:
+        s.wait_delivered(probe.write(1))
+    assert s.metric("logcap_source_files_watched") == 1 + len(probes)
     assert not any(s.tally.refresh()[i] for i in stale.ids), "a stale file was read"
     stale.write(50)  # written again: its modification time is now
     s.wait_delivered(stale.ids)
-    result = s.finish(stale.ids + fresh.ids)
+    result = s.finish(stale.ids + fresh.ids + [i for probe in probes for i in probe.ids])
     REPORT.add("ignore_older", result)
     _assert_exact(result)
 
@@ -540,8 +560,15 @@ def test_read_from_end_skips_old_lines_on_the_first_run_only(
     app = NumberedLog(s.logs / "app.log", "app")
     old = app.write(500)
     s.start()
-    wait_for(lambda: s.metric("logcap_source_files_watched") == 1, 30, "the file to be opened")
-    time.sleep(0.5)  # a first run in which nothing new is written
+    # a first run in which nothing new is written: only its end position is checkpointed
+    size = app.path.stat().st_size
+
+    def end_checkpointed() -> bool:
+        saved = CheckpointStore(tmp_path / "data").positions_for("app")
+        st = app.path.stat()
+        return (st.st_dev, st.st_ino) in saved and saved[(st.st_dev, st.st_ino)].offset == size
+
+    wait_for(end_checkpointed, 30, "the file's end to be checkpointed")
     s.stop()
     down = app.write(300)  # written while the agent is down
     other = NumberedLog(s.logs / "other.log", "other")

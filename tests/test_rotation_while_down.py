@@ -154,3 +154,34 @@ def test_logrotate_while_the_agent_is_down_five_times_loses_no_line(
     )
     assert all(unread), f"a stop found every line read: {unread}"
     assert (result.lost, result.unexpected) == (0, 0), result
+
+
+def test_checkpoint_entries_of_deleted_files_are_pruned_and_no_other(
+    tmp_path: Path, start_agent: StartAgent
+) -> None:
+    s = Scenario(tmp_path, start_agent, ["./logs/*.log"])
+    logs = {name: NumberedLog(s.logs / f"{name}.log", name) for name in ("down", "up", "kept")}
+    for log in logs.values():
+        log.write(100)
+    s.start()
+    s.wait_delivered([i for log in logs.values() for i in log.ids])
+    s.stop()
+    keys = {name: (log.path.stat().st_dev, log.path.stat().st_ino) for name, log in logs.items()}
+    saved = CheckpointStore(tmp_path / "data")
+
+    def entries() -> set[str]:
+        held = {(p.dev, p.ino) for p in saved.load().files}
+        return {name for name, key in keys.items() if key in held}
+
+    assert entries() == {"down", "up", "kept"}
+    logs["down"].close()
+    logs["down"].path.unlink()  # while the agent is down
+    s.start()
+    wait_for(lambda: entries() == {"up", "kept"}, 30, "the entry of the file gone to go")
+    logs["up"].close()
+    logs["up"].path.unlink()  # while it runs: closed after the retirement grace
+    wait_for(lambda: entries() == {"kept"}, 30, "the entry of the file deleted to go")
+    result = s.finish([i for log in logs.values() for i in log.ids])
+    REPORT.add("checkpoint_pruning", result)
+    assert (result.lost, result.duplicated, result.unexpected) == (0, 0, 0), result
+    assert entries() == {"kept"}

@@ -14,9 +14,9 @@ reused inode) is *forgotten*: the collector publishes a record whose ``end`` is
 ``FORGET`` (-1) and which carries no data; once everything before it is delivered, the
 dispatcher drops the entry from the checkpoint (dispatch/acks.py). A file read to its end
 that still exists keeps its entry: were it renamed back into the patterns, it would
-otherwise be read again. Nothing is forgotten when the directory cannot be listed or is
-on another device than the entry (a file system not mounted yet), nor for a path that is
-now a symbolic link (its target may live anywhere).
+otherwise be read again. Nothing is forgotten when the directory cannot be listed or
+neither it nor a file in it is on the entry's device (a file system not mounted yet),
+nor for a path that is now a symbolic link (its target may live anywhere).
 
 Limits: a file created *and* rotated away under a name the patterns miss while the
 collector was down was never checkpointed, so nothing tells it exists; patterns that also
@@ -53,28 +53,30 @@ class Found:
 
 @dataclass
 class _Listing:
-    """One directory's device and its entries by inode number (symbolic links by the
-    inode of their target)."""
+    """One directory's entries by inode (symbolic links by their target's), and the
+    devices seen there (the directory's and its files': on overlayfs they can differ)."""
 
-    dev: int
+    devices: set[int]
     by_inode: dict[int, list[str]]
 
 
 def _list(directory: str) -> _Listing | None:
     try:
-        dev = os.stat(directory).st_dev
-        by_inode: dict[int, list[str]] = {}
+        listing = _Listing({os.stat(directory).st_dev}, {})
         with os.scandir(directory) as entries:
             for entry in entries:
                 try:
-                    ino = entry.stat().st_ino if entry.is_symlink() else entry.inode()
+                    # stat, not the directory entry's inode number: on overlayfs the two
+                    # differ; and a symbolic link is known by its target's inode
+                    st = entry.stat()
                 except OSError:
                     continue  # removed meanwhile, or a dangling link
-                by_inode.setdefault(ino, []).append(entry.path)
+                listing.devices.add(st.st_dev)
+                listing.by_inode.setdefault(st.st_ino, []).append(entry.path)
     except OSError as exc:
         log.info("cannot look for rotated files in %s: %s", directory, exc)
         return None
-    return _Listing(dev, by_inode)
+    return listing
 
 
 def _same_file(path: str, saved: FilePosition) -> tuple[bool, int]:
@@ -108,7 +110,7 @@ def find_unfinished(
         if directory not in listings:
             listings[directory] = _list(directory)
         listing = listings[directory]
-        if listing is None or listing.dev != saved.dev or os.path.islink(saved.path):
+        if listing is None or saved.dev not in listing.devices or os.path.islink(saved.path):
             continue  # cannot tell whether it is gone: keep the entry
         where = None
         for path in listing.by_inode.get(saved.ino, []):

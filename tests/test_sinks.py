@@ -40,6 +40,7 @@ from logcap.sinks.config import SinkConfig
 from logcap.sinks.console import ConsoleSink
 from logcap.sinks.file.sink import FileSink
 from logcap.sinks.registry import build_sink
+from tests._fault_helpers import tmpfs
 
 TS = 1_704_067_200_000_000_000  # 2024-01-01T00:00:00Z
 
@@ -199,33 +200,24 @@ def test_rotation_continues_after_the_highest_existing_number(tmp_path: Path) ->
 # -- file sink: errors ------------------------------------------------------------------
 
 
-def test_parent_that_is_a_regular_file_is_a_permanent_error(tmp_path: Path) -> None:
+def test_parent_that_is_a_regular_file_is_a_retryable_error_that_names_it(tmp_path: Path) -> None:
     (tmp_path / "not-a-dir").write_bytes(b"")
     sink = file_sink(tmp_path, "{type: file, path: not-a-dir/sub/out.ndjson}")
-    with pytest.raises(Permanent) as info:
+    with pytest.raises(Retryable) as info:
         sink.write(batch_view(one_group_batch(["x"])))
-    assert "not-a-dir" in str(info.value)
+    assert "not-a-dir" in str(info.value) and "Not a directory" in str(info.value)
     assert isinstance(info.value.__cause__, OSError)
+    (tmp_path / "not-a-dir").unlink()  # the operator's fix: the same sink delivers
+    sink.write(batch_view(one_group_batch(["x"])))
     sink.close()
+    assert (tmp_path / "not-a-dir" / "sub" / "out.ndjson").read_bytes().count(b"\n") == 1
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs: a disk that really fills up."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {done.stderr.strip()}")
-    try:
+    """A 256 KiB tmpfs: a disk that really fills up (a mount that fails fails the test)."""
+    with tmpfs(tmp_path / "small", "256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def fill_until_retryable(sink: FileSink) -> tuple[list[bytes], bytes]:

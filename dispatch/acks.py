@@ -3,6 +3,11 @@
 Each published batch is remembered with the positions it completes. When the frontier —
 the highest batch every sink has delivered or the DLQ holds — passes it, its positions
 are committed, and the committed map is saved every ``interval`` seconds.
+
+A position with ``ino == 0`` is an *acknowledgement only*: an HTTP ingest request's
+number (capture/http/acks.py), never checkpointed; once the frontier passes it, the
+highest one per source is handed to ``on_acked``, which publishes it to the waiting
+request threads. Requests are numbered in ring order, so everything up to it is safe.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ class Acknowledgements:
         interval: float,
         frontier: Callable[[], int],
         clock: Callable[[], float] = time.monotonic,
+        on_acked: Callable[[str, int], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_acked = on_acked
         self.counters = counters
         self.interval = interval
         self.frontier = frontier
@@ -54,15 +61,22 @@ class Acknowledgements:
     def acknowledge(self) -> None:
         """Commit what the frontier passed; save and report lag when due."""
         delivered = self.frontier()
+        acked: dict[str, int] = {}
         while self.unacked and self.unacked[0][0] <= delivered:
             _, progress, _ = self.unacked.popleft()
             for p in progress:
+                if not p.ino:  # a request acknowledgement, nothing to checkpoint
+                    acked[p.source] = max(p.offset, acked.get(p.source, 0))
+                    continue
                 if p.offset < 0:  # the input is gone for good (capture/_entries.py FORGET)
                     self.committed.pop((p.source, p.dev, p.ino), None)
                     self.read_positions.pop((p.source, p.dev, p.ino), None)
                 else:
                     self.committed[(p.source, p.dev, p.ino)] = p
-            self.dirty = True
+                self.dirty = True
+        if self.on_acked is not None:
+            for source, position in acked.items():
+                self.on_acked(source, position)
         if self.dirty and self.clock() - self.last_save >= self.interval:
             self.save()
         if self.clock() >= self._next_lag_report:

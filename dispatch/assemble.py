@@ -128,6 +128,7 @@ class OpenBatch:
     progress: dict[FileKey, FilePosition] = field(default_factory=dict)
     # per input index: the last sequence whose lines are all in this batch
     completes: dict[int, int] = field(default_factory=dict)
+    awaited: bool = False  # completes an HTTP request whose client waits for it
 
     def add(self, run: Run) -> None:
         """Append a run that fits."""
@@ -141,4 +142,5 @@ class OpenBatch:
             key = (position.source, position.dev, position.ino)
             self.cost += position_bytes(position) - position_bytes(self.progress.get(key))
             self.progress[key] = position
+            self.awaited = self.awaited or not position.ino
         self.completes[index] = seq

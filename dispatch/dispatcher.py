@@ -74,6 +74,7 @@ class Dispatcher:
             config.checkpoint_interval,
             frontier or output.ring.min_consumer_cursor,
             clock,
+            self._acknowledged,
         )
         self._recover_in_flight()
 
@@ -99,7 +100,10 @@ class Dispatcher:
                 seq += 1
                 moved = True
             consumer.next_sequence = seq
-        if self.open.count and self.clock() - self.open.opened >= self.config.batch_timeout:
+        # a client waiting for its 200 is not kept waiting for the batch to fill
+        if self.open.awaited or (
+            self.open.count and self.clock() - self.open.opened >= self.config.batch_timeout
+        ):
             self.flush()
         self.acks.acknowledge()
         return moved
@@ -233,6 +237,12 @@ class Dispatcher:
                 consumer.release(source.releasable)
 
     # -- acknowledgements and checkpoints -------------------------------------------
+    def _acknowledged(self, source: str, position: int) -> None:
+        """Publish a source's highest acknowledged request (capture/http/acks.py)."""
+        for each in self.inputs:
+            if each.name == source and position > each.counters.get(Counter.HTTP_ACKED):
+                each.counters.set(Counter.HTTP_ACKED, position)
+
     def save_checkpoint(self) -> None:
         """Write every acknowledged position now."""
         self.acks.save()

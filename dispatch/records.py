@@ -110,6 +110,8 @@ def _entries(
         position = FilePosition(
             source.name, path, header.dev, header.ino, header.end, header.fingerprint
         )
+    elif header.end > 0:  # the last record of an HTTP request: acknowledge it once safe
+        position = FilePosition(source.name, "", 0, 0, header.end)
     pieces = []
     total = 0
     for labels, stamps, messages in runs:

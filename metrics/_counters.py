@@ -72,6 +72,9 @@ class Counter(enum.IntEnum):
     # 16 KiB pieces (FILES_WATCHED counts the containers being read)
     DOCKER_RECONNECTS = 29
     LINES_JOINED = 30
+    # http source blocks, written by the dispatcher: the highest request position whose
+    # entries every sink delivered or the retry spool/DLQ holds (capture/http/acks.py)
+    HTTP_ACKED = 31
     # sink blocks, written by the retry process: retries scheduled, one word per reason
     # code (logcap.errors.REASON_CODES, 8 of them)
     RETRIES_BY_CODE = 32

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -145,22 +146,41 @@ def test_a_full_pipeline_answers_429_and_a_retrying_client_loses_nothing(
     agent, port = _agent(tmp_path, start_agent, "buffer: {collector_slots: 2}")
     dispatcher = agent.children()["dispatcher:dispatcher"]
     os.kill(dispatcher, signal.SIGSTOP)  # nothing drains the collector ring now
+    answers: dict[int, int] = {}
+    retry_after: dict[int, str | None] = {}
+
+    def send(n: int) -> None:
+        status, _, headers = _post(port, json.dumps({"message": f"m{n}"}).encode())
+        retry_after[n] = headers.get("Retry-After")
+        answers[n] = status
+
+    def taken(n: int) -> bool:  # in the ring (its client waits for the 200), or refused
+        return (
+            n in answers
+            or agent.metric("logcap_component_received_events_total", component="ingest") > n
+        )
+
+    waiting = []
     try:
-        sent, throttled = 0, None
+        throttled = None
         for n in range(50):
-            status, _, headers = _post(port, json.dumps({"message": f"m{n}"}).encode())
-            if status == 429:
-                throttled = (n, headers.get("Retry-After"))
+            waiting.append(threading.Thread(target=send, args=(n,)))
+            waiting[-1].start()
+            wait_for(lambda n=n: taken(n), 30, f"m{n} taken in or refused")
+            if n in answers:
+                throttled = n
                 break
-            assert status == 200
-            sent += 1
         assert throttled is not None, "the ring never filled"
-        assert throttled[1] == "2"
+        assert answers == {throttled: 429}  # the ones before it wait for their 200
+        assert retry_after[throttled] == "2"
         assert agent.metric("logcap_source_http_throttled_total", component="ingest") >= 1
     finally:
         os.kill(dispatcher, signal.SIGCONT)
+    for thread in waiting:
+        thread.join(30)
+    assert [answers[n] for n in range(throttled)] == [200] * throttled
     # the client retries what was refused, and goes on
-    for n in range(sent, 50):
+    for n in range(throttled, 50):
         wait_for(
             lambda n=n: _post(port, json.dumps({"message": f"m{n}"}).encode())[0] == 200,
             30,

@@ -2,8 +2,10 @@
 
 A request is published whole or not at all: if the ring has no room for all of it, the
 client gets 429 with ``Retry-After`` and sends it again later, so a line is never dropped
-silently. 200 means the entries are in the pipeline (a crash of the agent between that
-and delivery loses them: HTTP clients hold no file a restart could re-read).
+silently. 200 means every sink delivered the entries, or the retry spool or the DLQ holds
+them on disk: it survives a ``kill -9`` of the whole tree (end-to-end acknowledgement,
+capture/http/acks.py). Not acknowledged within ``ACK_TIMEOUT``: 503 with ``Retry-After``
+(the entries may still arrive, so a retry may duplicate them; nothing is lost).
 
 Accepted bodies: a JSON object, a JSON array of objects, or NDJSON. An entry::
 
@@ -37,10 +39,12 @@ import msgspec
 from logcap.capture._entries import (
     Entry,
     EntryTooLarge,
+    Position,
     pack_records,
     record_capacity,
     write_entries,
 )
+from logcap.capture.http.acks import ACK_TIMEOUT, AckWaiter, Positions
 from logcap.capture.http.config import HttpSourceConfig
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -169,25 +173,33 @@ class HttpCollector:
         self.producer = producer
         self.counters = counters
         self.lock = threading.Lock()
+        self.positions = Positions()
+        self.acks = AckWaiter(counters)
         host, port = config.address.rsplit(":", 1)
         self.server = ThreadingHTTPServer((host, int(port)), _Handler)
         self.server.daemon_threads = True
         self.server.collector = self  # type: ignore[attr-defined]
 
-    def publish(self, entries: list[Entry], received_ns: int) -> bool:
-        """All entries into the ring, or nothing (False: no room now)."""
+    def publish(self, entries: list[Entry], received_ns: int) -> int | None:
+        """All entries into the ring, or nothing (None: no room now); the request's
+        position to wait for (0: nothing to wait for)."""
         try:
             chunks = pack_records(entries, record_capacity(self.producer))
         except EntryTooLarge as exc:
             raise TooLarge(str(exc)) from exc
+        if not chunks:
+            return 0
         with self.lock:
             if self.producer.free_slots() < len(chunks):
-                return False
-            for data in chunks:
+                return None
+            position = self.positions.next()
+            for number, data in enumerate(chunks, 1):
                 seq = self.producer.try_claim(1)
-                write_entries(self.producer, seq, data, received_ns)
+                # the last record carries the position: acknowledged with the last entries
+                where = Position(b"", 0, position, 0) if number == len(chunks) else None
+                write_entries(self.producer, seq, data, received_ns, where)
                 self.producer.publish(seq)
-        return True
+        return position
 
     def run(self, should_stop: Any) -> None:
         """Serve until asked to stop, then close the ring cleanly."""
@@ -200,6 +212,8 @@ class HttpCollector:
         finally:
             self.server.shutdown()
             self.server.server_close()
+            # requests already taken in get their answer while the pipeline drains
+            self.acks.settle(ACK_TIMEOUT)
             with self.lock:
                 self.producer.close()
 
@@ -230,20 +244,20 @@ class _Handler(BaseHTTPRequestHandler):
             entries = parse_body(
                 body, self.client_address[0], received_ns, record_capacity(collector.producer)
             )
-            accepted = collector.publish(entries, received_ns)
+            position = collector.publish(entries, received_ns)
         except BadRequest as exc:
             collector.counters.add(Counter.ERRORS)
             return self._reply(exc.status, {"error": str(exc)})
-        if not accepted:
+        retry = {"Retry-After": str(max(1, round(config.retry_after)))}
+        if position is None:
             collector.counters.add(Counter.HTTP_THROTTLED)
-            retry = max(1, round(config.retry_after))
-            return self._reply(
-                429,
-                {"error": "pipeline is backpressured; retry later"},
-                {"Retry-After": str(retry)},
-            )
+            return self._reply(429, {"error": "pipeline is backpressured; retry later"}, retry)
         collector.counters.add(Counter.EVENTS_IN, len(entries))
         collector.counters.add(Counter.BYTES_IN, len(body))
+        if not collector.acks.wait(position):
+            collector.counters.add(Counter.ERRORS)
+            error = "entries taken in but not yet delivered; they may still be: retry later"
+            return self._reply(503, {"error": error}, retry)
         return self._reply(200, {"accepted": len(entries)})
 
     def _reply(

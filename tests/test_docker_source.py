@@ -7,12 +7,12 @@ them to a file sink, and the entries are checked line by line.
 from __future__ import annotations
 
 import collections
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from logcap.dispatch.checkpoint import CheckpointStore
 from tests._docker_helpers import (
     Dockerd,
     create_file,
@@ -196,9 +196,10 @@ def _exited(daemon: Dockerd, names: list[str]) -> bool:
 
 
 def _checkpointed(tmp_path: Path) -> set[str]:
-    """Ids of the containers in the checkpoint file."""
-    raw = (tmp_path / "data" / "checkpoints.json").read_bytes().split(b"\n", 1)[1]
-    return {entry[1].removeprefix("docker://") for entry in json.loads(raw)["files"]}
+    """Ids of the containers in the checkpoint file (read as the agent reads it: while
+    a save replaces it, the previous copy)."""
+    files = CheckpointStore(tmp_path / "data").load().files
+    return {p.path.removeprefix("docker://") for p in files}
 
 
 def test_containers_are_resumed_started_while_down_and_restarted(

@@ -15,7 +15,9 @@ an event time and counts of lines per stream, capture/docker/position.py); the
 dispatcher checkpoints both unchanged. An ``end`` of ``FORGET`` says the input is gone
 for good (a destroyed container) and its checkpoint entry can be dropped once
 everything before the record is delivered. Records of sources that cannot resume
-(HTTP) carry ``ino == 0``.
+(HTTP) carry ``ino == 0``; an HTTP request's last record carries its request number
+in ``end`` (positive), which the dispatcher acknowledges once delivered
+(capture/http/acks.py), and nothing is checkpointed for it.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import socket
 from typing import Any
@@ -17,6 +18,7 @@ from logcap.metrics import Counter
 from logcap.plan import DISPATCHER
 
 log = logging.getLogger(__name__)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 def _line_rules(source: SourceConfig, slot_bytes: int) -> dict[str, Any]:
@@ -31,8 +33,22 @@ def _line_rules(source: SourceConfig, slot_bytes: int) -> dict[str, Any]:
     }
 
 
+def keep_freed_memory() -> None:
+    """Let glibc reuse freed buffers instead of unmapping them: the dispatcher allocates
+    and frees a few hundred KiB per batch (a block's text, its encoded entries), and each
+    fresh mapping costs a page fault per 4 KiB on first touch (measured: 470 → 330 ns a
+    line at 1000-entry batches). Freed memory beyond 64 MiB is still returned."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl): nothing to tune
+        return
+    mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024)
+    mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024)
+
+
 def run_dispatcher(ctx: ChildContext) -> None:
     """Batch until every collector has finished, then deliver, checkpoint and exit."""
+    keep_freed_memory()
     plan = ctx.plan
     host = socket.gethostname()
     inputs = [

@@ -90,6 +90,27 @@ def test_entries_answered_200_survive_a_kill_9_of_the_whole_tree(
     assert set(answered) <= set(_delivered(out))
 
 
+def test_a_request_not_acknowledged_in_time_gets_503_and_its_entries_still_arrive(
+    tmp_path: Path, start_agent
+) -> None:
+    port = free_port()
+    out = tmp_path / "out" / "all.ndjson"
+    config, address = _config(tmp_path, port, '  out: {type: file, path: "./out/all.ndjson"}')
+    agent = _start(start_agent, config, address, port)
+    sink = agent.children()["sink:out"]
+    os.kill(sink, signal.SIGSTOP)  # nothing is delivered, nothing acknowledged
+    try:
+        status, body, headers = _post(port, _ndjson(["late"]), token=None)
+    finally:
+        os.kill(sink, signal.SIGCONT)
+    assert status == 503 and "retry later" in body["error"]
+    assert headers.get("Retry-After") == "1"
+    # taken in before the 503: delivered anyway (a client retry would be a duplicate)
+    wait_for(lambda: "late" in _delivered(out), 30, "the entry answered 503")
+    assert _post(port, _ndjson(["next"]), token=None)[0] == 200
+    assert agent.stop() == 0
+
+
 class _Receiver(BaseHTTPRequestHandler):
     """An HTTP sink's target: stores every NDJSON body it is sent."""
 

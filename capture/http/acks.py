@@ -24,6 +24,7 @@ from collections.abc import Callable
 from logcap.metrics import Counter, CounterBlock
 
 ACK_TIMEOUT = 10.0  # seconds a request waits for its acknowledgement before a 503
+SETTLE_TIMEOUT = 5.0  # on stop, how long answered-to-be requests may hold the drain up
 POLL_INTERVAL = 0.001
 
 

@@ -4,7 +4,7 @@ A request is published whole or not at all: if the ring has no room for all of i
 client gets 429 with ``Retry-After`` and sends it again later, so a line is never dropped
 silently. 200 means every sink delivered the entries, or the retry spool or the DLQ holds
 them on disk: it survives a ``kill -9`` of the whole tree (end-to-end acknowledgement,
-capture/http/acks.py). Not acknowledged within ``ACK_TIMEOUT``: 503 with ``Retry-After``
+capture/http/acks.py). Not acknowledged within 10 s (``ACK_TIMEOUT``): 503 + ``Retry-After``
 (the entries may still arrive, so a retry may duplicate them; nothing is lost).
 
 Accepted bodies: a JSON object, a JSON array of objects, or NDJSON. An entry::
@@ -44,7 +44,7 @@ from logcap.capture._entries import (
     record_capacity,
     write_entries,
 )
-from logcap.capture.http.acks import ACK_TIMEOUT, AckWaiter, Positions
+from logcap.capture.http.acks import SETTLE_TIMEOUT, AckWaiter, Positions
 from logcap.capture.http.config import HttpSourceConfig
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -213,7 +213,7 @@ class HttpCollector:
             self.server.shutdown()
             self.server.server_close()
             # requests already taken in get their answer while the pipeline drains
-            self.acks.settle(ACK_TIMEOUT)
+            self.acks.settle(SETTLE_TIMEOUT)
             with self.lock:
                 self.producer.close()
 

@@ -142,6 +142,33 @@ def test_copytruncate_keeps_every_line_written_before_the_copy(
     assert result.unexpected == 0, "no line is read from its middle"
 
 
+def test_copytruncate_with_copies_matching_keeps_lines_the_agent_had_not_read_yet(
+    tmp_path: Path, start_agent: StartAgent
+) -> None:
+    """The test above waits for delivery before each copy, so its no-loss assertion
+    cannot fail. Here nothing is awaited: each round is copied and cut right after it is
+    written, so some of it is unread at the cut, and must be read from the copy (which
+    the pattern matches)."""
+    s = Scenario(tmp_path, start_agent, ["./logs/app.log*"])
+    app = NumberedLog(s.logs / "app.log", "app")
+    s.start()
+    between: list[str] = []
+    for _ in range(3):
+        app.write(5000)
+        copy_truncate(app.path, between=lambda: between.extend(app.write(20)))
+        app.write(10)
+    app.write(500)
+    before_cut = [i for i in app.ids if i not in between]
+    s.wait_delivered(before_cut)
+    result = s.finish(app.ids)
+    lost = [i for i in before_cut if not s.tally.counts[i]]
+    REPORT.add(
+        "copytruncate_unread_at_the_cut", result, rotations=3, lost_written_before_copy=len(lost)
+    )
+    assert lost == []
+    assert result.unexpected == 0, "no line is read from its middle"
+
+
 def test_truncation_in_place_reads_the_new_lines_from_the_start(
     tmp_path: Path, start_agent: StartAgent
 ) -> None:

@@ -1015,19 +1015,16 @@ def test_a_config_whose_longest_entry_cannot_be_dead_lettered_is_refused() -> No
     assert f"at least {largest + DLQ_RECORD_OVERHEAD}" in dlq
 
 
-def test_retry_heap_and_spool_must_hold_the_largest_batch() -> None:
-    text = LONG_LINES + "retry:\n  max_bytes: 1MiB\n  spool_max_bytes: 1MiB\n"
-    problems = problems_of(text)
-    assert [p.split(": ")[1] for p in problems] == ["retry.max_bytes", "retry.spool_max_bytes"]
-    assert problems[0].startswith(f"{ORIGIN}:11: retry.max_bytes: 1048576 bytes cannot hold")
-    assert problems[1].startswith(f"{ORIGIN}:12: retry.spool_max_bytes: 1048576 bytes")
+def test_the_retry_heap_must_hold_the_largest_batch() -> None:
+    (problem,) = problems_of(LONG_LINES + "retry:\n  max_bytes: 1MiB\n")
+    assert problem.startswith(f"{ORIGIN}:11: retry.max_bytes: 1048576 bytes cannot hold")
 
 
 def test_the_largest_batch_exactly_fitting_dlq_and_retry_is_accepted() -> None:
     largest = 6 * 200 * 1024 + ENTRY_OVERHEAD
     config = parse(
         LONG_LINES
-        + f"retry: {{max_bytes: {largest}, spool_max_bytes: {largest + DLQ_RECORD_OVERHEAD}}}\n"
+        + f"retry: {{max_bytes: {largest}}}\n"
         + f"dlq: {{max_bytes: {largest + DLQ_RECORD_OVERHEAD}, segment_bytes: 64KiB}}\n"
     )
     assert largest_batch_bytes(config) == largest

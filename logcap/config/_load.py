@@ -230,7 +230,8 @@ def _check_limits(doc: _Document, config: Config) -> None:
 
 def _check_batch_fits(doc: _Document, config: Config) -> None:
     """The retry heap and the DLQ must each hold the largest batch (dispatch/bounds.py),
-    or a failed batch could neither wait nor be dead-lettered, and every sink would stop."""
+    or a failed batch could neither wait nor be dead-lettered, and every sink would stop.
+    (A batch larger than retry.spool_max_bytes is dead-lettered as overflow at once.)"""
     largest = largest_batch_bytes(config)
     why = (
         f"the largest batch is {largest} bytes (dispatcher.batch_max_bytes, or one entry "
@@ -248,13 +249,6 @@ def _check_batch_fits(doc: _Document, config: Config) -> None:
         doc.problem(
             ("retry", "max_bytes"),
             f"{config.retry.max_bytes} bytes cannot hold a batch waiting for a retry: {why}",
-        )
-    # a spool record's header, sink and reason (retry/spool.py) take less than a DLQ record's
-    if config.retry.spool_max_bytes < largest + DLQ_RECORD_OVERHEAD:
-        doc.problem(
-            ("retry", "spool_max_bytes"),
-            f"{config.retry.spool_max_bytes} bytes cannot hold a spooled batch: {why}; raise "
-            f"it to at least {largest + DLQ_RECORD_OVERHEAD}",
         )
 
 

@@ -16,22 +16,11 @@ RETRY = "retry"
 
 
 def batch_slot_bytes(config: Config) -> int:
-    """Bytes of a batch-ring slot: the largest batch the dispatcher can ever write."""
-    from logcap.capture.http.config import HttpSourceConfig
-    from logcap.dispatch.batch import meta_size_bound
+    """Bytes of a batch-ring slot: the largest batch the dispatcher can ever write
+    (dispatch/bounds.py; the dispatcher refuses an entry that would need more)."""
+    from logcap.dispatch.bounds import largest_batch_bytes
 
-    # the longest entry a source can produce: a line, or a whole HTTP ingest record;
-    # escaping (\u00XX) may make an entry 6x longer, and a batch must always fit a slot
-    longest = max(
-        (
-            config.buffer.collector_slot_bytes
-            if isinstance(s, HttpSourceConfig)
-            else s.max_line_bytes
-            for s in config.sources.values()
-        ),
-        default=0,
-    )
-    return config.dispatcher.batch_max_bytes + 6 * longest + 1024 + meta_size_bound(64, 64)
+    return largest_batch_bytes(config)
 
 
 class RunPlan(msgspec.Struct, kw_only=True):

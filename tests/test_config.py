@@ -291,6 +291,7 @@ retry:
   max_retry_duration: 10m
   max_entries: 5000
   max_bytes: 8MiB
+  spool_max_bytes: 512MiB
 dlq:
   max_bytes: 256MiB
   max_age: 2d
@@ -298,6 +299,7 @@ dlq:
   fsync: interval
   fsync_interval: 2s
   when_full: drop_oldest
+  reprocess: {enabled: false, interval: 1m}
 """
 FULL = FULL.replace("@CERT@", str(_CERT)).replace("@KEY@", str(_KEY))
 
@@ -353,6 +355,8 @@ def test_every_accepted_key_reaches_the_parsed_config() -> None:
     assert config.supervisor.restart_backoff_max == 60.0
     assert config.retry.max_retry_duration == 600.0
     assert config.dlq.max_age == 2 * 86400.0
+    assert config.retry.spool_max_bytes == 512 * 2**20
+    assert (config.dlq.reprocess.enabled, config.dlq.reprocess.interval) == (False, 60.0)
 
 
 def test_minimal_config_gets_the_documented_defaults() -> None:

@@ -38,7 +38,10 @@ class DispatcherConfig(StrictStruct, frozen=True):
     ] = 1000
     batch_max_bytes: Annotated[
         BatchBytes,
-        doc("A batch is closed when its lines add up to this many bytes."),
+        doc(
+            "A batch is closed before its slot bytes (entries and their index) would pass "
+            "this; one entry larger than it is sent alone."
+        ),
     ] = BatchBytes(1024 * 1024)
     batch_timeout: Annotated[
         PositiveDuration, doc("A batch that is not full is sent after waiting this long.")

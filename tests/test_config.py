@@ -366,7 +366,7 @@ def test_minimal_config_gets_the_documented_defaults() -> None:
     assert config.dispatcher.batch_max_events == 1000
     assert config.dispatcher.batch_max_bytes == 1024 * 1024
     assert config.dispatcher.batch_timeout == pytest.approx(0.2)
-    assert config.dispatcher.checkpoint_interval == 1.0
+    assert config.dispatcher.checkpoint_interval == 0.2
     assert config.buffer == BufferConfig()
     assert config.buffer.collector_slots == 16
     assert config.buffer.collector_slot_bytes == 256 * 1024

@@ -80,7 +80,7 @@ sources:
 sinks:
   archive: {type: file, path: "./out/{source}.ndjson"}
   devnull: {type: blackhole}
-dispatcher: {batch_timeout: 50ms, checkpoint_interval: 200ms}
+dispatcher: {batch_timeout: 50ms}  # the default checkpoint_interval: what duplicates it costs
 supervisor: {restart_backoff: 100ms}
 """,
         address,

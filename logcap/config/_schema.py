@@ -48,8 +48,11 @@ class DispatcherConfig(StrictStruct, frozen=True):
     ] = PositiveDuration(0.2)
     checkpoint_interval: Annotated[
         PositiveDuration,
-        doc("How often the positions every sink has delivered are saved to data_dir."),
-    ] = PositiveDuration(1.0)
+        doc(
+            "How often the positions every sink has delivered are saved to data_dir: "
+            "after a kill -9 of the whole agent, at most about this much is read again."
+        ),
+    ] = PositiveDuration(0.2)
 
 
 class BufferConfig(StrictStruct, frozen=True):

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from logcap.capture.http.config import HttpSourceConfig
-
 if TYPE_CHECKING:
-    from logcap.capture.config import SourceConfig
     from logcap.config import Config
 
 # an entry's timestamps, source, labels (a file path of up to 4 KiB escaped, Docker's
@@ -36,18 +33,11 @@ ENTRY_OVERHEAD = 64 * 1024
 DLQ_RECORD_OVERHEAD = 8 * 1024
 
 
-def longest_entry_bytes(source: SourceConfig, collector_slot_bytes: int) -> int:
-    """Encoded bytes of the longest message a source can produce (see the module)."""
-    if isinstance(source, HttpSourceConfig):
-        return collector_slot_bytes
-    return 6 * int(source.max_line_bytes)
-
-
 def largest_batch_bytes(config: Config) -> int:
     """Slot bytes of the largest batch the dispatcher can write under ``config``."""
     longest = max(
         (
-            longest_entry_bytes(s, config.buffer.collector_slot_bytes)
+            s.longest_entry_bytes(config.buffer.collector_slot_bytes)
             for s in config.sources.values()
         ),
         default=0,

@@ -5,11 +5,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import socket
-from typing import Any
 
-from logcap.capture.config import SourceConfig
-from logcap.capture.file.config import FileSourceConfig, multiline_rule
-from logcap.capture.file.encoding import line_codec
 from logcap.child import ChildContext
 from logcap.dispatch.bounds import largest_batch_bytes
 from logcap.dispatch.checkpoint import CheckpointStore
@@ -19,18 +15,6 @@ from logcap.plan import DISPATCHER
 
 log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-
-
-def _line_rules(source: SourceConfig, slot_bytes: int) -> dict[str, Any]:
-    """How the dispatcher cuts a source's data into entries."""
-    if not isinstance(source, FileSourceConfig):  # structured entries: cut by collectors
-        return {"max_line_bytes": slot_bytes}
-    return {
-        "max_line_bytes": source.max_line_bytes,
-        "skip_long_lines": source.long_lines == "skip",
-        "encoding": line_codec(source.encoding).name,
-        "multiline": multiline_rule(source),
-    }
 
 
 def keep_freed_memory() -> None:
@@ -57,7 +41,7 @@ def run_dispatcher(ctx: ChildContext) -> None:
             consumer=ctx.collector_consumer(name),
             counters=ctx.table.block(plan.counter_index(name)),
             host=host,
-            **_line_rules(plan.config.sources[name], plan.config.buffer.collector_slot_bytes),
+            **plan.config.sources[name].line_rules(plan.config.buffer.collector_slot_bytes),
         )
         for name in plan.sources
     ]

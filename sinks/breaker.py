@@ -37,11 +37,17 @@ class BreakerConfig(StrictStruct, frozen=True):
 
 
 class SinkConfigBase(StrictStruct, kw_only=True, frozen=True):
-    """What every sink's config has, besides its own keys."""
+    """What every sink's config has, besides its own keys. Each sink type's config is
+    the one home of its knowledge: ``check`` (cross-field rules, pure) and ``build``
+    (opens files and sockets; see sinks/registry.py)."""
 
     circuit_breaker: Annotated[
         BreakerConfig, doc("When this sink stops trying a failing destination for a while.")
     ] = BreakerConfig()
+
+    def check(self) -> list[tuple[tuple[str, ...], str]]:
+        """(key path, reason) of every cross-field problem; none unless a type says so."""
+        return []
 
 
 class State(enum.IntEnum):

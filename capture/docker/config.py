@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from logcap.capture.base import Problems, line_fits_slot
 from logcap.config._base import StrictStruct, doc
 from logcap.config._units import LineBytes, PositiveDuration
+
+if TYPE_CHECKING:
+    from logcap.capture.base import Collector, CollectorEnv
 
 
 class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=True):
@@ -78,3 +82,30 @@ class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=Tr
     def with_base(self, base: Path) -> DockerSourceConfig:
         """No paths to resolve."""
         return self
+
+    def check(self, collector_slot_bytes: int) -> Problems:
+        """Cross-field rules (pure): the longest line fits a collector slot."""
+        return line_fits_slot(self.max_line_bytes, collector_slot_bytes)
+
+    def build(self, env: CollectorEnv) -> Collector:
+        """The collector that follows the daemon's containers."""
+        # the docker SDK (requests, urllib3: ~70 ms, some MiB) loads only where it is used
+        from logcap.capture.docker.collector import DockerCollector
+
+        return DockerCollector(
+            env.name,
+            self,
+            env.producer,
+            env.counters,
+            env.checkpoints(),
+            should_stop=env.should_stop,
+            started_marker=env.started_marker,
+        )
+
+    def line_rules(self, collector_slot_bytes: int) -> dict[str, Any]:
+        """Entries come cut and bounded from the collector."""
+        return {"max_line_bytes": collector_slot_bytes}
+
+    def longest_entry_bytes(self, collector_slot_bytes: int) -> int:
+        """Encoded bytes of the longest entry: each byte escaped to at most 6."""
+        return 6 * int(self.max_line_bytes)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
+from logcap.capture.base import Problems, line_fits_slot
+from logcap.capture.file.encoding import line_codec
 from logcap.capture.file.multiline import MultilineRule
 from logcap.config._base import StrictStruct, doc, resolve_path
 from logcap.config._units import LineBytes, PositiveDuration
+
+if TYPE_CHECKING:
+    from logcap.capture.base import Collector, CollectorEnv
 
 
 class MultilineConfig(StrictStruct, frozen=True):
@@ -133,6 +139,53 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             include=[resolve_path(base, p) for p in self.include],
             exclude=[resolve_path(base, p) for p in self.exclude],
         )
+
+    def check(self, collector_slot_bytes: int) -> Problems:
+        """Cross-field rules (pure): the line fits a slot, the codec and patterns exist."""
+        problems = line_fits_slot(self.max_line_bytes, collector_slot_bytes)
+        try:
+            line_codec(self.encoding)
+        except ValueError as exc:
+            problems.append((("encoding",), str(exc)))
+        m = self.multiline
+        if m is not None:
+            ways = (m.start_pattern, m.continuation_pattern, m.preset)
+            if sum(way is not None for way in ways) != 1:
+                one_of = "set exactly one of start_pattern, continuation_pattern, preset"
+                problems.append((("multiline",), one_of))
+            for key in ("start_pattern", "continuation_pattern"):
+                try:
+                    re.compile(getattr(m, key) or "")
+                except re.error as exc:
+                    problems.append((("multiline", key), f"not a regular expression: {exc}"))
+        return problems
+
+    def build(self, env: CollectorEnv) -> Collector:
+        """The collector that tails this source's files."""
+        from logcap.capture.file.collector import FileCollector
+
+        return FileCollector(
+            env.name,
+            self,
+            env.producer,
+            env.counters,
+            env.checkpoints(),
+            should_stop=env.should_stop,
+            started_marker=env.started_marker,
+        )
+
+    def line_rules(self, collector_slot_bytes: int) -> dict[str, Any]:
+        """How the dispatcher cuts this source's blocks into entries."""
+        return {
+            "max_line_bytes": self.max_line_bytes,
+            "skip_long_lines": self.long_lines == "skip",
+            "encoding": line_codec(self.encoding).name,
+            "multiline": multiline_rule(self),
+        }
+
+    def longest_entry_bytes(self, collector_slot_bytes: int) -> int:
+        """Encoded bytes of the longest entry: each byte escaped to at most 6."""
+        return 6 * int(self.max_line_bytes)
 
 
 def multiline_rule(config: FileSourceConfig) -> MultilineRule | None:

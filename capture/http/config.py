@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+from logcap.capture.base import Problems
 from logcap.config._base import StrictStruct, doc
 from logcap.config._units import BodyBytes, PositiveDuration
+
+if TYPE_CHECKING:
+    from logcap.capture.base import Collector, CollectorEnv
 
 
 class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
@@ -34,3 +38,34 @@ class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
     def with_base(self, base: Path) -> HttpSourceConfig:
         """No paths to resolve."""
         return self
+
+    def check(self, collector_slot_bytes: int) -> Problems:
+        """Cross-field rules (pure): none beyond the field limits."""
+        return []
+
+    def build(self, env: CollectorEnv) -> Collector:
+        """The HTTP server that takes requests into the ring."""
+        from logcap.capture.http.collector import HttpCollector
+
+        collector = HttpCollector(env.name, self, env.producer, env.counters)
+        return _Serving(collector, env.should_stop)
+
+    def line_rules(self, collector_slot_bytes: int) -> dict[str, Any]:
+        """Entries come whole from the collector."""
+        return {"max_line_bytes": collector_slot_bytes}
+
+    def longest_entry_bytes(self, collector_slot_bytes: int) -> int:
+        """The source refuses (413) an entry whose escaped message and labels do not fit
+        a collector slot."""
+        return collector_slot_bytes
+
+
+class _Serving:
+    """An HTTP collector bound to its stop condition (its ``run`` takes it)."""
+
+    def __init__(self, collector: Any, should_stop: Any) -> None:
+        self.collector, self.should_stop = collector, should_stop
+
+    def run(self) -> None:
+        """Serve until ``should_stop``."""
+        self.collector.run(self.should_stop)

@@ -17,16 +17,12 @@ import msgspec
 import yaml
 
 from logcap.capture.config import SourceConfig
-from logcap.capture.file.config import FileSourceConfig
-from logcap.capture.file.encoding import line_codec
-from logcap.capture.http.config import HttpSourceConfig
 from logcap.config._base import resolve_path
 from logcap.config._schema import Config
 from logcap.config._units import dec_hook
 from logcap.dispatch.bounds import DLQ_RECORD_OVERHEAD, ENTRY_OVERHEAD, largest_batch_bytes
 from logcap.errors import ConfigError
 from logcap.sinks.config import SinkConfig
-from logcap.sinks.kafka.config import KafkaSinkConfig
 
 PathKey = tuple[str | int, ...]
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -175,45 +171,17 @@ def _check_components(doc: _Document, data: dict[str, Any], section: str, kind: 
 
 def _check_limits(doc: _Document, config: Config) -> None:
     slot = config.buffer.collector_slot_bytes
+    # each component type checks its own cross-field rules (its config's check())
     for name, source in config.sources.items():
-        if isinstance(source, HttpSourceConfig):
-            continue
-        # a slot holds a block header, the path (<= 4 KiB) and at least one whole line
-        if source.max_line_bytes + 4096 + 128 > slot:
-            doc.problem(
-                ("sources", name, "max_line_bytes"),
-                f"{source.max_line_bytes} bytes does not fit a collector ring slot of "
-                f"{slot} bytes (buffer.collector_slot_bytes) with room for the path",
-            )
-        if not isinstance(source, FileSourceConfig):
-            continue
-        try:
-            line_codec(source.encoding)
-        except ValueError as exc:
-            doc.problem(("sources", name, "encoding"), str(exc))
-        multiline = source.multiline
-        if multiline is not None:
-            where = ("sources", name, "multiline")
-            ways = [multiline.start_pattern, multiline.continuation_pattern, multiline.preset]
-            if sum(way is not None for way in ways) != 1:
-                doc.problem(where, "set exactly one of start_pattern, continuation_pattern, preset")
-            for key in ("start_pattern", "continuation_pattern"):
-                pattern = getattr(multiline, key)
-                try:
-                    re.compile(pattern or "")
-                except re.error as exc:
-                    doc.problem((*where, key), f"not a regular expression: {exc}")
+        for path, problem in source.check(slot):
+            doc.problem(("sources", name, *path), problem)
     for name, sink in config.sinks.items():
-        if isinstance(sink, KafkaSinkConfig):
-            # librdkafka loads only for configs that have a kafka sink
-            from logcap.sinks.kafka.producer import config_problems as kafka_config_problems
-
-            for key, problem in kafka_config_problems(sink):
-                doc.problem(("sinks", name, key), problem)
-    for key in ("collector_slots", "batch_slots"):
-        count = getattr(config.buffer, key)
+        for path, problem in sink.check():
+            doc.problem(("sinks", name, *path), problem)
+    for ring in ("collector_slots", "batch_slots"):
+        count = getattr(config.buffer, ring)
         if count & (count - 1):
-            doc.problem(("buffer", key), f"must be a power of two, got {count}")
+            doc.problem(("buffer", ring), f"must be a power of two, got {count}")
     _check_batch_fits(doc, config)
     if config.retry.max_entries < config.dispatcher.batch_max_events:
         doc.problem(

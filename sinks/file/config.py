@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
@@ -11,6 +11,10 @@ from logcap.config._base import doc, resolve_path
 from logcap.config._units import ByteSize, PositiveDuration
 from logcap.sinks.breaker import SinkConfigBase
 from logcap.sinks.file.text import compile_template
+
+if TYPE_CHECKING:
+    from logcap.metrics import CounterBlock
+    from logcap.sinks.base import Sink
 
 
 class FileSinkConfig(SinkConfigBase, tag_field="type", tag="file", frozen=True):
@@ -98,3 +102,9 @@ class FileSinkConfig(SinkConfigBase, tag_field="type", tag="file", frozen=True):
     def with_base(self, base: Path) -> FileSinkConfig:
         """Resolve a relative path template against ``base``."""
         return msgspec.structs.replace(self, path=resolve_path(base, self.path))
+
+    def build(self, counters: CounterBlock) -> Sink:
+        """The sink this config describes. Opens no file until the first batch."""
+        from logcap.sinks.file.sink import FileSink
+
+        return FileSink(self, counters)

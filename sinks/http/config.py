@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
@@ -11,6 +11,10 @@ from logcap.config._base import doc
 from logcap.config._units import BodyBytes, PositiveDuration
 from logcap.sinks._http import TlsConfig, check_client_settings
 from logcap.sinks.breaker import SinkConfigBase
+
+if TYPE_CHECKING:
+    from logcap.metrics import CounterBlock
+    from logcap.sinks.base import Sink
 
 HeaderName = Annotated[
     str,
@@ -79,3 +83,9 @@ class HttpSinkConfig(SinkConfigBase, tag_field="type", tag="http", frozen=True):
         if self.tls is None:
             return self
         return msgspec.structs.replace(self, tls=self.tls.with_base(base))
+
+    def build(self, counters: CounterBlock) -> Sink:
+        """The sink this config describes. One keep-alive connection."""
+        from logcap.sinks.http.sink import HttpSink  # http.client, ssl: loaded only where used
+
+        return HttpSink(self)

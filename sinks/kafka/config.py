@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from logcap.config._base import StrictStruct, doc
 from logcap.config._units import PositiveDuration
 from logcap.sinks.breaker import SinkConfigBase
+
+if TYPE_CHECKING:
+    from logcap.metrics import CounterBlock
+    from logcap.sinks.base import Sink
 
 
 class LevelRoute(StrictStruct, frozen=True):
@@ -122,3 +126,16 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
     def with_base(self, base: Path) -> KafkaSinkConfig:
         """No paths to resolve (TLS files are used as given)."""
         return self
+
+    def check(self) -> list[tuple[tuple[str, ...], str]]:
+        """What librdkafka or logcap would refuse (librdkafka loads only for configs that
+        have a kafka sink)."""
+        from logcap.sinks.kafka.producer import config_problems
+
+        return [((key,), problem) for key, problem in config_problems(self)]
+
+    def build(self, counters: CounterBlock) -> Sink:
+        """The sink this config describes. A librdkafka producer."""
+        from logcap.sinks.kafka.sink import KafkaSink  # librdkafka loads only where used
+
+        return KafkaSink(self, counters)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
@@ -12,6 +12,10 @@ from logcap.config._base import doc
 from logcap.config._units import BodyBytes, PositiveDuration
 from logcap.sinks._http import TlsConfig, check_client_settings
 from logcap.sinks.breaker import SinkConfigBase
+
+if TYPE_CHECKING:
+    from logcap.metrics import CounterBlock
+    from logcap.sinks.base import Sink
 
 #: A Loki (Prometheus) label name; names starting with '__' are reserved for Loki itself.
 LABEL_NAME = r"^(?!__)[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -187,3 +191,9 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
         if self.tls is None:
             return self
         return msgspec.structs.replace(self, tls=self.tls.with_base(base))
+
+    def build(self, counters: CounterBlock) -> Sink:
+        """The sink this config describes. The push API client."""
+        from logcap.sinks.loki.sink import LokiSink  # http.client, ssl: loaded only where used
+
+        return LokiSink(self)

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import msgspec
 
 from logcap.capture._record import FLAG_ENTRIES, HEADER_SIZE, BlockHeader, write_header
+from logcap.errors import EntryTooLarge
 from logcap.ringbuf import Producer
 
 FORGET = -1  # a position's timestamp_ns: drop the input's checkpoint entry
@@ -34,10 +35,6 @@ Entry = tuple[dict[str, str], int, str]  # (labels, event time in ns, message)
 Run = tuple[dict[str, str], list[int], list[str]]
 _pack = msgspec.msgpack.Encoder().encode
 decode_runs = msgspec.msgpack.Decoder(list[tuple[dict[str, str], list[int], list[str]]]).decode
-
-
-class EntryTooLarge(ValueError):
-    """One entry alone does not fit a collector ring slot."""
 
 
 class Position(NamedTuple):

@@ -10,8 +10,12 @@
     ├── CheckpointCorrupt        a checkpoint file failed its checksum or parse
     ├── DlqFull                  the dead letter queue is at max_bytes (when_full: block)
     ├── DataDirLocked            another agent is running on the same data_dir
+    ├── EntryTooLarge            one entry alone does not fit a collector ring slot
+    ├── BadRequest (ValueError)  an HTTP ingest body that cannot become entries: 400
+    │   └── TooLarge             ... or that is too large to: 413
     └── DeliveryError            a sink could not deliver a batch
         ├── Retryable            worth trying again later (timeouts, 5xx, disk full)
+        │   └── RetryLater       the destination said when (429/5xx with Retry-After)
         └── Permanent            will never succeed as is (4xx, oversize, encoding)
 
 Client-library exceptions are translated into these at the component boundary with
@@ -57,6 +61,23 @@ class DataDirLocked(LogcapError):
     """Another agent holds the lock of the ``data_dir`` (its pid is in the message)."""
 
 
+class EntryTooLarge(LogcapError, ValueError):
+    """One entry alone does not fit a collector ring slot."""
+
+
+class BadRequest(LogcapError, ValueError):
+    """An HTTP ingest body cannot be turned into entries; the reason goes back to the
+    client with ``status``."""
+
+    status = 400
+
+
+class TooLarge(BadRequest):
+    """An HTTP ingest entry (or its labels) is larger than the pipeline can carry."""
+
+    status = 413
+
+
 #: Why a delivery failed, as a metric label: a fixed set, so label cardinality stays bounded.
 REASON_CODES = (
     "other",
@@ -87,21 +108,33 @@ class Retryable(DeliveryError):
         self.retry_after = retry_after
 
 
+class RetryLater(Retryable):
+    """The destination refused for now (429, 5xx); ``retry_after`` is the delay it asked
+    for, in seconds, or None (the sink runner passes it on to the retry process)."""
+
+    def __init__(self, message: str, code: str, retry_after: float | None) -> None:
+        super().__init__(message, code, retry_after)
+
+
 class Permanent(DeliveryError):
     """The failure will repeat; the batch belongs in the dead letter queue."""
 
 
 __all__ = [
     "REASON_CODES",
+    "BadRequest",
     "BufferFull",
     "CheckpointCorrupt",
     "ConfigError",
     "DataDirLocked",
     "DeliveryError",
     "DlqFull",
+    "EntryTooLarge",
     "LogcapError",
     "Permanent",
+    "RetryLater",
     "Retryable",
     "RingCorrupt",
     "RingError",
+    "TooLarge",
 ]

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from logcap.config._base import StrictStruct, doc, resolve_path
-from logcap.errors import DeliveryError, Permanent, Retryable
+from logcap.errors import DeliveryError, Permanent, Retryable, RetryLater
 
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 MAX_ANSWER_BYTES = 64 * 1024  # read this much of an answer; longer ones end the connection
@@ -81,14 +81,6 @@ def check_client_settings(
         raise ValueError("set either username/password or bearer_token, not both")
     if tls is not None and not url.startswith("https://"):
         raise ValueError("tls is set but the url is not https://")
-
-
-class RetryLater(Retryable):
-    """The server refused for now (429, 5xx); ``retry_after`` is the delay it asked for,
-    in seconds, or None (the sink runner passes it on to the retry process)."""
-
-    def __init__(self, message: str, code: str, retry_after: float | None) -> None:
-        super().__init__(message, code, retry_after)
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -16,7 +16,6 @@ import msgspec
 from logcap.capture._entries import (
     FORGET,
     Entry,
-    EntryTooLarge,
     Position,
     pack_records,
     record_capacity,
@@ -24,6 +23,7 @@ from logcap.capture._entries import (
 )
 from logcap.capture.docker.container import ContainerState, container_key
 from logcap.capture.docker.stream import cut_utf8
+from logcap.errors import EntryTooLarge
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
 

@@ -38,7 +38,6 @@ import msgspec
 
 from logcap.capture._entries import (
     Entry,
-    EntryTooLarge,
     Position,
     pack_records,
     record_capacity,
@@ -46,6 +45,7 @@ from logcap.capture._entries import (
 )
 from logcap.capture.http.acks import SETTLE_TIMEOUT, AckWaiter, Positions
 from logcap.capture.http.config import HttpSourceConfig
+from logcap.errors import BadRequest, EntryTooLarge, TooLarge
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
 
@@ -64,18 +64,6 @@ class IncomingEntry(msgspec.Struct, forbid_unknown_fields=True):
     labels: dict[str, str] = {}
     source_type: str | None = None
     source_id: str | None = None
-
-
-class BadRequest(ValueError):
-    """The body cannot be turned into entries; the reason goes back to the client."""
-
-    status = 400
-
-
-class TooLarge(BadRequest):
-    """An entry, or its labels, is larger than the pipeline carries (413)."""
-
-    status = 413
 
 
 # Bounds on what one entry may carry, so that no client can make an entry that a batch,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from logcap.errors import DeliveryError
-from logcap.sinks._http import Connection, RetryLater, auth_headers, outcome, retry_after
+from logcap.errors import DeliveryError, RetryLater
+from logcap.sinks._http import Connection, auth_headers, outcome, retry_after
 from logcap.sinks.http.config import HttpSinkConfig
 
 __all__ = ["HttpClient", "RetryLater", "retry_after"]

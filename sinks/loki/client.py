@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from logcap.errors import DeliveryError, Permanent
+from logcap.errors import DeliveryError, Permanent, RetryLater
 from logcap.sinks._http import (
     Connection,
-    RetryLater,
     auth_headers,
     retry_after,
     transport_error,

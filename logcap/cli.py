@@ -65,3 +65,16 @@ def run(config_path: Path | None) -> None:
         sys.exit(Supervisor(config).run())
     finally:
         os.close(lock_fd)
+
+
+@main.group(name="config")
+def config_group() -> None:
+    """Describe the configuration."""
+
+
+@config_group.command()
+def reference() -> None:
+    """Print the config reference (docs/CONFIG.md): every key, type, default and limit."""
+    from logcap.config.reference import render
+
+    click.echo(render(), nl=False)

@@ -28,7 +28,8 @@ def _post(port: int, body: bytes, token: str | None = TOKEN) -> tuple[int, dict,
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
+        # longer than the 10 s a request may wait for its acknowledgement before a 503
+        with urllib.request.urlopen(request, timeout=30) as reply:
             return reply.status, json.loads(reply.read()), dict(reply.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read()), dict(exc.headers)

@@ -51,7 +51,7 @@ def _structs(kind: mi.Type, path: str) -> list[tuple[str, mi.StructType]]:
 
 
 def _component_types(section: str) -> list[str]:
-    field = next(f for f in mi.type_info(Config).fields if f.name == section)  # type: ignore[attr-defined]
+    field = next(f for f in mi.type_info(Config).fields if f.name == section)
     assert isinstance(field.type, mi.Metadata) and isinstance(field.type.type, mi.DictType)
     union = field.type.type.value_type
     assert isinstance(union, mi.UnionType)
@@ -171,5 +171,5 @@ def test_ingest_doc_states_the_collector_limits() -> None:
 
 def test_ingest_doc_lists_every_entry_field() -> None:
     text = INGEST_MD.read_text(encoding="utf-8")
-    for field in mi.type_info(collector.IncomingEntry).fields:  # type: ignore[attr-defined]
+    for field in mi.type_info(collector.IncomingEntry).fields:
         assert f"\n| `{field.name}` |" in text, f"entry field {field.name} is not documented"

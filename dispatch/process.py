@@ -80,4 +80,6 @@ def run_dispatcher(ctx: ChildContext) -> None:
         dispatcher.step()
     dispatcher.step()
     dispatcher.save_checkpoint()
-    log.info("drained: every batch delivered, checkpoint saved")
+    # the sinks released every batch: delivered, or handed to the retry process (whose
+    # spool and DLQ the supervisor's drain summary reports); this process knows no more
+    log.info("every batch released by the sinks (delivered or handed to retry), checkpoint saved")

@@ -15,6 +15,9 @@ from logcap.ringbuf import Consumer, Doorbell, Producer, Ring
 from logcap.runstate import RunState
 
 PR_SET_PDEATHSIG = 1
+# libraries whose DEBUG (and INFO) lines are about their own workings, not the pipeline:
+# watchdog logs every inotify event, urllib3 every connection, docker every API call
+THIRD_PARTY_LOGGERS = ("watchdog", "urllib3", "docker")
 
 
 class ChildContext:
@@ -106,3 +109,11 @@ def configure_logging(component: str) -> None:
         level=os.environ.get("LOGCAP_LOG_LEVEL", "INFO").upper(),
         format=f"%(asctime)s %(levelname)s [{component}] %(name)s: %(message)s",
     )
+    quiet_third_party_loggers()
+
+
+def quiet_third_party_loggers() -> None:
+    """Keep libraries' chatter out of ``LOGCAP_LOG_LEVEL=debug``: only their warnings
+    and errors are shown (a library's problem that reaches us is logged by our code)."""
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -30,8 +30,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from logcap import __version__
+from logcap.child import quiet_third_party_loggers
 from logcap.config import Config, component_type
 from logcap.metrics import NOTHING, Counter, CounterTable
+from logcap.operator_log import config_origin, drain_line, start_lines
 from logcap.plan import DISPATCHER, RETRY, RunPlan, batch_slot_bytes
 from logcap.ringbuf import Doorbell, Ring, run_prefix, sweep_stale, unlink
 from logcap.runstate import RunState
@@ -70,8 +73,9 @@ class Child:
 class Supervisor:
     """Owns the run: segments, children, API; see the module docstring for the drain."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, origin: str | None = None) -> None:
         self.config = config
+        self.origin = origin if origin is not None else config_origin()
         self.token = secrets.token_hex(4)
         self.prefix = run_prefix(os.getpid(), self.token)
         self.children: list[Child] = (
@@ -193,6 +197,7 @@ class Supervisor:
         """Run until SIGTERM/SIGINT, then drain; return the process exit status."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        quiet_third_party_loggers()
         self.create_segments()
         api = None
         try:
@@ -202,12 +207,8 @@ class Supervisor:
                 api = start_api(self)
             for child in self.children:
                 self.spawn(child)
-            log.info(
-                "running: %d sources, %d sinks, segments %s*",
-                len(self.config.sources),
-                len(self.config.sinks),
-                self.prefix,
-            )
+            for line in start_lines(self.config, self.origin, __version__, self.prefix):
+                log.info("%s", line)
             while not self.stop_requested:
                 for child in self.children:
                     self._check(child, draining=False)
@@ -221,7 +222,8 @@ class Supervisor:
 
     def drain(self) -> int:
         """Stop in order (see module docstring); True exit status 0 if all went cleanly."""
-        deadline = time.monotonic() + self.config.supervisor.shutdown_timeout
+        began = time.monotonic()
+        deadline = began + self.config.supervisor.shutdown_timeout
         log.info("draining: collectors stop, everything read is delivered")
         self.state.start_draining()
         collectors = [c for c in self.children if c.role == "collector"]
@@ -246,13 +248,14 @@ class Supervisor:
             for child in self.children:
                 self._check(child, draining=True)
             time.sleep(0.02)
-        clean = all(c.finished for c in self.children)
-        if not clean:
-            log.error(
-                "drain timed out after %.1fs; killing the rest",
-                self.config.supervisor.shutdown_timeout,
-            )
-        return 0 if clean else 1
+        killed = [
+            c.role if c.role in (DISPATCHER, RETRY) else f"{c.role} {c.name}"
+            for c in self.children
+            if not c.finished
+        ]
+        summary = drain_line(self.plan, self.table, time.monotonic() - began, killed)
+        log.log(logging.ERROR if killed else logging.INFO, "%s", summary)
+        return 1 if killed else 0
 
     def kill_all(self) -> None:
         """SIGKILL whatever still runs and reap it."""

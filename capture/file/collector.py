@@ -152,8 +152,19 @@ class FileCollector:
             self._retire(self.tailers.pop(path))
         if initial:
             self._recover()
+            log.info("%s", self.first_scan_summary())
         self.counters.set(Counter.FILES_WATCHED, len(self.tailers))
         self._next_scan = self.clock() + self.config.glob_interval
+
+    def first_scan_summary(self, shown: int = 3) -> str:
+        """What the operator learns after the first scan: how many files, a few names."""
+        paths = sorted(self.tailers)
+        if not paths:
+            return f"source {self.name}: no file matches {', '.join(self.config.include)} yet"
+        names = ", ".join(paths[:shown])
+        more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+        files = "file" if len(paths) == 1 else "files"
+        return f"source {self.name}: watching {len(paths)} {files} ({names}{more})"
 
     def _open(self, path: str) -> FileTailer | None:
         try:

@@ -29,6 +29,7 @@ from logcap.dlq.record import DlqRecord
 from logcap.dlq.writer import DlqWriter
 from logcap.errors import REASON_CODES, BufferFull, DlqFull
 from logcap.metrics import NOTHING, Counter, CounterBlock
+from logcap.retry.dlq_log import DeadLetterLog
 from logcap.retry.heap import DelayHeap, RetryItem
 from logcap.retry.messages import (
     DELIVERED,
@@ -87,6 +88,7 @@ class RetryService:
         self.wall_ns = wall_ns
         # spooled items the DLQ refused (full, or an IO error): (item, kind, reason)
         self.waiting_for_dlq: list[tuple[RetryItem, str, str]] = []
+        self.dead_letters = DeadLetterLog(clock)
         self._recover()
 
     # -- start -----------------------------------------------------------------------
@@ -136,6 +138,7 @@ class RetryService:
         if redeliver:
             moved |= self._redeliver_due()
         self.dlq.tick()
+        self.dead_letters.tick()
         self._publish_gauges()
         return moved
 
@@ -319,6 +322,7 @@ class RetryService:
                 return False
             self.waiting_for_dlq.append((item, kind, reason))
             return True
+        self.dead_letters.dead_lettered(sink_name, kind, item.entries, reason)
         if item.spooled is not None:
             self.spool.done(item.spooled)
             if lane is not None:
@@ -355,6 +359,7 @@ class RetryService:
 
     def close(self) -> None:
         """Sync and close the spool and the DLQ."""
+        self.dead_letters.flush()
         self.spool.close()
         self.dlq.close()
 

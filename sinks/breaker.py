@@ -75,11 +75,13 @@ class CircuitBreaker:
         self.state = State.CLOSED
         self.failures = 0
         self.opened_at = 0.0
+        self.first_opened_at = 0.0  # when it last opened from closed (probes reopen it)
         self.last_error: DeliveryError | None = None
 
     def allows(self) -> bool:
         """Whether an attempt may be made now (in half-open: the one probe)."""
         if self.state is State.OPEN and self.clock() - self.opened_at >= self.config.open_duration:
+            log.debug("sink %s: circuit half-open, one batch is tried as a probe", self.name)
             self._enter(State.HALF_OPEN)
         return self.state is not State.OPEN
 
@@ -90,7 +92,13 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         self.failures = 0
         if self.state is not State.CLOSED:
-            log.info("sink %s: circuit closed, delivering again", self.name)
+            log.info(
+                "sink %s: circuit closed after %.1fs open: a probe batch was delivered; "
+                "delivering again (last error was: %s)",
+                self.name,
+                self.clock() - self.first_opened_at,
+                self.last_error,
+            )
             self._enter(State.CLOSED)
 
     def failed(self, error: DeliveryError) -> None:
@@ -98,17 +106,25 @@ class CircuitBreaker:
             return
         self.last_error = error
         self.failures += 1
-        if self.state is State.HALF_OPEN or (
-            self.state is State.CLOSED and self.failures >= self.config.failure_threshold
-        ):
+        if self.state is State.HALF_OPEN:
             log.warning(
-                "sink %s: circuit open for %.1fs after %d failures: %s",
+                "sink %s: circuit open again for %.1fs: the probe batch failed: %s",
+                self.name,
+                self.config.open_duration,
+                error,
+            )
+            self.opened_at = self.clock()
+            self._enter(State.OPEN)
+        elif self.state is State.CLOSED and self.failures >= self.config.failure_threshold:
+            log.warning(
+                "sink %s: circuit open for %.1fs after %d batches in a row failed with a "
+                "retryable error: %s",
                 self.name,
                 self.config.open_duration,
                 self.failures,
                 error,
             )
-            self.opened_at = self.clock()
+            self.opened_at = self.first_opened_at = self.clock()
             self._enter(State.OPEN)
 
     def _enter(self, state: State) -> None:

@@ -108,7 +108,7 @@ def drain_line(plan: RunPlan, table: CounterTable, seconds: float, killed: Seque
         "(entries they had not delivered were not checkpointed)"
     )
     return (
-        f"{how}: {read} entries read, delivered per sink: {delivered}; "
+        f"{how}: {_count(read, 'entry', 'entries')} read, delivered per sink: {delivered}; "
         f"retry spool: {_count(retry[Counter.SPOOL_BATCHES], 'batch', 'batches')} "
         f"({_size(retry[Counter.SPOOL_BYTES])}) kept for the next start; "
         f"dead-lettered this run: {_count(dead_batches, 'batch', 'batches')} "

@@ -9,6 +9,7 @@ it is told to (a port where nothing listens stands for a destination that is dow
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,7 +68,7 @@ def destination() -> Iterator[Callable[[int, int], _Destination]]:
         thread.join(timeout=10)
 
 
-def _config(tmp_path: Path, address: str, sinks: str, extra: str = "") -> Path:
+def _config(tmp_path: Path, address: str, sinks: str, shutdown_timeout: str = "20s") -> Path:
     (tmp_path / "logs").mkdir(exist_ok=True)
     return write_config(
         tmp_path,
@@ -78,9 +79,9 @@ sources:
 sinks:
 {sinks}
 dispatcher: {{batch_timeout: 50ms, checkpoint_interval: 200ms}}
-supervisor: {{restart_backoff: 100ms, shutdown_timeout: 20s}}
+supervisor: {{restart_backoff: 100ms, shutdown_timeout: {shutdown_timeout}}}
 retry: {{initial_backoff: 200ms, max_backoff: 1s, max_attempts: 100000}}
-{extra}""",
+""",
         address,
     )
 
@@ -220,6 +221,40 @@ def test_circuit_opens_and_closes_and_the_drain_counts_the_spool(
         r"cleanly: 4 entries read, delivered per sink: remote 3; retry spool: 1 batch "
         r"\(\d+(\.\d)? (B|KiB)\) kept for the next start; dead-lettered this run: 0 batches "
         r"\(0 entries\)",
+        _messages(agent)[-1],
+    ), _messages(agent)[-1]
+
+
+def test_drain_summary_names_the_children_killed_at_the_timeout(
+    tmp_path: Path, start_agent: Start
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        config = _config(
+            tmp_path,
+            address,
+            f'  remote: {{type: http, url: "http://127.0.0.1:{port}/ingest", timeout: 60s}}',
+            shutdown_timeout="1s",
+        )
+        agent = start_agent(config, address)
+        agent.wait_ready()
+        (tmp_path / "logs" / "a.log").write_text("one\n")
+        wait_for(
+            lambda: (
+                agent.metric("logcap_component_received_events_total", component="dispatcher") == 1
+            ),
+            30,
+            "the line read",
+        )
+        assert agent.stop() == 1
+    assert re.fullmatch(
+        r"ERROR \[supervisor\] logcap\.supervisor: drain timed out after 1\.\ds, killed "
+        r"dispatcher, sink remote, retry \(entries they had not delivered were not "
+        r"checkpointed\): 1 entry read, delivered per sink: remote 0; retry spool: 0 batches "
+        r"\(0 B\) kept for the next start; dead-lettered this run: 0 batches \(0 entries\)",
         _messages(agent)[-1],
     ), _messages(agent)[-1]
 

@@ -224,7 +224,7 @@ class Supervisor:
         """Stop in order (see module docstring); True exit status 0 if all went cleanly."""
         began = time.monotonic()
         deadline = began + self.config.supervisor.shutdown_timeout
-        log.info("draining: collectors stop, everything read is delivered")
+        log.info("draining: collectors stop; what they read is delivered or kept for a retry")
         self.state.start_draining()
         collectors = [c for c in self.children if c.role == "collector"]
         for child in collectors:

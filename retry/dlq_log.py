@@ -33,9 +33,10 @@ class DeadLetterLog:
         if self.lines < self.limit:
             self.lines += 1
             log.warning(
-                "sink %s: a batch of %d entries was dead-lettered (%s): %s; see `logcap dlq ls`",
+                "sink %s: a batch of %d %s was dead-lettered (%s): %s; see `logcap dlq ls`",
                 sink,
                 entries,
+                "entry" if entries == 1 else "entries",
                 kind,
                 reason,
             )

@@ -107,7 +107,9 @@ class CircuitBreaker:
         self.last_error = error
         self.failures += 1
         if self.state is State.HALF_OPEN:
-            log.warning(
+            # still open as far as the operator is concerned: the opening was logged, and
+            # the sink logs each failed batch, so one more line per open_duration is noise
+            log.debug(
                 "sink %s: circuit open again for %.1fs: the probe batch failed: %s",
                 self.name,
                 self.config.open_duration,

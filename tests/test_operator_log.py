@@ -216,6 +216,9 @@ def test_circuit_opens_and_closes_and_the_drain_counts_the_spool(
         f.write("line 3\n")
     wait_for(lambda: server.requests >= 4, 30, "the fourth batch to be refused")
     assert agent.stop() == 0
+    # a failed probe reopens it without a new WARNING: for the operator it stayed open
+    assert len([m for m in _messages(agent) if re.fullmatch(opened, m)]) == 1
+    assert not [m for m in _messages(agent) if m.startswith("WARNING") and "open again" in m]
     assert re.fullmatch(
         r"INFO \[supervisor\] logcap\.supervisor: stopped in \d+\.\ds, every child exited "
         r"cleanly: 4 entries read, delivered per sink: remote 3; retry spool: 1 batch "

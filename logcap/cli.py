@@ -1,7 +1,8 @@
 """The ``logcap`` command line: ``run`` and ``validate``.
 
 Exit codes: 0 success; 1 a run that could not drain cleanly; 75 (EX_TEMPFAIL) another
-agent is running on the same ``data_dir``; 78 (EX_CONFIG) an invalid configuration — a
+agent is running on the same ``data_dir``; 78 (EX_CONFIG) an invalid configuration, a
+bad ``LOGCAP_LOG_LEVEL``, or a listening address that cannot be bound at start — a
 systemd unit can list it in ``RestartPreventExitStatus``.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from logcap.cli_common import config_option, load_or_exit
+from logcap.cli_common import config_option, listen_or_exit, load_or_exit, log_level_or_exit
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: the data_dir is in use by a running agent
 
@@ -30,6 +31,7 @@ def main() -> None:
 def validate(config_path: Path | None) -> None:
     """Check a config file; print every problem with its YAML path and line."""
     config = load_or_exit(config_path)
+    log_level_or_exit()
     click.echo(f"ok: {len(config.sources)} source(s), {len(config.sinks)} sink(s)")
 
 
@@ -49,7 +51,7 @@ def run(config_path: Path | None) -> None:
     config = load_or_exit(config_path)
     logging.basicConfig(
         stream=sys.stderr,
-        level=os.environ.get("LOGCAP_LOG_LEVEL", "INFO").upper(),
+        level=log_level_or_exit(),
         format="%(asctime)s %(levelname)s [supervisor] %(name)s: %(message)s",
     )
     from logcap import datadir
@@ -59,6 +61,11 @@ def run(config_path: Path | None) -> None:
     except datadir.DataDirLocked as exc:
         click.echo(f"logcap: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
+    try:
+        listen_or_exit(config)
+    except SystemExit:
+        os.close(lock_fd)
+        raise
     from logcap.supervisor import Supervisor
 
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import http.client
+import os
 import socket
 import ssl
 import time
@@ -37,6 +38,23 @@ from logcap.errors import DeliveryError, Permanent, Retryable, RetryLater
 
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 MAX_ANSWER_BYTES = 64 * 1024  # read this much of an answer; longer ones end the connection
+
+
+Token = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        pattern=r"^[!-~]+\Z",
+        description="A token: printable ASCII, no spaces or line breaks",
+    ),
+]
+HeaderValue = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[\t -~\x80-\xff]*\Z",
+        description="An HTTP header value: one line of Latin-1 text",
+    ),
+]
 
 
 class TlsConfig(StrictStruct, frozen=True):
@@ -67,20 +85,37 @@ class TlsConfig(StrictStruct, frozen=True):
         )
 
 
-def check_client_settings(
+def client_problems(
     url: str,
     username: str | None,
     password: str | None,
     bearer_token: str | None,
     tls: TlsConfig | None,
-) -> None:
-    """Refuse auth and TLS settings that contradict each other (a config error)."""
-    if (username is None) != (password is None):
-        raise ValueError("username and password go together (basic auth)")
+) -> list[tuple[tuple[str, ...], str]]:
+    """Auth settings that contradict each other, each at its key (a config error)."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    if username is not None and password is None:
+        problems.append((("password",), "username and password go together (basic auth)"))
+    if password is not None and username is None:
+        problems.append((("username",), "username and password go together (basic auth)"))
     if username is not None and bearer_token is not None:
-        raise ValueError("set either username/password or bearer_token, not both")
+        problems.append(
+            (("bearer_token",), "set either username/password or bearer_token, not both")
+        )
     if tls is not None and not url.startswith("https://"):
-        raise ValueError("tls is set but the url is not https://")
+        problems.append((("tls",), "tls is set but the url is not https://"))
+    return problems
+
+
+def tls_problems(tls: TlsConfig | None) -> list[tuple[tuple[str, ...], str]]:
+    """TLS files that cannot be read (paths already resolved against the config's
+    directory); the only check of a config that looks at the file system."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key, None)
+        if path is not None and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            problems.append((("tls", key), f"no readable file {path}"))
+    return problems
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -260,7 +260,7 @@ sinks:
     headers: {X-Tenant: acme}
     username: u
     password: p
-    tls: {ca_file: /etc/ca.pem, cert_file: /etc/c.pem, key_file: /etc/k.pem, verify: false}
+    tls: {ca_file: @CERT@, cert_file: @CERT@, key_file: @KEY@, verify: false}
     timeout: 5s
     max_request_bytes: 1MiB
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import msgspec
+
 from logcap.capture.base import Problems
 from logcap.config._base import StrictStruct, doc
 from logcap.config._units import BodyBytes, PositiveDuration
@@ -20,16 +22,32 @@ class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
         str,
         doc(
             "host:port to listen on; 127.0.0.1 unless clients on other hosts must reach it.",
-            pattern=r"^[^:\s]+:\d{1,5}$",
+            pattern=r"^[^:\s]+:\d{1,5}\Z",
         ),
     ] = "127.0.0.1:8686"
     bearer_token: Annotated[
-        str | None,
-        doc("If set, requests must carry 'Authorization: Bearer <token>' (use ${VAR})."),
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                pattern=r"^[!-~]+\Z",
+                description="A token: printable ASCII, no spaces or line breaks",
+            ),
+        ]
+        | None,
+        doc(
+            "If set, requests must carry 'Authorization: Bearer <token>' (use ${VAR}); "
+            "printable ASCII without spaces, not empty."
+        ),
     ] = None
     max_body_bytes: Annotated[
-        BodyBytes, doc("Larger request bodies are refused with 413 before being read.")
-    ] = BodyBytes(10 * 1024 * 1024)
+        BodyBytes,
+        doc(
+            "Larger request bodies are refused with 413 before being read; at most half "
+            "the collector ring (buffer.collector_slots x collector_slot_bytes), so a body "
+            "at the limit fits the ring with room for the labels its entries gain."
+        ),
+    ] = BodyBytes(2 * 1024 * 1024)
     retry_after: Annotated[
         PositiveDuration,
         doc("While the pipeline is backpressured requests get 429 with this Retry-After."),
@@ -40,7 +58,8 @@ class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
         return self
 
     def check(self, collector_slot_bytes: int) -> Problems:
-        """Cross-field rules (pure): none beyond the field limits."""
+        """Cross-field rules (pure): none beyond the field limits (the body limit against
+        the whole ring is checked with the buffer section: config/_rules.py)."""
         return []
 
     def build(self, env: CollectorEnv) -> Collector:

@@ -21,7 +21,7 @@ def doc(text: str, **limits: Any) -> msgspec.Meta:
 ComponentName = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z",
         description="A component name: letters, digits, '_', '-', '.'",
     ),
 ]

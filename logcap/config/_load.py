@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,21 @@ import yaml
 
 from logcap.capture.config import SourceConfig
 from logcap.config._base import resolve_path
+from logcap.config._rules import (
+    check_http_bodies,
+    check_inapplicable,
+    check_listeners,
+    check_rings,
+)
 from logcap.config._schema import Config
 from logcap.config._units import dec_hook
+from logcap.config._walk import check_struct
 from logcap.dispatch.bounds import DLQ_RECORD_OVERHEAD, ENTRY_OVERHEAD, largest_batch_bytes
 from logcap.errors import ConfigError
 from logcap.sinks.config import SinkConfig
 
 PathKey = tuple[str | int, ...]
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
-_UNKNOWN_FIELD = re.compile(r"unknown field `(.+)`")
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?")
 
 
 class _Document:
@@ -38,6 +43,8 @@ class _Document:
         self.origin = origin
         self.lines: dict[PathKey, int] = {}
         self.problems: list[str] = []
+        self.failed: set[PathKey] = set()  # keys whose ${VAR} failed: one problem is enough
+        self.interpolation_failures: set[PathKey] = set()
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             self.data = yaml.safe_load(text) if node is not None else {}
@@ -74,6 +81,8 @@ class _Document:
         return self.lines.get(path, 1)
 
     def problem(self, path: PathKey, reason: str) -> None:
+        if path in self.failed:
+            return
         where = _dotted(path) or "(document)"
         self.problems.append(f"{self.origin}:{self.line_of(path)}: {where}: {reason}")
 
@@ -116,11 +125,20 @@ def _interpolate(doc: _Document, value: Any, path: PathKey, env: Mapping[str, st
         if match.group(0) == "$$":
             return "$"
         name, default = match.group(1), match.group(2)
+        if name is None:  # '${INGEST TOKEN}' would otherwise be used as it is written
+            doc.problem(
+                path,
+                f"malformed variable {match.group(0)!r}: write ${{NAME}} or ${{NAME:-default}} "
+                "(NAME: letters, digits, '_'), or $$ for a literal '$'",
+            )
+            doc.interpolation_failures.add(path)
+            return match.group(0)
         if name in env and (env[name] != "" or default is None):
             return env[name]
         if default is not None:
             return default
         doc.problem(path, f"environment variable {name} is not set (use ${{{name}:-default}})")
+        doc.interpolation_failures.add(path)
         return ""
 
     return _VAR.sub(substitute, value)
@@ -132,24 +150,9 @@ def _convert(value: Any, kind: Any) -> Any:
     return msgspec.convert(value, kind, dec_hook=dec_hook, strict=False)
 
 
-def _validate(doc: _Document, value: Any, kind: Any, path: PathKey) -> Any:
-    try:
-        return _convert(value, kind)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        where = _MSGSPEC_PATH.search(message)
-        sub: PathKey = ()
-        if where:
-            message = message[: where.start()]
-            sub = tuple(
-                int(index) if index else key for key, index in _PATH_PART.findall(where.group(1))
-            )
-        unknown = _UNKNOWN_FIELD.search(message)
-        if unknown:  # point at the offending key's own line, not its parent's
-            sub = (*sub, unknown.group(1))
-            message = f"unknown key '{unknown.group(1)}'"
-        doc.problem((*path, *sub), message)
-        return None
+def _validate(doc: _Document, value: Any, kind: Any, path: PathKey) -> bool:
+    """Report every problem of ``value`` as ``kind`` (config/_walk.py); True if none."""
+    return check_struct(value, kind, path, doc.problem, _convert)
 
 
 def _check_components(doc: _Document, data: dict[str, Any], section: str, kind: Any) -> None:
@@ -165,8 +168,17 @@ def _check_components(doc: _Document, data: dict[str, Any], section: str, kind: 
             doc.problem((section, name), "expected a mapping with a 'type' key")
         elif "type" not in body:
             doc.problem((section, name), "missing required key 'type'")
+        elif body["type"] not in (tags := _tags(kind)):
+            doc.problem(
+                (section, name, "type"),
+                f"{body['type']!r} is not one of {', '.join(tags)}",
+            )
         else:
             _validate(doc, body, kind, (section, name))
+
+
+def _tags(kind: Any) -> list[str]:
+    return [str(member.__struct_config__.tag) for member in typing.get_args(kind)]
 
 
 def _check_limits(doc: _Document, config: Config) -> None:
@@ -233,6 +245,7 @@ def parse_config(
     if doc.problems:
         raise ConfigError(doc.problems)
     data = _interpolate(doc, doc.data, (), os.environ if env is None else env)
+    doc.failed = set(doc.interpolation_failures)
     _check_components(doc, data, "sources", SourceConfig)
     _check_components(doc, data, "sinks", SinkConfig)
     names = set(data.get("sources") or {}) & set(data.get("sinks") or {})
@@ -246,23 +259,27 @@ def parse_config(
                 doc.problem(
                     (section, name), "names use letters, digits, '_', '-', '.' (at most 64)"
                 )
-    # each top-level section on its own, so a bad `api` does not hide a bad `dispatcher`
-    for key, value in data.items():
-        if key not in ("sources", "sinks"):
-            _validate(doc, {key: value}, Config, ())
+    # every key on its own, so a bad `api` does not hide a bad `dispatcher`
+    _validate(doc, {k: v for k, v in data.items() if k not in ("sources", "sinks")}, Config, ())
     if doc.problems:
         raise ConfigError(doc.problems)
     config: Config = _convert(data, Config)
-    _check_limits(doc, config)
-    if doc.problems:
-        raise ConfigError(doc.problems)
     base = base_dir if base_dir is not None else Path.cwd()
-    return msgspec.structs.replace(
+    # paths resolve first: the checks name the files that will be opened (TLS files)
+    config = msgspec.structs.replace(
         config,
         data_dir=resolve_path(base, config.data_dir),
         sources={n: s.with_base(base) for n, s in config.sources.items()},
         sinks={n: s.with_base(base) for n, s in config.sinks.items()},
     )
+    _check_limits(doc, config)
+    check_inapplicable(doc.problem, config, data)
+    check_listeners(doc.problem, config)
+    check_rings(doc.problem, config)
+    check_http_bodies(doc.problem, config)
+    if doc.problems:
+        raise ConfigError(doc.problems)
+    return config
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

@@ -9,7 +9,6 @@ from logcap.config._base import StrictStruct, doc
 from logcap.config._units import (
     BatchBytes,
     DlqBytes,
-    Duration,
     HeapBytes,
     PositiveDuration,
     SlotBytes,
@@ -24,7 +23,7 @@ class ApiConfig(StrictStruct, frozen=True):
         str,
         doc(
             "host:port to listen on; keep it on 127.0.0.1 unless it must be remote.",
-            pattern=r"^[^:\s]+:\d{1,5}$",
+            pattern=r"^[^:\s]+:\d{1,5}\Z",
         ),
     ] = "127.0.0.1:9598"
     enabled: Annotated[bool, doc("Serve the HTTP endpoint at all.")] = True
@@ -81,8 +80,8 @@ class SupervisorConfig(StrictStruct, frozen=True):
         doc("On SIGTERM/SIGINT, how long draining may take before children are killed."),
     ] = PositiveDuration(8.0)
     restart_backoff: Annotated[
-        Duration, doc("Delay before restarting a crashed child; doubles per crash.")
-    ] = Duration(0.5)
+        PositiveDuration, doc("Delay before restarting a crashed child; doubles per crash.")
+    ] = PositiveDuration(0.5)
     restart_backoff_max: Annotated[PositiveDuration, doc("Upper bound of the restart delay.")] = (
         PositiveDuration(30.0)
     )

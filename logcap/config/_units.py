@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -30,6 +31,9 @@ _SIZE_UNITS = {
 }
 
 
+MAX_DURATION = 36500 * 86400.0
+
+
 class Duration(float):
     """Seconds, written in config as ``250ms``, ``5s``, ``2m``, ``1h`` (bare number: seconds)."""
 
@@ -48,8 +52,12 @@ class Duration(float):
             seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
         else:
             raise ValueError(f"expected a duration like '200ms' or '5s', got {value!r}")
+        if not math.isfinite(seconds):  # YAML's .nan and .inf are floats
+            raise ValueError(f"a duration must be a finite number of seconds, got {value!r}")
         if seconds < 0:
             raise ValueError(f"a duration cannot be negative, got {value!r}")
+        if seconds > MAX_DURATION:  # threading and select refuse longer timeouts
+            raise ValueError(f"a duration must be at most 36500d (100 years), got {value!r}")
         if cls.minimum is not None and (
             seconds <= cls.minimum if cls.exclusive_minimum else seconds < cls.minimum
         ):
@@ -118,6 +126,12 @@ class BodyBytes(ByteSize):
     """An HTTP request body limit: 1 KiB to 1 GiB."""
 
     minimum, maximum = 1024, 2**30
+
+
+class FileBytes(ByteSize):
+    """A file size limit: at least 1 byte (0 would rotate before every write)."""
+
+    minimum = 1
 
 
 class LineBytes(ByteSize):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
 from logcap.config._base import doc, resolve_path
-from logcap.config._units import ByteSize, PositiveDuration
+from logcap.config._units import FileBytes, PositiveDuration
 from logcap.sinks.breaker import SinkConfigBase
 from logcap.sinks.file.text import compile_template
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 if TYPE_CHECKING:
     from logcap.metrics import CounterBlock
@@ -46,7 +49,7 @@ class FileSinkConfig(SinkConfigBase, tag_field="type", tag="file", frozen=True):
         ),
     ] = None
     max_file_bytes: Annotated[
-        ByteSize | None,
+        FileBytes | None,
         doc(
             "Rotate a file before it would grow past this size: it is renamed to "
             "'<path>.<n>' (n counts up) and a new one is started. Null: never rotate.",
@@ -88,16 +91,41 @@ class FileSinkConfig(SinkConfigBase, tag_field="type", tag="file", frozen=True):
         PositiveDuration(1.0)
     )
 
-    def __post_init__(self) -> None:
+    def check(self) -> list[tuple[tuple[str, ...], str]]:
+        """Cross-field rules (pure): every problem, each at its key."""
+        problems: list[tuple[tuple[str, ...], str]] = []
+        for field in _PLACEHOLDER.findall(self.path):
+            if field != "source":
+                problems.append(
+                    (
+                        ("path",),
+                        f"unknown placeholder '{{{field}}}' (the only one is '{{source}}'; "
+                        "dates use strftime fields such as '%Y-%m-%d')",
+                    )
+                )
         if self.format == "text":
             if self.text_template is None:
-                raise ValueError("format: text needs a text_template")
-            compile_template(self.text_template)
+                problems.append((("text_template",), "format: text needs a text_template"))
+            else:
+                try:
+                    compile_template(self.text_template)
+                except ValueError as exc:
+                    problems.append((("text_template",), str(exc)))
         elif self.text_template is not None:
-            raise ValueError("text_template is only used with format: text")
+            problems.append((("text_template",), "is only used with format: text"))
         rotates = self.max_file_bytes is not None or self.rotate_every is not None
-        if not rotates and (self.compression != "none" or self.max_files is not None):
-            raise ValueError("compression and max_files need max_file_bytes or rotate_every")
+        for key in ("compression", "max_files"):
+            if not rotates and getattr(self, key) not in ("none", None):
+                problems.append(
+                    ((key,), "compression and max_files need max_file_bytes or rotate_every")
+                )
+        return problems
+
+    def inapplicable(self) -> dict[str, str]:
+        """Keys that cannot apply with these settings (an error if the config sets them)."""
+        if self.fsync != "interval":
+            return {"fsync_interval": f"only applies with fsync: interval (fsync is {self.fsync})"}
+        return {}
 
     def with_base(self, base: Path) -> FileSinkConfig:
         """Resolve a relative path template against ``base``."""

@@ -9,7 +9,13 @@ import msgspec
 
 from logcap.config._base import doc
 from logcap.config._units import BodyBytes, PositiveDuration
-from logcap.sinks._http import TlsConfig, check_client_settings
+from logcap.sinks._http import (
+    HeaderValue,
+    TlsConfig,
+    Token,
+    client_problems,
+    tls_problems,
+)
 from logcap.sinks.breaker import SinkConfigBase
 
 if TYPE_CHECKING:
@@ -18,12 +24,9 @@ if TYPE_CHECKING:
 
 HeaderName = Annotated[
     str,
-    msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description="An HTTP header name"),
+    msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z", description="An HTTP header name"),
 ]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-HeaderValue = Annotated[
-    str, msgspec.Meta(pattern=r"^[^\r\n]*$", description="An HTTP header value (one line)")
-]
 
 # headers the sink sets itself: a request must say truthfully what its body is
 _RESERVED_HEADERS = {"content-encoding", "content-length", "transfer-encoding", "host"}
@@ -36,7 +39,7 @@ class HttpSinkConfig(SinkConfigBase, tag_field="type", tag="http", frozen=True):
         str,
         doc(
             "Where to POST, e.g. 'https://collector:8080/ingest' (query string allowed).",
-            pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?(\?[^\s#]*)?$",
+            pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?(\?[^\s#]*)?\Z",
         ),
     ]
     compression: Annotated[
@@ -53,7 +56,7 @@ class HttpSinkConfig(SinkConfigBase, tag_field="type", tag="http", frozen=True):
     username: Annotated[NonEmpty | None, doc("Basic auth user (with password).")] = None
     password: Annotated[str | None, doc("Basic auth password (use ${VAR}).")] = None
     bearer_token: Annotated[
-        NonEmpty | None, doc("Sent as 'Authorization: Bearer <token>' (use ${VAR}).")
+        Token | None, doc("Sent as 'Authorization: Bearer <token>' (use ${VAR}).")
     ] = None
     tls: Annotated[TlsConfig | None, doc("TLS settings for an https URL.")] = None
     timeout: Annotated[
@@ -68,15 +71,22 @@ class HttpSinkConfig(SinkConfigBase, tag_field="type", tag="http", frozen=True):
         ),
     ] = BodyBytes(10 * 1024 * 1024)
 
-    def __post_init__(self) -> None:
-        check_client_settings(self.url, self.username, self.password, self.bearer_token, self.tls)
+    def check(self) -> list[tuple[tuple[str, ...], str]]:
+        """Cross-field rules: every problem, each at its key (TLS files must exist)."""
+        problems = client_problems(
+            self.url, self.username, self.password, self.bearer_token, self.tls
+        )
+        problems += tls_problems(self.tls)
         names = {name.lower() for name in self.headers}
         reserved = sorted(names & _RESERVED_HEADERS)
         if reserved:
-            raise ValueError(f"headers cannot set {', '.join(reserved)}: the sink sets them")
+            problems.append((("headers",), f"cannot set {', '.join(reserved)}: the sink sets them"))
         authenticating = self.username is not None or self.bearer_token is not None
         if authenticating and "authorization" in names:
-            raise ValueError("headers cannot set authorization with username or bearer_token")
+            problems.append(
+                (("headers",), "cannot set authorization with username or bearer_token")
+            )
+        return problems
 
     def with_base(self, base: Path) -> HttpSinkConfig:
         """Resolve relative TLS file names against ``base``."""

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from logcap.config._base import StrictStruct, doc
+import msgspec
+
+from logcap.config._base import StrictStruct, doc, resolve_path
 from logcap.config._units import PositiveDuration
 from logcap.sinks.breaker import SinkConfigBase
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_TOPIC_FIELD = re.compile(r"^(source|labels\.[^{}]+)$")
 
 if TYPE_CHECKING:
     from logcap.metrics import CounterBlock
@@ -124,15 +131,41 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
     ] = {}
 
     def with_base(self, base: Path) -> KafkaSinkConfig:
-        """No paths to resolve (TLS files are used as given)."""
-        return self
+        """Resolve relative TLS file names against ``base``."""
+        if self.tls is None:
+            return self
+        tls = self.tls
+        return msgspec.structs.replace(
+            self,
+            tls=msgspec.structs.replace(
+                tls,
+                ca_file=tls.ca_file and resolve_path(base, tls.ca_file),
+                cert_file=tls.cert_file and resolve_path(base, tls.cert_file),
+                key_file=tls.key_file and resolve_path(base, tls.key_file),
+            ),
+        )
 
     def check(self) -> list[tuple[tuple[str, ...], str]]:
         """What librdkafka or logcap would refuse (librdkafka loads only for configs that
-        have a kafka sink)."""
+        have a kafka sink); TLS files must exist."""
         from logcap.sinks.kafka.producer import config_problems
 
-        return [((key,), problem) for key, problem in config_problems(self)]
+        problems: list[tuple[tuple[str, ...], str]] = []
+        templates = [("topic", self.topic)]
+        templates += [(f"route {i} topic", r.topic) for i, r in enumerate(self.level_routes)]
+        for where, template in templates:
+            key = "topic" if where == "topic" else "level_routes"
+            for field in _PLACEHOLDER.findall(template):
+                if not _TOPIC_FIELD.match(field):
+                    unknown = f"unknown placeholder '{{{field}}}' in {where}"
+                    problems.append(((key,), f"{unknown} (use '{{source}}' or '{{labels.NAME}}')"))
+        for key in ("ca_file", "cert_file", "key_file"):
+            file = getattr(self.tls, key, None)
+            if file is not None and not (os.path.isfile(file) and os.access(file, os.R_OK)):
+                problems.append((("tls", key), f"no readable file {file}"))
+        if any(path[0] == "tls" for path, _ in problems):
+            return problems  # librdkafka would only repeat it, naming no key
+        return problems + [((key,), problem) for key, problem in config_problems(self)]
 
     def build(self, counters: CounterBlock) -> Sink:
         """The sink this config describes. A librdkafka producer."""

@@ -10,7 +10,13 @@ import msgspec
 
 from logcap.config._base import doc
 from logcap.config._units import BodyBytes, PositiveDuration
-from logcap.sinks._http import TlsConfig, check_client_settings
+from logcap.sinks._http import (
+    HeaderValue,
+    TlsConfig,
+    Token,
+    client_problems,
+    tls_problems,
+)
 from logcap.sinks.breaker import SinkConfigBase
 
 if TYPE_CHECKING:
@@ -22,7 +28,7 @@ LABEL_NAME = r"^(?!__)[a-zA-Z_][a-zA-Z0-9_]*$"
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 HeaderName = Annotated[
     str,
-    msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", description="An HTTP header name"),
+    msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z", description="An HTTP header name"),
 ]
 
 #: Where templates may take values from: '{source}' and '{labels.NAME}'.
@@ -85,17 +91,17 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
         str,
         doc(
             "Loki's base URL, e.g. 'http://loki:3100' (the push path is appended).",
-            pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
+            pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?\Z",
         ),
     ]
-    tenant_id: Annotated[NonEmpty | None, doc("Sent as X-Scope-OrgID (multi-tenant Loki).")] = None
+    tenant_id: Annotated[Token | None, doc("Sent as X-Scope-OrgID (multi-tenant Loki).")] = None
     username: Annotated[NonEmpty | None, doc("Basic auth user (with password).")] = None
     password: Annotated[str | None, doc("Basic auth password (use ${VAR}).")] = None
     bearer_token: Annotated[
-        NonEmpty | None, doc("Sent as 'Authorization: Bearer <token>' (use ${VAR}).")
+        Token | None, doc("Sent as 'Authorization: Bearer <token>' (use ${VAR}).")
     ] = None
     headers: Annotated[
-        dict[HeaderName, str],
+        dict[HeaderName, HeaderValue],
         doc(
             "Extra HTTP headers on every push; they cannot replace Content-Type, "
             "Content-Encoding, Content-Length, Host, or the tenant and auth headers."
@@ -163,19 +169,29 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
         int, doc("A push request holds at most this many entries.", ge=1, le=1_000_000)
     ] = 10_000
 
-    def __post_init__(self) -> None:
-        check_client_settings(self.url, self.username, self.password, self.bearer_token, self.tls)
+    def check(self) -> list[tuple[tuple[str, ...], str]]:
+        """Cross-field rules: every problem, each at its key (TLS files must exist)."""
+        problems = client_problems(
+            self.url, self.username, self.password, self.bearer_token, self.tls
+        )
+        problems += tls_problems(self.tls)
         for name, template in self.labels.items():
             if not re.match(LABEL_NAME, name):
-                raise ValueError(
-                    f"labels: {name!r} is not a Loki label name ([a-zA-Z_][a-zA-Z0-9_]*, "
-                    "not starting with '__')"
+                problems.append(
+                    (
+                        ("labels", name),
+                        f"{name!r} is not a Loki label name ([a-zA-Z_][a-zA-Z0-9_]*, "
+                        "not starting with '__')",
+                    )
                 )
             for field in PLACEHOLDER.findall(template):
                 if not _FIELD.match(field):
-                    raise ValueError(
-                        f"labels.{name}: unknown placeholder '{{{field}}}' "
-                        "(use '{source}' or '{labels.NAME}')"
+                    problems.append(
+                        (
+                            ("labels", name),
+                            f"unknown placeholder '{{{field}}}' (use '{{source}}' or "
+                            "'{labels.NAME}')",
+                        )
                     )
         reserved = set(_RESERVED_HEADERS)
         if self.tenant_id is not None:
@@ -184,7 +200,17 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
             reserved.add("authorization")
         for header in self.headers:
             if header.lower() in reserved:
-                raise ValueError(f"headers: {header} is set by the sink itself")
+                problems.append((("headers", header), f"{header} is set by the sink itself"))
+        return problems
+
+    def inapplicable(self) -> dict[str, str]:
+        """Keys that cannot apply with these settings (an error if the config sets them)."""
+        if self.encoding == "protobuf":
+            return {
+                "compression": "only applies with encoding: json (protobuf bodies are "
+                "always snappy compressed)"
+            }
+        return {}
 
     def with_base(self, base: Path) -> LokiSinkConfig:
         """Resolve the TLS files against ``base``."""

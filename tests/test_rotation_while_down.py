@@ -50,6 +50,12 @@ def _saved(data_dir: Path, path: Path) -> FilePosition:
     return CheckpointStore(data_dir).positions_for("app")[(st.st_dev, st.st_ino)]
 
 
+def _checkpointed(data_dir: Path, path: Path) -> bool:
+    """The file has a checkpoint entry (a kill -9 keeps only what was saved)."""
+    st = path.stat()
+    return (st.st_dev, st.st_ino) in CheckpointStore(data_dir).positions_for("app")
+
+
 def _assert_delivered(result: Outcome, how: str) -> None:
     assert (result.lost, result.unexpected) == (0, 0), result
     if how != "kill-9":  # a graceful stop or a stall delivers exactly once
@@ -71,6 +77,7 @@ def test_file_renamed_out_of_the_patterns_while_the_agent_is_down_is_read_to_its
     app.write(1000)
     agent = s.start()
     s.wait_delivered(app.ids)
+    wait_for(lambda: _checkpointed(tmp_path / "data", app.path), 30, "a checkpoint of app.log")
     collector = _stall(s, agent)
     app.write(UNREAD)
     s.stop_behind(collector, how)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from logcap.errors import ConfigError
 from logcap.metrics.export import PipelineCollector
 
 if TYPE_CHECKING:
@@ -74,8 +75,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def start_api(supervisor: Supervisor) -> ApiServer:
-    """Bind ``api.address`` and serve from a daemon thread."""
-    host, port = supervisor.config.api.address.rsplit(":", 1)
-    server = ApiServer((host, int(port)), supervisor)
+    """Bind ``api.address`` and serve from a daemon thread; ConfigError (one line) if it
+    cannot be bound (``logcap run`` checks this before starting, but the port may have
+    been taken since)."""
+    address = supervisor.config.api.address
+    host, port = address.rsplit(":", 1)
+    try:
+        server = ApiServer((host, int(port)), supervisor)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            [f"cannot listen on {address} for the API (api.address): {reason}"]
+        ) from exc
     threading.Thread(target=server.serve_forever, name="api", daemon=True).start()
     return server

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import click
 
-from logcap.cli_common import config_option, listen_or_exit, load_or_exit, log_level_or_exit
+from logcap.cli_common import (
+    EX_CONFIG,
+    config_option,
+    listen_or_exit,
+    load_or_exit,
+    log_level_or_exit,
+)
+from logcap.errors import ConfigError
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: the data_dir is in use by a running agent
 
@@ -70,6 +77,10 @@ def run(config_path: Path | None) -> None:
 
     try:
         sys.exit(Supervisor(config).run())
+    except ConfigError as exc:  # an address taken between the check and the bind
+        for problem in exc.problems:
+            click.echo(f"logcap: {problem}", err=True)
+        sys.exit(EX_CONFIG)
     finally:
         os.close(lock_fd)
 

@@ -318,3 +318,40 @@ def test_an_address_in_use_at_start_is_one_line_and_exit_78(
     assert done.returncode == EX_CONFIG, done.stderr
     assert done.stderr == f"logcap: cannot listen on {address} for {who}: Address already in use\n"
     assert not list((tmp_path / "state").glob("*/")), "started something for a busy address"
+
+
+def test_an_api_address_taken_after_the_check_is_a_config_error(held_port: int) -> None:
+    from types import SimpleNamespace
+
+    from logcap.api import start_api
+    from logcap.errors import ConfigError
+
+    address = f"127.0.0.1:{held_port}"
+    supervisor = SimpleNamespace(config=SimpleNamespace(api=SimpleNamespace(address=address)))
+    with pytest.raises(ConfigError) as refused_bind:
+        start_api(supervisor)  # type: ignore[arg-type]
+    assert refused_bind.value.problems == [
+        f"cannot listen on {address} for the API (api.address): Address already in use"
+    ]
+
+
+def test_an_http_source_address_taken_after_the_check_is_one_log_line(held_port: int) -> None:
+    import logging
+
+    from logcap.capture.http.collector import HttpCollector
+    from logcap.capture.http.config import HttpSourceConfig
+
+    config = HttpSourceConfig(address=f"127.0.0.1:{held_port}")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("logcap.capture.http.collector").addHandler(handler)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            HttpCollector("web", config, None, None)  # type: ignore[arg-type]
+    finally:
+        logging.getLogger("logcap.capture.http.collector").removeHandler(handler)
+    assert exited.value.code == EX_CONFIG
+    assert [r.getMessage() for r in records] == [
+        f"source web: cannot listen on 127.0.0.1:{held_port}: Address already in use"
+    ]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -164,7 +165,11 @@ class HttpCollector:
         self.positions = Positions()
         self.acks = AckWaiter(counters)
         host, port = config.address.rsplit(":", 1)
-        self.server = ThreadingHTTPServer((host, int(port)), _Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, int(port)), _Handler)
+        except OSError as exc:  # taken since `logcap run` checked it: one line, no traceback
+            log.error("source %s: cannot listen on %s: %s", name, config.address, exc.strerror)
+            raise SystemExit(os.EX_CONFIG) from exc
         self.server.daemon_threads = True
         self.server.collector = self  # type: ignore[attr-defined]
 

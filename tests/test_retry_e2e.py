@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import threading
 import time
 import urllib.request
@@ -236,6 +237,8 @@ def test_a_second_agent_on_the_same_data_dir_refuses_to_start_naming_the_first(
     address, ingest, down = f"127.0.0.1:{free_port()}", free_port(), free_port()
     first = start_agent(_config(tmp_path, address, ingest, down), address)
     first.wait_ready()
+    # it holds log contents (spool, DLQ): owner only, whatever the umask
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
     other = tmp_path / "other"
     other.mkdir()
     address2 = f"127.0.0.1:{free_port()}"

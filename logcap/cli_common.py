@@ -25,13 +25,22 @@ config_option = click.option(
 )
 
 
-def load(config_path: Path | None) -> Config:
-    """The config at ``config_path``, or the embedded default when it is None."""
+UNSET = "unset"
+
+
+def load(config_path: Path | None, secrets: bool = True) -> Config:
+    """The config at ``config_path``, or the embedded default when it is None.
+
+    ``secrets=False`` is for commands that use the config's data_dir and names but never
+    talk to a destination (``logcap dlq list``): an unset ``${VAR}`` without a default
+    reads as ``unset`` instead of being an error, so the operator running them need not
+    have the agent's secrets (``${INGEST_TOKEN}``) in the environment."""
+    unset = None if secrets else UNSET
     if config_path is not None:
-        return load_config(config_path)
+        return load_config(config_path, unset=unset)
     text = resources.files("logcap.configs").joinpath(DEFAULT_CONFIG).read_text("utf-8")
     # the embedded config's relative paths are relative to where logcap is started
-    return parse_config(text, f"<embedded {DEFAULT_CONFIG}>", Path.cwd())
+    return parse_config(text, f"<embedded {DEFAULT_CONFIG}>", Path.cwd(), unset=unset)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -73,10 +82,10 @@ def listen_or_exit(config: Config) -> None:
         probe.close()
 
 
-def load_or_exit(config_path: Path | None) -> Config:
+def load_or_exit(config_path: Path | None, secrets: bool = True) -> Config:
     """:func:`load`, or print every problem and exit 78 (EX_CONFIG)."""
     try:
-        return load(config_path)
+        return load(config_path, secrets)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)

@@ -355,3 +355,23 @@ def test_an_http_source_address_taken_after_the_check_is_one_log_line(held_port:
     assert [r.getMessage() for r in records] == [
         f"source web: cannot listen on 127.0.0.1:{held_port}: Address already in use"
     ]
+
+
+SECRET = HEAD + ("  web: {type: http, url: 'http://h/x', bearer_token: '${LOGCAP_TEST_SECRET}'}\n")
+
+
+def test_commands_that_need_no_secrets_load_the_config_without_them(tmp_path: Path) -> None:
+    from logcap.cli_common import load
+
+    config = tmp_path / "logcap.yaml"
+    config.write_text(SECRET)
+    loaded = load(config, secrets=False)
+    assert loaded.sinks["web"].bearer_token == "unset"  # type: ignore[union-attr]
+    assert loaded.data_dir == str(tmp_path / "state")
+
+
+def test_validate_still_needs_the_secrets(tmp_path: Path) -> None:
+    assert refused(tmp_path, SECRET, env={"LOGCAP_TEST_SECRET": None}) == [
+        "7: sinks.web.bearer_token: environment variable LOGCAP_TEST_SECRET is not set "
+        "(use ${LOGCAP_TEST_SECRET:-default})",
+    ]

@@ -113,11 +113,13 @@ def _dotted(path: PathKey) -> str:
     return out
 
 
-def _interpolate(doc: _Document, value: Any, path: PathKey, env: Mapping[str, str]) -> Any:
+def _interpolate(
+    doc: _Document, value: Any, path: PathKey, env: Mapping[str, str], unset: str | None
+) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(doc, v, (*path, k), env) for k, v in value.items()}
+        return {k: _interpolate(doc, v, (*path, k), env, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(doc, v, (*path, i), env) for i, v in enumerate(value)]
+        return [_interpolate(doc, v, (*path, i), env, unset) for i, v in enumerate(value)]
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -137,6 +139,8 @@ def _interpolate(doc: _Document, value: Any, path: PathKey, env: Mapping[str, st
             return env[name]
         if default is not None:
             return default
+        if unset is not None:
+            return unset
         doc.problem(path, f"environment variable {name} is not set (use ${{{name}:-default}})")
         doc.interpolation_failures.add(path)
         return ""
@@ -237,14 +241,16 @@ def parse_config(
     origin: str = "<config>",
     base_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    unset: str | None = None,
 ) -> Config:
-    """Validate config ``text``; relative paths resolve against ``base_dir`` (default cwd)."""
+    """Validate config ``text``; relative paths resolve against ``base_dir`` (default cwd).
+    An unset ``${VAR}`` without a default is a problem, or reads as ``unset`` if given."""
     doc = _Document(text, origin)
     if doc.data is not None and not isinstance(doc.data, dict):
         doc.problem((), "the document must be a mapping")
     if doc.problems:
         raise ConfigError(doc.problems)
-    data = _interpolate(doc, doc.data, (), os.environ if env is None else env)
+    data = _interpolate(doc, doc.data, (), os.environ if env is None else env, unset)
     doc.failed = set(doc.interpolation_failures)
     _check_components(doc, data, "sources", SourceConfig)
     _check_components(doc, data, "sinks", SinkConfig)
@@ -282,8 +288,12 @@ def parse_config(
     return config
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the config file at ``path``."""
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    unset: str | None = None,
+) -> Config:
+    """Read and validate the config file at ``path`` (``unset``: see parse_config)."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -291,4 +301,4 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError([f"{file}: cannot read config: {exc.strerror}"]) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{file}: config is not UTF-8: {exc}"]) from exc
-    return parse_config(text, str(file), file.resolve().parent, env)
+    return parse_config(text, str(file), file.resolve().parent, env, unset)

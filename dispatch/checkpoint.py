@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgspec
 
+from logcap.durable import fsync_directory
 from logcap.errors import CheckpointCorrupt
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,7 @@ class CheckpointStore:
         if self._intact(self.path):  # never let a damaged current replace a good .prev
             os.replace(self.path, self.previous)
         os.replace(tmp, self.path)
-        dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(self.dir)
 
     @staticmethod
     def _intact(path: Path) -> bool:

@@ -29,6 +29,8 @@ import re
 import stat
 from pathlib import Path
 
+from logcap.durable import fsync_directory
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".dlq"
@@ -153,15 +155,6 @@ def _write_durably(directory: Path, name: str, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_directory(directory)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make the names created or removed in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_leftovers(directory: Path) -> list[Path]:

@@ -48,6 +48,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from logcap.durable import fsync_directory
+
 log = logging.getLogger(__name__)
 
 MAGIC = 0x5053434C
@@ -227,7 +229,7 @@ class Spool:
         if self._unsynced and self._fd >= 0:
             os.fsync(self._fd)
             if self._new_segment:
-                _fsync_dir(self.directory)
+                fsync_directory(self.directory)
                 self._new_segment = False
             self._unsynced = False
 
@@ -323,11 +325,3 @@ class Spool:
 
 def _name(segment: int) -> str:
     return f"{segment:020d}{SUFFIX}"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from logcap.durable import fsync_directory
+
 
 def mark_started(marker: Path) -> None:
     """Durably record that a source has run: an empty file, fsynced, and every directory
@@ -20,7 +22,7 @@ def mark_started(marker: Path) -> None:
     # the marker's own entry, then the entry of each directory created for it (innermost
     # first): a crash must not leave a marker whose directory is not on disk
     for directory in (marker.parent, *(d.parent for d in created)):
-        _fsync_dir(directory)
+        fsync_directory(directory)
 
 
 def _make_dirs(directory: Path) -> list[Path]:
@@ -33,11 +35,3 @@ def _make_dirs(directory: Path) -> list[Path]:
     for path in reversed(missing):
         path.mkdir(mode=0o700, exist_ok=True)
     return missing
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,6 +21,7 @@ import threading
 import zlib
 from typing import Protocol
 
+from logcap.durable import fsync_directory
 from logcap.sinks.file.rotation import SUFFIXES
 
 CHUNK = 1 << 20  # zlib and zstd release the GIL per call: delivery threads keep running
@@ -63,15 +64,6 @@ def _codec(kind: str) -> _Codec:
 
         return zstandard.ZstdCompressor(level=3).compressobj()
     raise ValueError(f"unknown compression {kind!r}")
-
-
-def fsync_directory(directory: str) -> None:
-    """Make renames and unlinks in ``directory`` durable."""
-    fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def compress_file(

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import msgspec
 
 from logcap.dispatch.batch import Batch
+from logcap.durable import fsync_directory
 from logcap.errors import DeliveryError, Permanent
 from logcap.metrics import Counter, CounterBlock, NullBlock
 from logcap.sinks._io import classify, write_all
@@ -232,11 +233,7 @@ class FileSink:
         for directory in self._dirty_dirs:
             self.fsyncs += 1
             try:
-                fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fsync_directory(directory)
             except OSError as exc:
                 log.error("syncing directory %s: %s", directory, exc)
         self._dirty_dirs.clear()

@@ -375,3 +375,18 @@ def test_validate_still_needs_the_secrets(tmp_path: Path) -> None:
         "7: sinks.web.bearer_token: environment variable LOGCAP_TEST_SECRET is not set "
         "(use ${LOGCAP_TEST_SECRET:-default})",
     ]
+
+
+def test_a_components_own_rules_are_checked_even_when_other_sections_are_bad(
+    tmp_path: Path,
+) -> None:
+    text = HEAD + (
+        '  out: {type: file, path: "out/{sorce}.log", fsync: batch, fsync_interval: 2s}\n'
+        "dispatcher: {batch_timeout: soon}\n"
+    )
+    assert refused(tmp_path, text) == [
+        "7: sinks.out.path: unknown placeholder '{sorce}' (the only one is '{source}'; "
+        "dates use strftime fields such as '%Y-%m-%d')",
+        "7: sinks.out.fsync_interval: only applies with fsync: interval (fsync is batch)",
+        "8: dispatcher.batch_timeout: expected a duration like '200ms' or '5s', got 'soon'",
+    ]

@@ -25,7 +25,7 @@ from logcap.config._rules import (
     check_listeners,
     check_rings,
 )
-from logcap.config._schema import Config
+from logcap.config._schema import BufferConfig, Config
 from logcap.config._units import dec_hook
 from logcap.config._walk import check_struct
 from logcap.dispatch.bounds import DLQ_RECORD_OVERHEAD, ENTRY_OVERHEAD, largest_batch_bytes
@@ -45,6 +45,7 @@ class _Document:
         self.problems: list[str] = []
         self.failed: set[PathKey] = set()  # keys whose ${VAR} failed: one problem is enough
         self.interpolation_failures: set[PathKey] = set()
+        self.cross_field = 0  # problems of valid values together: the config still converts
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             self.data = yaml.safe_load(text) if node is not None else {}
@@ -159,7 +160,9 @@ def _validate(doc: _Document, value: Any, kind: Any, path: PathKey) -> bool:
     return check_struct(value, kind, path, doc.problem, _convert)
 
 
-def _check_components(doc: _Document, data: dict[str, Any], section: str, kind: Any) -> None:
+def _check_components(
+    doc: _Document, data: dict[str, Any], section: str, kind: Any, base: Path, slot: int
+) -> None:
     components = data.get(section)
     if components is None or components == {}:
         doc.problem((section,), f"at least one entry under '{section}' is required")
@@ -177,8 +180,33 @@ def _check_components(doc: _Document, data: dict[str, Any], section: str, kind: 
                 (section, name, "type"),
                 f"{body['type']!r} is not one of {', '.join(tags)}",
             )
-        else:
-            _validate(doc, body, kind, (section, name))
+        elif _validate(doc, body, kind, (section, name)):
+            _check_component(doc, (section, name), _convert(body, kind).with_base(base), body, slot)
+
+
+def _check_component(doc: _Document, at: PathKey, component: Any, body: Any, slot: int) -> None:
+    """A valid component's own cross-field rules (its config's check()), and the keys it
+    was given that cannot apply; paths are resolved already (TLS files are looked for),
+    and this runs even when other sections have problems: all of one component at once."""
+    before = len(doc.problems)
+    problems = component.check(slot) if at[0] == "sources" else component.check()
+    for path, problem in problems:
+        doc.problem((*at, *path), problem)
+    rules = getattr(component, "inapplicable", None)
+    for key, why in (rules() if rules else {}).items():
+        if key in body:
+            doc.problem((*at, key), why)
+    doc.cross_field += len(doc.problems) - before
+
+
+def _collector_slot_bytes(data: dict[str, Any]) -> int:
+    """The buffer's slot size for the sources' checks (the default if it is itself bad:
+    that problem is reported with the buffer section)."""
+    try:
+        buffer = _convert(data.get("buffer") or {}, BufferConfig)
+    except msgspec.ValidationError:
+        buffer = BufferConfig()
+    return int(buffer.collector_slot_bytes)
 
 
 def _tags(kind: Any) -> list[str]:
@@ -186,14 +214,6 @@ def _tags(kind: Any) -> list[str]:
 
 
 def _check_limits(doc: _Document, config: Config) -> None:
-    slot = config.buffer.collector_slot_bytes
-    # each component type checks its own cross-field rules (its config's check())
-    for name, source in config.sources.items():
-        for path, problem in source.check(slot):
-            doc.problem(("sources", name, *path), problem)
-    for name, sink in config.sinks.items():
-        for path, problem in sink.check():
-            doc.problem(("sinks", name, *path), problem)
     for ring in ("collector_slots", "batch_slots"):
         count = getattr(config.buffer, ring)
         if count & (count - 1):
@@ -252,8 +272,10 @@ def parse_config(
         raise ConfigError(doc.problems)
     data = _interpolate(doc, doc.data, (), os.environ if env is None else env, unset)
     doc.failed = set(doc.interpolation_failures)
-    _check_components(doc, data, "sources", SourceConfig)
-    _check_components(doc, data, "sinks", SinkConfig)
+    base = base_dir if base_dir is not None else Path.cwd()
+    slot = _collector_slot_bytes(data)
+    _check_components(doc, data, "sources", SourceConfig, base, slot)
+    _check_components(doc, data, "sinks", SinkConfig, base, slot)
     names = set(data.get("sources") or {}) & set(data.get("sinks") or {})
     for name in sorted(names):
         doc.problem(("sinks", name), "a sink cannot have the same name as a source")
@@ -267,10 +289,9 @@ def parse_config(
                 )
     # every key on its own, so a bad `api` does not hide a bad `dispatcher`
     _validate(doc, {k: v for k, v in data.items() if k not in ("sources", "sinks")}, Config, ())
-    if doc.problems:
+    if len(doc.problems) > doc.cross_field:  # only cross-field ones: the rest still converts
         raise ConfigError(doc.problems)
     config: Config = _convert(data, Config)
-    base = base_dir if base_dir is not None else Path.cwd()
     # paths resolve first: the checks name the files that will be opened (TLS files)
     config = msgspec.structs.replace(
         config,

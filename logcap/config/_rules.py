@@ -17,14 +17,8 @@ _WILDCARDS = {"0.0.0.0", "::", "[::]", "*"}
 
 
 def check_inapplicable(report: Report, config: Config, data: dict[str, Any]) -> None:
-    """A key set in the config that its component ignores with the other settings."""
-    for section in ("sources", "sinks"):
-        for name, component in getattr(config, section).items():
-            rules = getattr(component, "inapplicable", None)
-            written = (data.get(section) or {}).get(name) or {}
-            for key, why in (rules() if rules else {}).items():
-                if key in written:
-                    report((section, name, key), why)
+    """A key set in the config that is ignored with the other settings (a component's
+    own such keys are checked with the component: config/_load.py)."""
     dlq = data.get("dlq")
     if isinstance(dlq, dict) and "fsync_interval" in dlq and config.dlq.fsync != "interval":
         report(

@@ -68,7 +68,7 @@ ODD = [
 DURATIONS = ["1ms", "50ms", "1s", "2m", 0.5, 3, "0s", ".nan", "36500d", "36501d"]
 SIZES = ["1", "64", "1KiB", "64KiB", "256KiB", "1MiB", "8MiB", "64MiB", "1GiB", "2TiB", 4096]
 BOOLS = [True, False, "true", "no"]
-NAMES = ["a", "web", "out", "x.y", "_bad", "a b", "日本", "a" * 65]
+NAMES = ["a", "web", "out", "x.y", "_bad", "a b", "日本", "a" * 65, "x\ny"]
 ADDRESSES = ["127.0.0.1:8686", "127.0.0.1:9598", "0.0.0.0:8686", "h:99999", "nohost", ":1"]
 
 SECTIONS: dict[str, dict[str, list[Any]]] = {
@@ -109,7 +109,14 @@ SECTIONS: dict[str, dict[str, list[Any]]] = {
     },
 }
 TLS = [{"ca_file": "ca.pem"}, {"verify": False}, {"key_file": "k.pem"}, {"cert_file": "/nope"}]
-HEADERS = [{"X-A": "b"}, {"X-A": "b\nc"}, {"bad name": "x"}, {"Host": "h"}, {"X-B": "é"}]
+HEADERS = [
+    {"X-A": "b"},
+    {"X-A": "b\nc"},
+    {"bad name": "x"},
+    {"Host": "h"},
+    {"X-B": "é"},
+    {"X\n": "y"},
+]
 SOURCES: dict[str, dict[str, list[Any]]] = {
     "file": {
         "include": [["logs/*.log"], [], "logs/*.log", ["/dev/null"]],
@@ -299,6 +306,11 @@ def _validate(tmp: Path, document: dict[str, Any], level: str | None = None) -> 
         f"{result.exception!r} for:\n{config.read_text()}"
     )
     assert result.exit_code in (0, EX_CONFIG), result.output
+    if result.exit_code == EX_CONFIG and result.stderr.startswith(str(config)):
+        # one line per problem, whatever line breaks the keys and values held
+        *problems, summary = result.stderr.splitlines()
+        assert summary == f"invalid configuration: {len(problems)} problem(s)", result.stderr
+        assert all(p.startswith(f"{config}:") for p in problems), result.stderr
     return result.exit_code
 
 

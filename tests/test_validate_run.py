@@ -390,3 +390,16 @@ def test_a_components_own_rules_are_checked_even_when_other_sections_are_bad(
         "7: sinks.out.fsync_interval: only applies with fsync: interval (fsync is batch)",
         "8: dispatcher.batch_timeout: expected a duration like '200ms' or '5s', got 'soon'",
     ]
+
+
+def test_a_line_break_in_a_url_or_header_name_is_refused_on_one_line(tmp_path: Path) -> None:
+    text = HEAD + (
+        '  web: {type: http, url: "http://h/x\\n"}\n'
+        '  loki: {type: loki, url: "http://l:3100", headers: {"X-A\\n": v}}\n'
+    )
+    assert refused(tmp_path, text) == [
+        "7: sinks.web.url: Expected `str` matching regex "
+        "'^https?://[^\\\\s/?#@]+(/[^\\\\s?#]*)?(\\\\?[^\\\\s#]*)?\\\\Z'",
+        "8: sinks.loki.headers.X-A\\n: Expected `str` matching regex "
+        "\"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\\\\Z\" (an HTTP header name)",
+    ]

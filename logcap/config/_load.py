@@ -85,7 +85,9 @@ class _Document:
         if path in self.failed:
             return
         where = _dotted(path) or "(document)"
-        self.problems.append(f"{self.origin}:{self.line_of(path)}: {where}: {reason}")
+        line = f"{self.origin}:{self.line_of(path)}: {where}: {reason}"
+        # one problem, one line: a key or value may hold a line break (escaped here)
+        self.problems.append(line.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def _yaml_error_line(exc: yaml.YAMLError, text: str) -> int:

@@ -401,5 +401,5 @@ def test_a_line_break_in_a_url_or_header_name_is_refused_on_one_line(tmp_path: P
         "7: sinks.web.url: Expected `str` matching regex "
         "'^https?://[^\\\\s/?#@]+(/[^\\\\s?#]*)?(\\\\?[^\\\\s#]*)?\\\\Z'",
         "8: sinks.loki.headers.X-A\\n: Expected `str` matching regex "
-        "\"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\\\\Z\" (an HTTP header name)",
+        '"^[!#$%&\'*+.^_`|~0-9A-Za-z-]+\\\\Z" (an HTTP header name)',
     ]

@@ -163,9 +163,12 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
             file = getattr(self.tls, key, None)
             if file is not None and not (os.path.isfile(file) and os.access(file, os.R_OK)):
                 problems.append((("tls", key), f"no readable file {file}"))
-        if any(path[0] == "tls" for path, _ in problems):
-            return problems  # librdkafka would only repeat it, naming no key
-        return problems + [((key,), problem) for key, problem in config_problems(self)]
+        missing_file = any(path[0] == "tls" for path, _ in problems)
+        for key, problem in config_problems(self):
+            # librdkafka would only repeat a missing TLS file, naming no key
+            if not (missing_file and problem.startswith("refused by librdkafka")):
+                problems.append(((key,), problem))
+        return problems
 
     def build(self, counters: CounterBlock) -> Sink:
         """The sink this config describes. A librdkafka producer."""

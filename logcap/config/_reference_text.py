@@ -162,6 +162,18 @@ TEST_ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
         "How long the idle CPU benchmark measures (default 10 s).",
     ),
     (
+        "LOGCAP_PROPERTY_EXAMPLES",
+        "tests/test_config_property.py",
+        "Generated configs the property test gives to `logcap validate` (default 200; "
+        "the issue's 2,000 by hand).",
+    ),
+    (
+        "LOGCAP_PROPERTY_RUNS",
+        "tests/test_config_property.py",
+        "Accepted generated configs the property test starts and stops with `logcap run` "
+        "(default 10).",
+    ),
+    (
         "LOGCAP_PEERS_PREFIX",
         "bench/peers.py, scripts/install_peers.sh",
         "Where syslog-ng is unpacked (default `/opt/logcap-peers`).",

@@ -681,8 +681,10 @@ def test_tls_verification_failure_is_retryable_and_verify_false_skips_it(
 def test_a_missing_certificate_file_is_a_retryable_delivery_error(
     tmp_path: Path, make_sink: Callable[..., LokiSink]
 ) -> None:
+    (tmp_path / "missing.pem").write_text("placeholder\n")  # validation wants it to exist
     sink = make_sink("https://127.0.0.1:1", "tls: {ca_file: missing.pem}")
     assert sink.config.tls is not None and sink.config.tls.ca_file == str(tmp_path / "missing.pem")
+    (tmp_path / "missing.pem").unlink()  # gone at run time: still a retryable error
     with pytest.raises(Retryable) as failed:
         sink.write(batch_view(make_batch([("app", HOST, T0, ["m"])])))
     assert failed.value.code == "connection"

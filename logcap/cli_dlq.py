@@ -105,7 +105,7 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per segment.")
 def list_segments(config_path: Path | None, as_json: bool) -> None:
     """Segments with their record counts, reasons, sinks and time range."""
-    config = load_or_exit(config_path)
+    config = load_or_exit(config_path, secrets=False)  # never talks to a destination
     rows: list[dict[str, Any]] = []
     for segment in _segments(config):
         found = list(_records_in(segment))
@@ -148,7 +148,7 @@ def list_segments(config_path: Path | None, as_json: bool) -> None:
 @click.option("--pending", is_flag=True, help="Only records not replayed yet.")
 def show(config_path: Path | None, sink: str | None, reason: str | None, pending: bool) -> None:
     """One JSON object per line per record, with its entries."""
-    config = load_or_exit(config_path)
+    config = load_or_exit(config_path, secrets=False)  # never talks to a destination
     for found in _records(config, sink, reason):
         if pending and found.replayed:
             continue
@@ -268,7 +268,7 @@ def _deliver(sink: Sink, record: DlqRecord) -> DeliveryError | None:
 def purge(config_path: Path | None, everything: bool) -> None:
     """Delete segments whose records were all replayed, except the newest (a running agent
     may be appending to it); --all deletes every segment, replayed or not."""
-    config = load_or_exit(config_path)
+    config = load_or_exit(config_path, secrets=False)  # never talks to a destination
     removed = kept = 0
     segments = _segments(config)
     newest_kept = bool(segments) and not everything

@@ -186,3 +186,21 @@ dlq: {segment_bytes: 64KiB}
     assert "the newest kept" in kept.output
     gone = runner.invoke(main, ["dlq", "purge", "--config", str(config), "--all"])
     assert gone.exit_code == 0 and "purged 2 segments" in gone.output
+
+
+def test_dlq_ls_show_and_purge_need_no_secrets_but_replay_does(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        """
+data_dir: ./data
+sources: {app: {type: file, include: [x]}}
+sinks: {out: {type: http, url: "http://127.0.0.1:1/", bearer_token: "${LOGCAP_TEST_UNSET_TOKEN}"}}
+""",
+        "127.0.0.1:1",
+    )
+    env = {"LOGCAP_TEST_UNSET_TOKEN": None}  # unset, as on a host without the service's secrets
+    for command in ("ls", "show", "purge"):
+        result = CliRunner().invoke(main, ["dlq", command, "--config", str(config)], env=env)
+        assert result.exit_code == 0, (command, result.output)
+    replay = CliRunner().invoke(main, ["dlq", "replay", "--config", str(config)], env=env)
+    assert replay.exit_code == 78 and "LOGCAP_TEST_UNSET_TOKEN" in replay.output

@@ -168,7 +168,9 @@ class Supervisor:
             if code is None:
                 return
             child.process = None
-            if draining and code == 0:
+            if draining and (code == 0 or (child.role == "collector" and code == -signal.SIGTERM)):
+                # -SIGTERM: the drain's own signal reached a collector before it had set
+                # its handler, so before it read anything: nothing is lost, nothing to redo
                 child.finished = True
                 return
             if now - child.started >= STABLE_AFTER:

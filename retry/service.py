@@ -261,12 +261,16 @@ class RetryService:
         busy: list[RetryItem] = []
         while (item := self.heap.pop_due(now)) is not None:
             lane = self.lanes[item.sink]
+            assert item.spooled is not None
+            if item.spooled.id not in self.spool.live or item.spooled.id in lane.in_flight:
+                # done meanwhile, or scheduled twice (a predecessor's failure record for a
+                # batch the spool already held): one copy is enough
+                continue
             try:
                 seq = lane.redeliveries.try_claim()
             except BufferFull:  # the sink is still busy with earlier ones: a moment later
                 busy.append(item)
                 continue
-            assert item.spooled is not None
             batch = item.batch if item.batch is not None else self.spool.read_batch(item.spooled)
             send(
                 lane.redeliveries,

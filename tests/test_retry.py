@@ -840,3 +840,20 @@ def test_retry_after_asked_by_the_destination_holds_the_batch_at_least_that_long
     rr.rig.clock.now = start + 30.0
     rr.rig.step()
     assert [r.batch_seq for r in rr.end.redelivered()] == [0]
+
+
+def test_a_batch_spooled_by_a_predecessor_that_died_before_releasing_is_redelivered_once(
+    make_rig: RigFactory,
+) -> None:
+    rig = make_rig("initial_backoff: 1s")
+    a = rig.sinks["a"]
+    batch, ns = sample_batch("twice"), rig.clock.wall_ns()
+    a.report(RETRYABLE, 7, first_ns=ns, batch=batch)
+    # the predecessor spooled it and died before releasing the failure slot
+    rig.service.spool.put("a", 7, 1, ns, ENTRIES, "boom", batch)
+    rig.restart()  # recovers it from the spool, and finds its failure record again
+    rig.step()
+    assert rig.spooled == [7]
+    rig.clock.advance(60.0)
+    rig.step(3)
+    assert [r.batch_seq for r in a.redelivered()] == [7]  # once, not once per copy

@@ -9,6 +9,7 @@ from pathlib import Path
 from logcap.child import ChildContext
 from logcap.config import RetryConfig
 from logcap.dlq.writer import DlqWriter, dlq_directory
+from logcap.memory import set_malloc_thresholds
 from logcap.metrics import Counter
 from logcap.retry.heap import DelayHeap
 from logcap.retry.policy import BackoffPolicy
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 def run_retry(ctx: ChildContext) -> None:
     """Serve every sink's failures until the pipeline has drained."""
+    # batches (up to 1 MiB each) are copied in and read back from the spool at the pace
+    # of failures: each gets its own mapping, returned on free, so however long a sink
+    # is down this process stays near retry.max_bytes plus its code
+    set_malloc_thresholds(64 * 1024, 1024 * 1024)
     plan, config = ctx.plan, ctx.plan.config
     lanes = []
     for index, sink in enumerate(plan.sinks):

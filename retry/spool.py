@@ -47,6 +47,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from logcap.durable import fsync_directory
 
@@ -128,29 +129,38 @@ class Spool:
         return sorted(found)
 
     def _replay(self, segment: int) -> None:
-        data = (self.directory / _name(segment)).read_bytes()
-        at = 0
-        while at + RECORD.size <= len(data):
-            magic, kind, length, crc = RECORD.unpack_from(data, at)
-            end = at + RECORD.size + length
-            body = data[at + RECORD.size : end]
-            if magic != MAGIC or end > len(data) or zlib.crc32(body) != crc:
-                nxt = data.find(MAGIC.to_bytes(4, "little"), at + 1)
-                if nxt < 0:
-                    self.skipped_bytes += len(data) - at
-                    if end <= len(data):  # not just a torn tail
-                        log.error("retry spool: %s is damaged after byte %d", segment, at)
-                    break
-                log.error("retry spool: skipped %d damaged bytes in %s", nxt - at, segment)
-                self.skipped_bytes += nxt - at
-                at = nxt
-                continue
-            self._apply(segment, kind, body, at + RECORD.size)
-            at = end
-        if at < len(data) and at + RECORD.size > len(data):
-            self.skipped_bytes += len(data) - at  # a torn tail shorter than a header
+        """Apply every intact record of a segment, reading it in bounded chunks (a
+        segment is up to 64 MiB: read whole, it would bloat the process on every start)."""
+        path = self.directory / _name(segment)
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            at = 0
+            while at + RECORD.size <= size:
+                f.seek(at)
+                magic, kind, length, crc = RECORD.unpack(f.read(RECORD.size))
+                end = at + RECORD.size + length
+                intact = magic == MAGIC and end <= size
+                if intact:
+                    head, body_crc = _read_body(f, length)
+                    intact = body_crc == crc
+                if not intact:
+                    nxt = _find_magic(f, at + 1, size)
+                    if nxt < 0:
+                        self.skipped_bytes += size - at
+                        if end <= size:  # not just a torn tail
+                            log.error("retry spool: %s is damaged after byte %d", segment, at)
+                        break
+                    log.error("retry spool: skipped %d damaged bytes in %s", nxt - at, segment)
+                    self.skipped_bytes += nxt - at
+                    at = nxt
+                    continue
+                self._apply(segment, kind, head, length, at + RECORD.size)
+                at = end
+        if at < size and at + RECORD.size > size:
+            self.skipped_bytes += size - at  # a torn tail shorter than a header
 
-    def _apply(self, segment: int, kind: int, body: bytes, body_at: int) -> None:
+    def _apply(self, segment: int, kind: int, body: bytes, body_len: int, body_at: int) -> None:
+        """Apply one record; ``body`` holds at least its first HEAD_KEEP bytes."""
         if kind == PUT:
             ident, seq, attempts, first_ns, entries, sink_len, reason_len, permanent = (
                 PUT_HEAD.unpack_from(body)
@@ -163,7 +173,7 @@ class Spool:
             self._add(
                 Spooled(
                     ident, sink, seq, attempts, first_ns, entries, reason, bool(permanent),
-                    segment, body_at + at, len(body) - at,
+                    segment, body_at + at, body_len - at,
                 )
             )  # fmt: skip
         elif kind == DONE:
@@ -325,3 +335,35 @@ class Spool:
 
 def _name(segment: int) -> str:
     return f"{segment:020d}{SUFFIX}"
+
+
+HEAD_KEEP = PUT_HEAD.size + 0xFFFF + MAX_REASON  # the longest sink name and reason
+CHUNK = 1 << 20
+
+
+def _read_body(f: BinaryIO, length: int) -> tuple[bytes, int]:
+    """(the first HEAD_KEEP bytes of a record body, its CRC32), in bounded chunks."""
+    head = f.read(min(length, HEAD_KEEP))
+    crc = zlib.crc32(head)
+    left = length - len(head)
+    while left > 0:
+        chunk = f.read(min(left, CHUNK))
+        if not chunk:
+            return head, -1  # shorter than it says: not intact
+        crc = zlib.crc32(chunk, crc)
+        left -= len(chunk)
+    return head, crc
+
+
+def _find_magic(f: BinaryIO, start: int, size: int) -> int:
+    """Offset of the next record magic at or after ``start``, or -1."""
+    marker = MAGIC.to_bytes(4, "little")
+    at = start
+    while at < size:
+        f.seek(at)
+        chunk = f.read(CHUNK + len(marker) - 1)
+        found = chunk.find(marker)
+        if found >= 0:
+            return at + found
+        at += CHUNK
+    return -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from logcap.child import ChildContext
+from logcap.memory import set_malloc_thresholds
 from logcap.metrics import Counter, CounterBlock
 from logcap.sinks.base import SinkRunner
 from logcap.sinks.breaker import CircuitBreaker, State
@@ -11,6 +12,9 @@ from logcap.sinks.registry import build_sink
 
 def run_sink(ctx: ChildContext, name: str) -> None:
     """Deliver batches until the dispatcher has closed the ring and all are delivered."""
+    # request bodies and redelivered batches (up to 1 MiB) come and go: give them their
+    # own mappings, returned on free, so a catch-up after an outage leaves no bloat
+    set_malloc_thresholds(64 * 1024, 1024 * 1024)
     config = ctx.plan.config.sinks[name]
     sink = build_sink(config, ctx.counters)
     counters = ctx.counters

@@ -76,7 +76,7 @@ def test_start_pattern_starts_events_and_max_lines_bounds_them() -> None:
         ("{start_pattern: a, preset: java}", "exactly one"),
         ("{timeout: 1s}", "exactly one"),
         ("{start_pattern: '(unclosed'}", "not a regular expression"),
-        ("{preset: cobol}", "Invalid enum value"),
+        ("{preset: cobol}", "'cobol' is not one of java, python"),
     ],
 )
 def test_multiline_config_is_validated(body: str, message: str) -> None:

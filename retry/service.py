@@ -14,8 +14,10 @@ the spool, re-reads the failure records its predecessor had not released, and tr
 redeliveries still in a sink's ring as in flight (their outcome arrives as usual).
 
 ``owned_low`` (the lowest batch a sink may not be checkpointed past because of us) is
-``NOTHING`` after every pass: items are owned only between reading a failure record and
-forcing it to disk, and that slot is still unreleased then.
+always ``NOTHING``: an item is held in memory only between reading its failure record
+and forcing it to disk, and that slot is still unreleased then, so the sink's cursor
+already covers it. The word is kept (and published) only because the dispatcher still
+reads it; it could be removed with the dispatcher's read.
 """
 
 from __future__ import annotations

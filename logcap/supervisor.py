@@ -232,24 +232,15 @@ class Supervisor:
         for child in collectors:
             if child.running:
                 child.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        while time.monotonic() < deadline and not all(c.finished for c in collectors):
-            for child in collectors:
-                self._check(child, draining=True)
-            time.sleep(0.02)
+        self._await_finished(collectors, collectors, deadline)
         self.state.close_inputs()
         self.bells[DISPATCHER].signal()
         self.bells[RETRY].signal()
         pipeline = [c for c in self.children if c.role != "retry"]
-        while time.monotonic() < deadline and not all(c.finished for c in pipeline):
-            for child in self.children:
-                self._check(child, draining=True)
-            time.sleep(0.02)
+        self._await_finished(pipeline, self.children, deadline)
         self.state.finish_sinks()
         self.bells[RETRY].signal()
-        while time.monotonic() < deadline and not all(c.finished for c in self.children):
-            for child in self.children:
-                self._check(child, draining=True)
-            time.sleep(0.02)
+        self._await_finished(self.children, self.children, deadline)
         killed = [
             c.role if c.role in (DISPATCHER, RETRY) else f"{c.role} {c.name}"
             for c in self.children
@@ -258,6 +249,14 @@ class Supervisor:
         summary = drain_line(self.plan, self.table, time.monotonic() - began, killed)
         log.log(logging.ERROR if killed else logging.INFO, "%s", summary)
         return 1 if killed else 0
+
+    def _await_finished(self, waited: list[Child], checked: list[Child], deadline: float) -> None:
+        """Check ``checked`` children until every one of ``waited`` finished or the
+        drain's deadline passed."""
+        while time.monotonic() < deadline and not all(c.finished for c in waited):
+            for child in checked:
+                self._check(child, draining=True)
+            time.sleep(0.02)
 
     def kill_all(self) -> None:
         """SIGKILL whatever still runs and reap it."""

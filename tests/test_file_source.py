@@ -657,3 +657,44 @@ def test_started_marker_is_fsynced_with_every_directory_entry_leading_to_it(
         expected.append(str(tmp_path))
     assert synced == expected
     assert (marker.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_a_rename_between_the_stat_and_the_open_of_a_scan_opens_no_file_twice(
+    tmp_path: Path, rings: RingFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan stats a name, then opens it: a rotation in between can put a file that is
+    already tailed under another name there. That file must not get a second tailer (it
+    would be read again from its start: every line of it delivered twice)."""
+    log, rotated, older = tmp_path / "app.log", tmp_path / "app.log.1", tmp_path / "app.log.2"
+    log.write_bytes(b"a1\na2\n")
+    wiring = Wiring(rings, source_config(tmp_path, "include: ['app.log*']"))
+    collector = wiring.collector()
+    collector.rescan(initial=True)
+    while collector.poll_once():
+        pass
+    assert b"".join(r.data for r in wiring.drain()) == b"a1\na2\n"
+    # a rotation the collector has not scanned yet: app.log -> app.log.1, a new app.log
+    os.rename(log, rotated)
+    log.write_bytes(b"b1\n")
+    real_open = FileCollector._open
+
+    def open_after_another_rotation(self: FileCollector, path: str) -> FileTailer | None:
+        if path == str(log) and not older.exists():
+            # the scan stat-ed the new app.log (b1); before its open, renames put the
+            # file tailed all along (a1, a2) at that name
+            os.rename(rotated, older)  # a1/a2 -> app.log.2
+            os.rename(log, rotated)  # b1 -> app.log.1
+            os.rename(older, log)  # a1/a2 -> app.log
+        return real_open(self, path)
+
+    monkeypatch.setattr(FileCollector, "_open", open_after_another_rotation)
+    collector.rescan()
+    monkeypatch.setattr(FileCollector, "_open", real_open)
+    collector.rescan()
+    while collector.poll_once():
+        pass
+    tailed = [(t.dev, t.ino) for t in (*collector.tailers.values(), *collector.retiring)]
+    assert len(tailed) == len(set(tailed)), "a file has two tailers"
+    data = b"".join(r.data for r in wiring.drain())
+    assert sorted(data.splitlines()) == [b"b1"], data  # a1 and a2 were read already
+    close_tailers(collector)

@@ -120,6 +120,7 @@ class FileCollector:
     def rescan(self, initial: bool = False) -> None:
         """Open new matches; follow renamed files; retire files replaced or removed."""
         found = self.finder.scan()
+        raced = False
         for path in found:
             try:
                 st = os.stat(path)
@@ -146,6 +147,13 @@ class FileCollector:
             opened = self._open(path)
             if opened is None:
                 continue
+            if (opened.dev, opened.ino) != (st.st_dev, st.st_ino):
+                # renamed between the stat and the open: what is at ``path`` now may be a
+                # file already tailed under another name (a second tailer would read it
+                # again from its start), so this name waits for the next scan, right away
+                opened.close()
+                raced = True
+                continue
             opened.position = self._start_position(opened, initial)
             self.tailers[path] = opened
         for path in set(self.tailers) - set(found):
@@ -154,7 +162,7 @@ class FileCollector:
             self._recover()
             log.info("%s", self.first_scan_summary())
         self.counters.set(Counter.FILES_WATCHED, len(self.tailers))
-        self._next_scan = self.clock() + self.config.glob_interval
+        self._next_scan = self.clock() + (0.0 if raced else self.config.glob_interval)
 
     def first_scan_summary(self, shown: int = 3) -> str:
         """What the operator learns after the first scan: how many files, a few names."""

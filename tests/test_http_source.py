@@ -257,6 +257,27 @@ def test_huge_labels_get_a_clear_client_error_and_crash_nothing(
     assert [e["message"] for e in _messages(tmp_path)] == sent
 
 
+def test_a_body_of_tiny_entries_that_can_never_fit_the_ring_is_413_at_once(
+    tmp_path: Path, start_agent
+) -> None:
+    """A body within max_body_bytes whose entries, with the labels they gain, need more
+    slots than the whole ring has was answered 429 forever, even on an idle agent: a
+    client that retries (as 429 tells it to) never got through."""
+    agent, port = _agent(tmp_path, start_agent, "buffer: {collector_slots: 2, collector_slot_bytes: 64KiB}")
+    # ring: 2 x 64 KiB. Entries whose level alternates each become a run of their own
+    # that repeats its labels: 64 KB of them are ~140 KB as records, 3 slots' worth
+    lines = [b'{"message":"","level":"%s"}\n' % b"ab"[n % 2 : n % 2 + 1] for n in range(2400)]
+    tiny = b"".join(lines)
+    status, body, headers = _post(port, tiny)
+    assert status == 413, (status, body)
+    assert "would never fit the ring's 2 slots" in body["error"], body
+    assert "Retry-After" not in headers
+    status, _, _ = _post(port, b'{"message":"after"}')  # the agent takes the next request
+    assert status == 200
+    assert agent.stop() == 0
+    assert [e["message"] for e in _messages(tmp_path)] == ["after"]
+
+
 def test_parse_body_bounds_labels_and_entry_size() -> None:
     ok = parse_body(_entry("m", {f"l{i}": "v" for i in range(64)}), "127.0.0.1", 0, 1000)
     assert len(ok[0][0]) == 64 + 2

@@ -18,7 +18,9 @@ Accepted bodies: a JSON object, a JSON array of objects, or NDJSON. An entry::
 No client can send an entry the pipeline cannot carry: at most :data:`MAX_LABELS` labels
 with names of at most :data:`MAX_LABEL_NAME_BYTES` (else 400), labels of at most
 :data:`MAX_LABELS_BYTES` as JSON, and message plus labels (as JSON) within one collector
-ring slot (else 413). The whole request is refused; nothing of it is taken.
+ring slot (else 413), and all of a request's entries within the whole ring (else 413,
+not a 429 that would come back forever). The whole request is refused; nothing of it is
+taken.
 """
 
 from __future__ import annotations
@@ -182,6 +184,13 @@ class HttpCollector:
             raise TooLarge(str(exc)) from exc
         if not chunks:
             return 0
+        slots = self.producer.ring.slot_count
+        if len(chunks) > slots:  # 429 would be forever: even an empty ring cannot take it
+            raise TooLarge(
+                f"these {len(entries)} entries need {len(chunks)} collector ring slots with "
+                f"their labels, and would never fit the ring's {slots} slots: send them in "
+                "smaller requests"
+            )
         with self.lock:
             if self.producer.free_slots() < len(chunks):
                 return None

@@ -263,7 +263,9 @@ def test_a_body_of_tiny_entries_that_can_never_fit_the_ring_is_413_at_once(
     """A body within max_body_bytes whose entries, with the labels they gain, need more
     slots than the whole ring has was answered 429 forever, even on an idle agent: a
     client that retries (as 429 tells it to) never got through."""
-    agent, port = _agent(tmp_path, start_agent, "buffer: {collector_slots: 2, collector_slot_bytes: 64KiB}")
+    agent, port = _agent(
+        tmp_path, start_agent, "buffer: {collector_slots: 2, collector_slot_bytes: 64KiB}"
+    )
     # ring: 2 x 64 KiB. Entries whose level alternates each become a run of their own
     # that repeats its labels: 64 KB of them are ~140 KB as records, 3 slots' worth
     lines = [b'{"message":"","level":"%s"}\n' % b"ab"[n % 2 : n % 2 + 1] for n in range(2400)]

@@ -261,6 +261,23 @@ def test_every_problem_of_a_component_is_reported(tmp_path: Path) -> None:
     ]
 
 
+def test_an_unknown_key_does_not_hide_the_rules_across_the_component_s_other_keys(
+    tmp_path: Path,
+) -> None:
+    """A typo'd key used to stop a component's checks there: its placeholder and
+    inapplicable-key rules were only reported on the next run, once the typo was fixed."""
+    text = HEAD + (
+        '  out: {type: file, path: "out/{sorce}.log", colur: red, fsync: batch, '
+        "fsync_interval: 1s}\n"
+    )
+    assert refused(tmp_path, text) == [
+        "7: sinks.out.colur: unknown key 'colur'",
+        "7: sinks.out.path: unknown placeholder '{sorce}' (the only one is '{source}'; "
+        "dates use strftime fields such as '%Y-%m-%d')",
+        "7: sinks.out.fsync_interval: only applies with fsync: interval (fsync is batch)",
+    ]
+
+
 def test_an_unknown_component_type_lists_the_types(tmp_path: Path) -> None:
     text = HEAD.replace("type: blackhole", "type: blackhol")
     assert refused(tmp_path, text) == [

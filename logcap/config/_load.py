@@ -27,7 +27,7 @@ from logcap.config._rules import (
 )
 from logcap.config._schema import BufferConfig, Config
 from logcap.config._units import dec_hook
-from logcap.config._walk import check_struct
+from logcap.config._walk import check_struct, known_keys
 from logcap.dispatch.bounds import DLQ_RECORD_OVERHEAD, ENTRY_OVERHEAD, largest_batch_bytes
 from logcap.errors import ConfigError
 from logcap.sinks.config import SinkConfig
@@ -184,6 +184,12 @@ def _check_components(
             )
         elif _validate(doc, body, kind, (section, name)):
             _check_component(doc, (section, name), _convert(body, kind).with_base(base), body, slot)
+        elif (known := known_keys(body, kind)) != body and check_struct(
+            known, kind, (section, name), lambda _path, _reason: None, _convert
+        ):  # only unknown keys were wrong: the rules across the others still run
+            _check_component(
+                doc, (section, name), _convert(known, kind).with_base(base), known, slot
+            )
 
 
 def _check_component(doc: _Document, at: PathKey, component: Any, body: Any, slot: int) -> None:

@@ -161,6 +161,17 @@ def check_struct(
     return ok
 
 
+def known_keys(value: Any, kind: Any) -> Any:
+    """``value`` without the keys the struct it is meant as has no field for (``value``
+    itself if it is not a mapping for a struct): what is left can still be checked."""
+    struct = _struct_of(kind, value)
+    if struct is None:
+        return value
+    names = {f.encode_name for f in msgspec.structs.fields(struct)}
+    names.add(str(struct.__struct_config__.tag_field))
+    return {key: item for key, item in value.items() if key in names}
+
+
 def _accepts_none(value: Any, kind: Any, convert: Convert) -> bool:
     if value is not None:
         return False

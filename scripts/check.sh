@@ -4,6 +4,8 @@
 # it checks a symlinked view of the package as it is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+venv="${LOGCAP_VENV:-$PWD/.venv}"
+[ -x "$venv/bin/python" ] && export PATH="$venv/bin:$PATH"  # the tools setup.sh installed
 ruff check logcap capture dispatch sinks ringbuf retry dlq metrics configs tests bench
 ruff format --check logcap capture dispatch sinks ringbuf retry dlq metrics configs tests bench
 view="$(mktemp -d)"

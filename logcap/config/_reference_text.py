@@ -207,5 +207,7 @@ TEST_ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
 
 FOOTER = """\
 Under systemd (`configs/logcap.service`) the unit's environment is all logcap sees: put
-the variables your config interpolates in the unit (`Environment=` or an
-`EnvironmentFile=`)."""
+the variables your config interpolates in `/etc/logcap/logcap.env` (one `NAME=value` a
+line; the unit reads it with `EnvironmentFile=`; `scripts/install.sh` creates it with mode
+0640). systemd also sets `STATE_DIRECTORY` (`/var/lib/logcap`) and `LOGS_DIRECTORY`
+(`/var/log/logcap`), which the service config (`configs/service.yaml`) uses."""

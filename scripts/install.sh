@@ -30,8 +30,12 @@ if ! "$python" -c 'import ensurepip, venv' 2>/dev/null && [ "$(id -u)" = 0 ]; th
   apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
 fi
 PYTHON="$python" LOGCAP_VENV="$prefix" bash scripts/setup.sh  # checks the version too
-# a service runs a copy of this checkout, not the checkout itself (setup.sh's is editable)
-"$prefix/bin/python" -m pip install -q -c scripts/constraints.txt --no-deps --force-reinstall .
+# a service runs a copy of this checkout, not the checkout itself (setup.sh's is editable),
+# built from a copy so no build/ is left here (nor a stale one packaged from here)
+copy="$(mktemp -d)"
+trap 'rm -rf "$copy"' EXIT
+tar --exclude=./.git --exclude=./.venv --exclude=./build -cf - . | tar -xf - -C "$copy"
+"$prefix/bin/python" -m pip install -q -c scripts/constraints.txt --no-deps --force-reinstall "$copy"
 
 install -d -m 0755 "$root/usr/local/bin" "$etc" "$root/etc/systemd/system"
 ln -sfn /opt/logcap/bin/logcap "$root/usr/local/bin/logcap"

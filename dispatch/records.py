@@ -14,11 +14,14 @@ from typing import NamedTuple
 from logcap.capture._entries import decode_runs
 from logcap.capture._record import FLAG_ENTRIES, FLAG_TRUNCATED, HEADER_SIZE, BlockHeader
 from logcap.capture.file.multiline import MultilineRule
+from logcap.capture.labels import PathLabels
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.dispatch.encode import entry_prefix, entry_rest
 from logcap.dispatch.lines import block_messages
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Consumer
+
+PATHS_REMEMBERED = 4096  # labels kept per source, by path: computed once, not per block
 
 
 @dataclass
@@ -33,6 +36,8 @@ class SourceInput:
     skip_long_lines: bool = False  # long_lines: skip drops them instead of cutting them
     encoding: str = "utf-8"
     multiline: MultilineRule | None = None  # blocks hold whole events; join their lines
+    static_labels: dict[str, str] = field(default_factory=dict)  # the source's `labels`
+    path_labels: PathLabels | None = None  # a file source's `path_labels`
     # sequence of the newest record fully placed into a published batch
     releasable: int = -1
     labels_by_path: dict[bytes, tuple[str, dict[str, str]]] = field(default_factory=dict)
@@ -68,7 +73,9 @@ def _lines(
         # JSON and msgpack hold valid UTF-8 only: a file name that is not UTF-8 (an
         # old Latin-1 name) is shown and checkpointed with U+FFFD for its bad bytes.
         path = path_bytes.decode("utf-8", "replace")
-        labelled = (path, {"host": source.host, "path": path})
+        labelled = (path, file_labels(source, path))
+        if len(source.labels_by_path) >= PATHS_REMEMBERED:  # dated names come and go
+            source.labels_by_path.clear()
         source.labels_by_path[path_bytes] = labelled
     path, labels = labelled
     lines, overlong = block_messages(
@@ -98,6 +105,15 @@ def _lines(
     return [Piece(source.name, labels, prefix, header.read_ns, lines, [])], position
 
 
+def file_labels(source: SourceInput, path: str) -> dict[str, str]:
+    """The labels of every entry read from ``path``: the source's static labels, those
+    its ``path_labels`` finds in the path, then the built-in ones (which no other can
+    replace: validation keeps their names apart)."""
+    found = source.path_labels.of(path) if source.path_labels is not None else {}
+    built_in = {"host": source.host, "path": path, "file_name": path.rsplit("/", 1)[-1]}
+    return {**source.static_labels, **found, **built_in}
+
+
 def _entries(
     source: SourceInput, header: BlockHeader, view: memoryview, counters: CounterBlock
 ) -> tuple[list[Piece], FilePosition | None]:
@@ -119,7 +135,7 @@ def _entries(
             raise ValueError(f"{len(stamps)} timestamps for {len(messages)} entries")
         if not messages:
             continue
-        merged = {**labels, "host": source.host}
+        merged = {**labels, **source.static_labels, "host": source.host}
         rest = entry_rest(source.name, merged, header.read_ns)
         pieces.append(Piece(source.name, merged, rest, stamps[0], messages, stamps))
         total += len(messages)

@@ -201,12 +201,15 @@ sources:
     glob_interval: 5s
     poll_interval: 100ms
     watch: false
+    labels: {env: prod}
+    path_labels: '/var/log/(?P<service>[^/]+)/'
   ingest:
     type: http
     address: 0.0.0.0:8687
     bearer_token: t0ken
     max_body_bytes: 1MiB
     retry_after: 5s
+    labels: {env: prod}
   containers:
     type: docker
     docker_host: tcp://10.0.0.1:2375
@@ -221,6 +224,7 @@ sources:
     max_line_bytes: 32KiB
     long_lines: skip
     reconnect_max_delay: 1m
+    labels: {env: prod}
 sinks:
   bus:
     type: kafka

@@ -117,6 +117,7 @@ HEADERS = [
     {"X-B": "é"},
     {"X\n": "y"},
 ]
+LABELS = [{}, {"env": "prod"}, {"host": "x"}, {"9bad": "x"}, {"a": 1}, "env=prod"]
 SOURCES: dict[str, dict[str, list[Any]]] = {
     "file": {
         "include": [["logs/*.log"], [], "logs/*.log", ["/dev/null"]],
@@ -138,12 +139,15 @@ SOURCES: dict[str, dict[str, list[Any]]] = {
         "glob_interval": DURATIONS,
         "poll_interval": DURATIONS,
         "watch": BOOLS,
+        "labels": LABELS,
+        "path_labels": [None, "/(?P<service>[^/]+)/", "(", "([a-z]+)", "(?P<path>x)"],
     },
     "http": {
         "address": ADDRESSES,
         "bearer_token": [None, "t0k3n", "", "${LOGCAP_PROPERTY_UNSET:-}", "a b", "${X Y}"],
         "max_body_bytes": SIZES,
         "retry_after": DURATIONS,
+        "labels": LABELS,
     },
     "docker": {
         "docker_host": ["unix:///var/run/docker.sock", "tcp://127.0.0.1:1", "ftp://x"],
@@ -151,6 +155,7 @@ SOURCES: dict[str, dict[str, list[Any]]] = {
         "read_from": ["beginning", "end", "now"],
         "max_line_bytes": SIZES,
         "reconnect_max_delay": DURATIONS,
+        "labels": LABELS,
     },
 }
 SINKS: dict[str, dict[str, list[Any]]] = {

@@ -210,7 +210,7 @@ def test_entries_carry_timestamps_source_labels_and_the_message_as_read(
             "timestamp": READ_STAMP,
             "ingested_at": READ_STAMP,
             "source": "app",
-            "labels": {"host": HOST, "path": "/var/log/app.log"},
+            "labels": {"host": HOST, "path": "/var/log/app.log", "file_name": "app.log"},
             "message": expected,
         }
 
@@ -252,6 +252,7 @@ def test_groups_slice_the_payload_exactly(tmp_path: Path, rings: RingFactory) ->
                 == {
                     "host": HOST,
                     "path": entry["labels"]["path"],
+                    "file_name": entry["labels"]["path"].rsplit("/", 1)[1],
                 }
             )
             assert entry["timestamp"].startswith(stamp.strftime("%Y-%m-%dT%H:%M:%S."))

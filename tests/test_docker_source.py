@@ -39,6 +39,7 @@ def test_lines_arrive_with_labels_streams_and_their_own_time(
     exclude_names: ["skip-*", "ignored"]
     exclude_labels: ["logs=off"]
     label_keys: ["com.example.team"]
+    labels: {{env: prod}}
   s:
     type: docker
     docker_host: "{daemon.host}"
@@ -89,6 +90,7 @@ def test_lines_arrive_with_labels_streams_and_their_own_time(
     assert labels["image"] == "logcap-test-busybox:1" and len(labels["container_id"]) == 64
     assert labels["compose_project"] == "shop" and labels["compose_service"] == "front"
     assert labels["com_example_team"] == "payments"
+    assert labels["env"] == "prod"  # the source's static labels
     # Docker's time of each line, not the time logcap read it
     stamps = [e["timestamp"] for e in web]
     assert stamps == sorted(stamps) and all(e["timestamp"] < e["ingested_at"] for e in web)

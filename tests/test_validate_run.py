@@ -278,6 +278,37 @@ def test_an_unknown_key_does_not_hide_the_rules_across_the_component_s_other_key
     ]
 
 
+def test_source_labels_are_checked_names_patterns_and_built_ins(tmp_path: Path) -> None:
+    text = HEAD.replace(
+        'include: ["./logs/*.log"]}',
+        'include: ["./logs/*.log"], labels: {host: me, env: prod},\n'
+        "        path_labels: '(?P<env>x)(?P<path>y)'}\n"
+        "  other: {type: file, include: [x], path_labels: '([a-z]+)', labels: {9bad: x}}\n"
+        "  third: {type: file, include: [y], path_labels: '(?P<a>'}\n"
+        "  web: {type: http, labels: {client_ip: x}}\n"
+        "  box: {type: docker, labels: {stream: x}}",
+    )
+    assert refused(tmp_path, text) == [
+        "4: sources.app.labels.host: 'host' is a built-in label of this source and cannot be set",
+        "5: sources.app.path_labels: group 'env' would replace the label 'env'",
+        "5: sources.app.path_labels: group 'path' would replace the label 'path'",
+        "6: sources.other.labels.9bad: Expected `str` matching regex "
+        "'^[A-Za-z_][A-Za-z0-9_]{0,127}\\\\Z' (a label name: letters, digits and '_', not "
+        "starting with a digit)",
+        "7: sources.third.path_labels: not a regular expression: missing ), unterminated "
+        "subpattern at position 0",
+        "8: sources.web.labels.client_ip: 'client_ip' is a built-in label of this source and "
+        "cannot be set",
+        "9: sources.box.labels.stream: 'stream' is a built-in label of this source and cannot "
+        "be set",
+    ]
+    many = ", ".join(f"l{n}: v" for n in range(33))
+    text = HEAD.replace(
+        'include: ["./logs/*.log"]', f'include: ["./logs/*.log"], labels: {{{many}}}'
+    )
+    assert refused(tmp_path, text) == ["4: sources.app.labels: 33 labels, at most 32"]
+
+
 def test_an_unknown_component_type_lists_the_types(tmp_path: Path) -> None:
     text = HEAD.replace("type: blackhole", "type: blackhol")
     assert refused(tmp_path, text) == [

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from logcap.capture.base import Problems, line_fits_slot
+from logcap.capture.labels import LABELS_DOC, LabelName, check_static
 from logcap.config._base import StrictStruct, doc
 from logcap.config._units import LineBytes, PositiveDuration
 
@@ -15,6 +16,13 @@ if TYPE_CHECKING:
 
 class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=True):
     """Read the stdout and stderr of Docker containers; positions survive restarts."""
+
+    #: what every entry of a container is labelled with (static labels cannot replace
+    #: them; a label_keys label of a static label's name gives way to the static one)
+    BUILT_IN_LABELS: ClassVar[frozenset[str]] = frozenset(
+        {"host", "container_id", "container_name", "image", "stream"}
+        | {"compose_project", "compose_service"}
+    )
 
     docker_host: Annotated[
         str,
@@ -79,13 +87,16 @@ class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=Tr
         ),
     ] = PositiveDuration(30.0)
 
+    labels: Annotated[dict[LabelName, str], doc(LABELS_DOC)] = {}
+
     def with_base(self, base: Path) -> DockerSourceConfig:
         """No paths to resolve."""
         return self
 
     def check(self, collector_slot_bytes: int) -> Problems:
-        """Cross-field rules (pure): the longest line fits a collector slot."""
-        return line_fits_slot(self.max_line_bytes, collector_slot_bytes)
+        """Cross-field rules (pure): the longest line fits a collector slot; labels."""
+        problems = line_fits_slot(self.max_line_bytes, collector_slot_bytes)
+        return problems + check_static(self.labels, self.BUILT_IN_LABELS)
 
     def build(self, env: CollectorEnv) -> Collector:
         """The collector that follows the daemon's containers."""
@@ -104,7 +115,7 @@ class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=Tr
 
     def line_rules(self, collector_slot_bytes: int) -> dict[str, Any]:
         """Entries come cut and bounded from the collector."""
-        return {"max_line_bytes": collector_slot_bytes}
+        return {"max_line_bytes": collector_slot_bytes, "static_labels": dict(self.labels)}
 
     def longest_entry_bytes(self, collector_slot_bytes: int) -> int:
         """Encoded bytes of the longest entry: each byte escaped to at most 6."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 
 from logcap.capture.base import Problems, line_fits_slot
 from logcap.capture.file.encoding import line_codec
 from logcap.capture.file.multiline import MultilineRule
+from logcap.capture.labels import LABELS_DOC, LabelName, PathLabels, check_path_labels, check_static
 from logcap.config._base import StrictStruct, doc, resolve_path
 from logcap.config._units import LineBytes, PositiveDuration
 
@@ -52,6 +53,9 @@ class MultilineConfig(StrictStruct, frozen=True):
 
 class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
     """Tail files matching glob patterns; positions survive restarts."""
+
+    #: what every entry of a file is labelled with (static labels cannot replace them)
+    BUILT_IN_LABELS: ClassVar[frozenset[str]] = frozenset({"host", "path", "file_name"})
 
     include: Annotated[
         list[str],
@@ -132,6 +136,16 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
         ),
     ] = True
 
+    labels: Annotated[dict[LabelName, str], doc(LABELS_DOC)] = {}
+    path_labels: Annotated[
+        str | None,
+        doc(
+            "A regular expression searched in each file's path; its named groups become "
+            "labels, e.g. '/var/log/(?P<service>[^/]+)/' (at most 8 groups, values cut to "
+            "256 characters; a path it does not match gets none)."
+        ),
+    ] = None
+
     def with_base(self, base: Path) -> FileSourceConfig:
         """Resolve relative patterns against ``base``."""
         return msgspec.structs.replace(
@@ -143,6 +157,8 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
     def check(self, collector_slot_bytes: int) -> Problems:
         """Cross-field rules (pure): the line fits a slot, the codec and patterns exist."""
         problems = line_fits_slot(self.max_line_bytes, collector_slot_bytes)
+        problems += check_static(self.labels, self.BUILT_IN_LABELS)
+        problems += check_path_labels(self.path_labels, self.BUILT_IN_LABELS | set(self.labels))
         try:
             line_codec(self.encoding)
         except ValueError as exc:
@@ -181,6 +197,8 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             "skip_long_lines": self.long_lines == "skip",
             "encoding": line_codec(self.encoding).name,
             "multiline": multiline_rule(self),
+            "static_labels": dict(self.labels),
+            "path_labels": None if self.path_labels is None else PathLabels(self.path_labels),
         }
 
     def longest_entry_bytes(self, collector_slot_bytes: int) -> int:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 
 from logcap.capture.base import Problems
+from logcap.capture.labels import LABELS_DOC, LabelName, check_static
 from logcap.config._base import StrictStruct, doc
 from logcap.config._units import BodyBytes, PositiveDuration
 
@@ -17,6 +18,12 @@ if TYPE_CHECKING:
 
 class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
     """Accept entries on ``POST /api/v1/logs`` (a JSON object, a JSON array, or NDJSON)."""
+
+    #: labels logcap or the entry's own members set (static labels cannot replace them;
+    #: a client's own label of a static label's name gives way to the static one)
+    BUILT_IN_LABELS: ClassVar[frozenset[str]] = frozenset(
+        {"host", "ingested_via", "client_ip", "level", "source_type", "source_id"}
+    )
 
     address: Annotated[
         str,
@@ -52,15 +59,16 @@ class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
         PositiveDuration,
         doc("While the pipeline is backpressured requests get 429 with this Retry-After."),
     ] = PositiveDuration(1.0)
+    labels: Annotated[dict[LabelName, str], doc(LABELS_DOC)] = {}
 
     def with_base(self, base: Path) -> HttpSourceConfig:
         """No paths to resolve."""
         return self
 
     def check(self, collector_slot_bytes: int) -> Problems:
-        """Cross-field rules (pure): none beyond the field limits (the body limit against
-        the whole ring is checked with the buffer section: config/_rules.py)."""
-        return []
+        """Cross-field rules (pure): the static labels (the body limit against the whole
+        ring is checked with the buffer section: config/_rules.py)."""
+        return check_static(self.labels, self.BUILT_IN_LABELS)
 
     def build(self, env: CollectorEnv) -> Collector:
         """The HTTP server that takes requests into the ring."""
@@ -71,7 +79,7 @@ class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
 
     def line_rules(self, collector_slot_bytes: int) -> dict[str, Any]:
         """Entries come whole from the collector."""
-        return {"max_line_bytes": collector_slot_bytes}
+        return {"max_line_bytes": collector_slot_bytes, "static_labels": dict(self.labels)}
 
     def longest_entry_bytes(self, collector_slot_bytes: int) -> int:
         """The source refuses (413) an entry whose escaped message and labels do not fit

@@ -139,6 +139,12 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
         "Its `api.address` (default `127.0.0.1:9598`).",
     ),
     (
+        "LOGCAP_VENV",
+        "scripts/setup.sh, scripts/test.sh, scripts/check.sh",
+        "Where setup.sh makes the virtual environment logcap runs in (default `.venv` in "
+        "the checkout); `PYTHON` picks the interpreter it is made with (default `python3`).",
+    ),
+    (
         "${NAME}",
         "your config",
         "Any variable your config interpolates, e.g. `${INGEST_TOKEN}` for a bearer token.",

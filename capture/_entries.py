@@ -5,8 +5,11 @@ The data of a ``FLAG_ENTRIES`` record (see capture/_record.py) is msgpack::
     [[labels, [timestamp_ns, ...], [message, ...]], ...]
 
 a list of *runs*: consecutive entries that share one labels mapping, each entry keeping
-its own event time. Sending the labels once per run, not once per entry, is what keeps a
-container's 10,000 lines a second from costing 10,000 label maps in every later stage.
+its own event time. Entries a pipeline processed (capture/pipeline/) may carry a level and
+structured fields: their runs have two more members, ``[level or nil, ...]`` and
+``[fields map or nil, ...]`` (each nil when no entry of the run has one).
+Sending the labels once per run, not once per entry, is what keeps a container's
+10,000 lines a second from costing 10,000 label maps in every later stage.
 
 A record may carry a *position* in its header instead of a file offset: ``ino`` names
 the input (non-zero), ``end`` (int64, not negative) and ``fingerprint`` (uint64) say how
@@ -22,7 +25,8 @@ in ``end`` (positive), which the dispatcher acknowledges once delivered
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -34,7 +38,19 @@ FORGET = -1  # a position's timestamp_ns: drop the input's checkpoint entry
 Entry = tuple[dict[str, str], int, str]  # (labels, event time in ns, message)
 Run = tuple[dict[str, str], list[int], list[str]]
 _pack = msgspec.msgpack.Encoder().encode
-decode_runs = msgspec.msgpack.Decoder(list[tuple[dict[str, str], list[int], list[str]]]).decode
+
+
+class RunRecord(msgspec.Struct, array_like=True, gc=False):
+    """One run as the dispatcher reads it (the last two members only from pipelines)."""
+
+    labels: dict[str, str]
+    stamps: list[int]
+    messages: list[str]
+    levels: list[str | None] | None = None
+    fields: list[dict[str, Any] | None] | None = None
+
+
+decode_runs = msgspec.msgpack.Decoder(list[RunRecord]).decode
 
 
 class Position(NamedTuple):
@@ -44,6 +60,7 @@ class Position(NamedTuple):
     key: int
     end: int  # FORGET, or the source's position (with fingerprint)
     fingerprint: int
+    dev: int = 0  # a file's device (with ``key``, its inode)
 
 
 def runs_of(entries: list[Entry]) -> list[Run]:
@@ -59,15 +76,18 @@ def runs_of(entries: list[Entry]) -> list[Run]:
     return runs
 
 
-def pack_records(entries: list[Entry], capacity: int) -> list[bytes]:
+def pack_records(
+    entries: Sequence[Any], capacity: int, runs: Callable[[Any], list[Any]] = runs_of
+) -> list[bytes]:
     """``entries`` in order, as few record payloads of at most ``capacity`` bytes as the
-    halving search finds; :class:`EntryTooLarge` if one entry alone does not fit."""
+    halving search finds (``runs`` groups a slice of them into runs); :class:`EntryTooLarge`
+    if one entry alone does not fit."""
     chunks: list[bytes] = []
     start = 0
     while start < len(entries):
         count = len(entries) - start
         while True:
-            data = _pack(runs_of(entries[start : start + count]))
+            data = _pack(runs(entries[start : start + count]))
             if len(data) <= capacity:
                 break
             if count == 1:
@@ -91,8 +111,8 @@ def write_entries(
 ) -> None:
     """Fill claimed slot ``seq`` with one packed record (publishing is the caller's)."""
     slot = producer.payload(seq)
-    path, key, stamp, seen = position if position is not None else (b"", 0, 0, 0)
-    header = BlockHeader(read_ns, 0, stamp, 0, key, seen, len(data), len(path), FLAG_ENTRIES)
+    path, key, stamp, seen, dev = position if position is not None else (b"", 0, 0, 0, 0)
+    header = BlockHeader(read_ns, 0, stamp, dev, key, seen, len(data), len(path), FLAG_ENTRIES)
     at = write_header(slot, header, path)
     slot[at : at + len(data)] = data
     producer.commit(seq, at + len(data))

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from logcap.capture.pipeline.config import PipelineConfig
+    from logcap.capture.pipeline.engine import Processor
     from logcap.dispatch.checkpoint import FilePosition
     from logcap.metrics import CounterBlock
     from logcap.ringbuf import Producer
@@ -40,6 +42,16 @@ class CollectorEnv:
     counters: CounterBlock
     data_dir: str
     should_stop: Callable[[], bool]
+    # the pipelines the source names, in its order, with their configs
+    pipelines: tuple[tuple[str, PipelineConfig], ...] = ()
+
+    def processor(self) -> Processor | None:
+        """The source's pipelines, compiled; None if it names none."""
+        if not self.pipelines:
+            return None
+        from logcap.capture.pipeline.engine import Processor
+
+        return Processor(self.name, list(self.pipelines), self.counters)
 
     @property
     def started_marker(self) -> Path:

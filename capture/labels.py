@@ -99,3 +99,14 @@ class PathLabels:
             for name, value in match.groupdict().items()
             if value is not None
         }
+
+
+def file_labels(
+    host: str, static: dict[str, str], path_labels: PathLabels | None, path: str
+) -> dict[str, str]:
+    """The labels of every entry read from ``path``: the source's static labels, those
+    its ``path_labels`` finds in the path, then the built-in ones (which no other can
+    replace: validation keeps their names apart)."""
+    found = path_labels.of(path) if path_labels is not None else {}
+    built_in = {"host": host, "path": path, "file_name": path.rsplit("/", 1)[-1]}
+    return {**static, **found, **built_in}

@@ -15,5 +15,8 @@ def run_collector(ctx: ChildContext, source: str) -> None:
         ctx.counters,
         ctx.plan.config.data_dir,
         should_stop=lambda: ctx.stop.is_set() or ctx.state.draining,
+        pipelines=tuple(
+            (name, ctx.plan.config.pipelines[name]) for name in getattr(config, "pipelines", [])
+        ),
     )
     config.build(env).run()

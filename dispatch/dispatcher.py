@@ -32,7 +32,7 @@ from logcap.dispatch.acks import Acknowledgements
 from logcap.dispatch.assemble import OpenBatch, Run, group_meta_bound, position_bytes
 from logcap.dispatch.batch import Batch, BatchMeta, Group, write_batch
 from logcap.dispatch.checkpoint import CheckpointStore, FilePosition
-from logcap.dispatch.encode import encode_entries, encode_stamped
+from logcap.dispatch.encode import encode_entries, encode_rich, encode_stamped
 from logcap.dispatch.records import Piece, SourceInput, read_record
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
@@ -137,13 +137,15 @@ class Dispatcher:
         limit = self.config.batch_max_events
         for piece in pieces:
             messages, stamps = piece.messages, piece.stamps
+            done = 0
             while messages:
                 if self.open.count >= limit:
                     self.flush()
                 room = limit - self.open.count
                 take, messages = messages[:room], messages[room:]
                 took, stamps = stamps[:room], stamps[room:]
-                self._add(self._encode(piece, take, took), reserve)
+                self._add(self._encode(piece, take, took, done), reserve)
+                done += len(take)
         if not self.open.count:
             # every entry of the record is published (or refused): nothing waits with it
             self._done_without_entries(index, seq, position)
@@ -153,11 +155,17 @@ class Dispatcher:
             self.flush()
 
     @staticmethod
-    def _encode(piece: Piece, messages: list[str], stamps: list[int]) -> Run:
+    def _encode(piece: Piece, messages: list[str], stamps: list[int], done: int = 0) -> Run:
         meta = group_meta_bound(piece.source, piece.labels)
         if stamps:
             group = Group(piece.source, piece.labels, stamps[0], 0, 0, stamps)
-            body = encode_stamped(piece.head, stamps, messages)
+            if piece.levels is None and piece.fields is None:
+                body = encode_stamped(piece.head, stamps, messages)
+            else:  # entries from pipelines: slices of their levels and fields go along
+                end = done + len(messages)
+                levels = None if piece.levels is None else piece.levels[done:end]
+                fields = None if piece.fields is None else piece.fields[done:end]
+                body = encode_rich(piece.head, stamps, messages, levels, fields)
             return Run(group, b"", body, 0, len(body), len(messages), meta)
         group = Group(piece.source, piece.labels, piece.timestamp_ns, 0, 0)
         body, end = encode_entries(piece.head, messages)

@@ -9,6 +9,7 @@ This runs at ~150 ns per 200-byte line, against ~300 ns for one Struct per line.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgspec
 
@@ -65,6 +66,36 @@ def encode_stamped(rest: bytes, timestamps: list[int], messages: list[str]) -> b
     for stamp, message in zip(timestamps, escaped, strict=False):
         out += entry_stamp(stamp)
         out += rest
+        out += message
+        out += b"}\n"
+    return bytes(out)
+
+
+_MESSAGE = b'"message":'
+
+
+def encode_rich(
+    rest: bytes,
+    timestamps: list[int],
+    messages: list[str],
+    levels: list[str | None] | None,
+    fields: list[dict[str, Any] | None] | None,
+) -> bytes:
+    """NDJSON for entries a pipeline gave a level and/or fields: like
+    :func:`encode_stamped`, with ``"level"`` and ``"fields"`` before ``"message"``."""
+    head = rest[: -len(_MESSAGE)]  # ends with the comma after the labels
+    escaped = _encode_lines(messages).split(b"\n")
+    out = bytearray()
+    for i, (stamp, message) in enumerate(zip(timestamps, escaped, strict=False)):
+        out += entry_stamp(stamp)
+        out += head
+        level = levels[i] if levels is not None else None
+        if level is not None:
+            out += b'"level":' + _json.encode(level) + b","
+        entry_fields = fields[i] if fields is not None else None
+        if entry_fields:
+            out += b'"fields":' + _json.encode(entry_fields) + b","
+        out += _MESSAGE
         out += message
         out += b"}\n"
     return bytes(out)

@@ -9,12 +9,12 @@ same way. Reading a record only decodes it; nothing is published here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from logcap.capture._entries import decode_runs
 from logcap.capture._record import FLAG_ENTRIES, FLAG_TRUNCATED, HEADER_SIZE, BlockHeader
 from logcap.capture.file.multiline import MultilineRule
-from logcap.capture.labels import PathLabels
+from logcap.capture.labels import PathLabels, file_labels
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.dispatch.encode import entry_prefix, entry_rest
 from logcap.dispatch.lines import block_messages
@@ -52,6 +52,8 @@ class Piece(NamedTuple):
     timestamp_ns: int
     messages: list[str]
     stamps: list[int]  # each entry's own event time; empty for lines (all timestamp_ns)
+    levels: list[str | None] | None = None  # from pipelines: each entry's level
+    fields: list[dict[str, Any] | None] | None = None  # from pipelines: each entry's fields
 
 
 def read_record(
@@ -73,7 +75,7 @@ def _lines(
         # JSON and msgpack hold valid UTF-8 only: a file name that is not UTF-8 (an
         # old Latin-1 name) is shown and checkpointed with U+FFFD for its bad bytes.
         path = path_bytes.decode("utf-8", "replace")
-        labelled = (path, file_labels(source, path))
+        labelled = (path, file_labels(source.host, source.static_labels, source.path_labels, path))
         if len(source.labels_by_path) >= PATHS_REMEMBERED:  # dated names come and go
             source.labels_by_path.clear()
         source.labels_by_path[path_bytes] = labelled
@@ -105,15 +107,6 @@ def _lines(
     return [Piece(source.name, labels, prefix, header.read_ns, lines, [])], position
 
 
-def file_labels(source: SourceInput, path: str) -> dict[str, str]:
-    """The labels of every entry read from ``path``: the source's static labels, those
-    its ``path_labels`` finds in the path, then the built-in ones (which no other can
-    replace: validation keeps their names apart)."""
-    found = source.path_labels.of(path) if source.path_labels is not None else {}
-    built_in = {"host": source.host, "path": path, "file_name": path.rsplit("/", 1)[-1]}
-    return {**source.static_labels, **found, **built_in}
-
-
 def _entries(
     source: SourceInput, header: BlockHeader, view: memoryview, counters: CounterBlock
 ) -> tuple[list[Piece], FilePosition | None]:
@@ -130,14 +123,19 @@ def _entries(
         position = FilePosition(source.name, "", 0, 0, header.end)
     pieces = []
     total = 0
-    for labels, stamps, messages in runs:
-        if len(stamps) != len(messages):
+    for run in runs:
+        stamps, messages = run.stamps, run.messages
+        if len(stamps) != len(messages) or any(
+            extra is not None and len(extra) != len(messages) for extra in (run.levels, run.fields)
+        ):
             raise ValueError(f"{len(stamps)} timestamps for {len(messages)} entries")
         if not messages:
             continue
-        merged = {**labels, **source.static_labels, "host": source.host}
+        merged = {**run.labels, **source.static_labels, "host": source.host}
         rest = entry_rest(source.name, merged, header.read_ns)
-        pieces.append(Piece(source.name, merged, rest, stamps[0], messages, stamps))
+        pieces.append(
+            Piece(source.name, merged, rest, stamps[0], messages, stamps, run.levels, run.fields)
+        )
         total += len(messages)
     source.counters.add(Counter.EVENTS_OUT, total)
     counters.add(Counter.EVENTS_IN, total)

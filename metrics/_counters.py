@@ -86,6 +86,12 @@ class Counter(enum.IntEnum):
     SPOOL_BATCHES = 43
     # sink blocks, written by the retry process: DLQ records re-offered by dlq.reprocess
     DLQ_REPROCESSED = 44
+    # source blocks, written by the collector: its pipelines' step failures (the entry
+    # goes on unchanged), entries dropped by drop/dedup/timestamp_limits, and event times
+    # outside timestamp_limits (clamped, kept or dropped)
+    PIPELINE_ERRORS = 45
+    PIPELINE_DROPPED = 46
+    TIMESTAMPS_OUT_OF_RANGE = 47
 
 
 class CounterTable:

@@ -58,6 +58,21 @@ _COMPONENT_COUNTERS = [
         Counter.FILE_RESETS,
         "Files found shorter than their read position and read again from 0.",
     ),
+    (
+        "logcap_source_pipeline_errors",
+        Counter.PIPELINE_ERRORS,
+        "Pipeline steps that failed on an entry (it went on unchanged).",
+    ),
+    (
+        "logcap_source_pipeline_dropped",
+        Counter.PIPELINE_DROPPED,
+        "Entries dropped by pipeline rules (drop, dedup, timestamp_limits).",
+    ),
+    (
+        "logcap_source_timestamps_out_of_range",
+        Counter.TIMESTAMPS_OUT_OF_RANGE,
+        "Event times outside a pipeline's timestamp_limits (clamped, kept or dropped).",
+    ),
     ("logcap_checkpoints_written", Counter.CHECKPOINTS, "Checkpoint files written."),
     ("logcap_sink_file_rotations", Counter.ROTATIONS, "Output files rotated (by size or age)."),
     (

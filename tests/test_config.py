@@ -201,6 +201,7 @@ sources:
     glob_interval: 5s
     poll_interval: 100ms
     watch: false
+    pipelines: [parse]
     labels: {env: prod}
     path_labels: '/var/log/(?P<service>[^/]+)/'
   ingest:
@@ -304,6 +305,19 @@ dlq:
   fsync_interval: 2s
   when_full: drop_oldest
   reprocess: {enabled: false, interval: 1m}
+pipelines:
+  parse:
+    steps:
+      - {type: json_parse, field: fields.raw, into: fields.parsed, when: {field: level, in: [a]}}
+      - {type: regex_extract, field: message, pattern: '(?P<x>a)', into: fields.rx}
+      - {type: timestamp_parse, field: fields.t, formats: [unix_ms], timezone: Europe/Paris}
+      - {type: level_extract, pattern: '(?P<level>[A-Z]+)', when: {field: message, matches: x}}
+      - {type: field_add, fields: {labels.team: web}, when: {field: source, equals: app}}
+      - {type: field_remove, fields: [fields.secret]}
+      - {type: field_rename, from: fields.m, to: message}
+      - {type: drop, when: {field: level, equals: debug}}
+      - {type: dedup, key: [message], window: 1m, max_entries: 100}
+    timestamp_limits: {max_past: 1d, max_future: 1m, action: drop}
 """
 FULL = FULL.replace("@CERT@", str(_CERT)).replace("@KEY@", str(_KEY))
 

@@ -76,7 +76,9 @@ def test_every_key_of_every_struct_has_a_documented_entry() -> None:
     assert "UNDOCUMENTED" not in text
     for path, struct in _structs(mi.type_info(Config), ""):
         for field in struct.fields:
-            assert f"- **`{field.name}`** (" in text, f"{path}.{field.name} is not in the reference"
+            assert f"- **`{field.encode_name}`** (" in text, (
+                f"{path}.{field.name} is not in the reference"
+            )
 
 
 @pytest.mark.parametrize("section", ["sources", "sinks"])

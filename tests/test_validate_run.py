@@ -309,6 +309,46 @@ def test_source_labels_are_checked_names_patterns_and_built_ins(tmp_path: Path) 
     assert refused(tmp_path, text) == ["4: sources.app.labels: 33 labels, at most 32"]
 
 
+PIPELINE_PROBLEMS = """\
+pipelines:
+  p:
+    steps:
+      - {type: regex_extract, pattern: '(oops'}
+      - {type: regex_extract, pattern: '([a-z]+)'}
+      - {type: timestamp_parse, field: fields.t, formats: [iso8601, '%Q'], timezone: Mars/Olympus}
+      - {type: drop, when: {field: level, equals: x, in: [y]}}
+      - {type: level_extract}
+      - {type: field_rename, from: message, to: fields.m}
+"""
+
+
+def test_pipeline_steps_are_checked_with_path_and_line(tmp_path: Path) -> None:
+    text = PIPELINE_PROBLEMS + HEAD.replace(
+        'include: ["./logs/*.log"]', 'include: ["./logs/*.log"], pipelines: [p, nope]'
+    )
+    assert refused(tmp_path, text) == [
+        "13: sources.app.pipelines[1]: no pipeline named 'nope' (pipelines: p)",
+        "4: pipelines.p.steps[0].pattern: not a regular expression: missing ), unterminated "
+        "subpattern at position 0",
+        "5: pipelines.p.steps[1].pattern: has no named group: write (?P<name>...) for each value",
+        "6: pipelines.p.steps[2].formats[0]: 'iso8601' is not one of rfc3339, unix, unix_ms, "
+        "unix_ns nor a strptime pattern (with %)",
+        "6: pipelines.p.steps[2].formats[1]: not a strptime pattern: 'Q' is a bad directive in "
+        "format '%Q'",
+        "6: pipelines.p.steps[2].timezone: unknown time zone 'Mars/Olympus' (an IANA name such "
+        "as UTC or Europe/Paris)",
+        "7: pipelines.p.steps[3].when: give exactly one of matches, equals, in",
+        "8: pipelines.p.steps[4]: give exactly one of field, pattern",
+        "9: pipelines.p.steps[5]: message cannot be removed or renamed",
+    ]
+    typo = "pipelines:\n  p: {steps: [{type: json_prase}, {type: json_parse, colour: red}]}\n"
+    assert refused(tmp_path, typo + HEAD) == [
+        "2: pipelines.p.steps[0].type: 'json_prase' is not one of json_parse, regex_extract, "
+        "timestamp_parse, level_extract, field_add, field_remove, field_rename, drop, dedup",
+        "2: pipelines.p.steps[1].colour: unknown key 'colour'",
+    ]
+
+
 def test_an_unknown_component_type_lists_the_types(tmp_path: Path) -> None:
     text = HEAD.replace("type: blackhole", "type: blackhol")
     assert refused(tmp_path, text) == [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -13,10 +14,12 @@ from pathlib import Path
 from logcap.capture.file.config import FileSourceConfig, multiline_rule
 from logcap.capture.file.discovery import ChangeWatcher, FileFinder
 from logcap.capture.file.encoding import line_codec
+from logcap.capture.file.entries import FileEntries
 from logcap.capture.file.identity import matches
 from logcap.capture.file.recover import find_unfinished, publish_forget
 from logcap.capture.file.started import mark_started
 from logcap.capture.file.tailer import FileTailer
+from logcap.capture.pipeline.engine import Processor
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -53,6 +56,7 @@ class FileCollector:
         should_stop: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
         started_marker: Path | None = None,
+        processor: Processor | None = None,
     ) -> None:
         self.name = name
         # read_from: end applies only to the very first run of a source. Whether there was
@@ -80,6 +84,12 @@ class FileCollector:
         # checkpoint entries of files gone for good, to be dropped (capture/file/recover.py)
         self.forgets: list[FilePosition] = []
         self._next_scan = 0.0
+        # with pipelines, blocks become processed entries here (capture/file/entries.py)
+        self.entries = (
+            None
+            if processor is None
+            else FileEntries(name, config, processor, counters, socket.gethostname())
+        )
 
     def _start_position(self, tailer: FileTailer, initial: bool) -> int:
         key = (tailer.dev, tailer.ino)
@@ -187,6 +197,7 @@ class FileCollector:
             log.warning("source %s: cannot open %s: %s", self.name, path, exc)
             self.counters.add(Counter.ERRORS)
             return None
+        tailer.entries = self.entries
         if self.multiline is not None and self.config.multiline is not None:
             tailer.multiline = self.multiline
             tailer.multiline_timeout = self.config.multiline.timeout
@@ -237,6 +248,8 @@ class FileCollector:
     def poll_once(self) -> bool:
         """One read from every file that has data; True if anything was published."""
         moved = False
+        if self.entries is not None and not self.entries.flush(self.producer):
+            return False  # a processed block's records go before anything else
         if not self._publish_forgets():  # nothing may pass them (a new file on the inode)
             return False
         max_line = self.config.max_line_bytes
@@ -302,4 +315,6 @@ class FileCollector:
                 self.watcher.stop()
             for tailer in (*self.tailers.values(), *self.retiring):
                 tailer.close()
+            if self.entries is not None:  # what is not published now is read again later
+                self.entries.flush(self.producer, timeout=1.0)
         self.producer.close()

@@ -137,6 +137,13 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
     ] = True
 
     labels: Annotated[dict[LabelName, str], doc(LABELS_DOC)] = {}
+    pipelines: Annotated[
+        list[str],
+        doc(
+            "Names of pipelines (top-level `pipelines`) run on this source's entries, in "
+            "order, in its collector process."
+        ),
+    ] = []
     path_labels: Annotated[
         str | None,
         doc(
@@ -188,6 +195,7 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             env.checkpoints(),
             should_stop=env.should_stop,
             started_marker=env.started_marker,
+            processor=env.processor(),
         )
 
     def line_rules(self, collector_slot_bytes: int) -> dict[str, Any]:
@@ -202,8 +210,10 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
         }
 
     def longest_entry_bytes(self, collector_slot_bytes: int) -> int:
-        """Encoded bytes of the longest entry: each byte escaped to at most 6."""
-        return 6 * int(self.max_line_bytes)
+        """Encoded bytes of the longest entry: each byte escaped to at most 6. With
+        pipelines, an entry (message, fields and all) is bounded by a collector slot
+        instead (capture/file/entries.py keeps it within one)."""
+        return 6 * int(collector_slot_bytes if self.pipelines else self.max_line_bytes)
 
 
 def multiline_rule(config: FileSourceConfig) -> MultilineRule | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from logcap.capture._record import FLAG_TRUNCATED, HEADER_SIZE, BlockHeader, write_header
 from logcap.capture.file.encoding import LineCodec, line_codec
@@ -19,6 +20,9 @@ from logcap.capture.file.multiline import MultilineRule
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
+
+if TYPE_CHECKING:
+    from logcap.capture.file.entries import FileEntries
 
 SCAN_CHUNK = 1 << 20
 UTF8: LineCodec = line_codec("utf-8")
@@ -52,6 +56,8 @@ class FileTailer:
         # started at its end (read_from: end): that position is published, even with no
         # line, so it is checkpointed and a restart does not read the file from its start
         self.unrecorded = False
+        # a source with pipelines: blocks become processed entries (capture/file/entries.py)
+        self.entries: FileEntries | None = None
 
     def rename(self, path: str) -> None:
         """The file is now known under ``path`` (renamed, or rotated away)."""
@@ -226,6 +232,10 @@ class FileTailer:
         return True
 
     def _publish(self, producer: Producer, header: BlockHeader, data: memoryview) -> bool:
+        if self.entries is not None:
+            taken = self.entries.publish(producer, header, data, self.path, self.path_bytes)
+            self.unrecorded = self.unrecorded and not taken
+            return taken
         try:
             seq = producer.claim(1, timeout=0.2)
         except BufferFull:

@@ -23,6 +23,7 @@ from logcap.config._rules import (
     check_http_bodies,
     check_inapplicable,
     check_listeners,
+    check_pipelines,
     check_rings,
 )
 from logcap.config._schema import BufferConfig, Config
@@ -309,6 +310,7 @@ def parse_config(
     )
     _check_limits(doc, config)
     check_inapplicable(doc.problem, config, data)
+    check_pipelines(doc.problem, config)
     check_listeners(doc.problem, config)
     check_rings(doc.problem, config)
     check_http_bodies(doc.problem, config)

@@ -83,3 +83,21 @@ def check_rings(report: Report, config: Config) -> None:
             f"collector_slot_bytes = {collector} per source, batch_slots x batch slot = "
             f"{batch}); at most {MAX_RING_BYTES} (8 GiB)",
         )
+
+
+def check_pipelines(report: Report, config: Config) -> None:
+    """Every pipeline a source names exists, and each pipeline's own rules (patterns,
+    formats, zones, one test per condition) hold."""
+    from logcap.capture.pipeline.config import check_pipeline
+
+    for name, source in config.sources.items():
+        for i, pipeline in enumerate(getattr(source, "pipelines", [])):
+            if pipeline not in config.pipelines:
+                known = ", ".join(sorted(config.pipelines)) or "none are defined"
+                report(
+                    ("sources", name, "pipelines", i),
+                    f"no pipeline named '{pipeline}' (pipelines: {known})",
+                )
+    for name, pipeline in config.pipelines.items():
+        for path, problem in check_pipeline(pipeline):
+            report(("pipelines", name, *path), problem)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from logcap.capture.config import SourceConfig
-from logcap.config._base import StrictStruct, doc
+from logcap.capture.pipeline.config import PipelineConfig
+from logcap.config._base import ComponentName, StrictStruct, doc
 from logcap.config._units import (
     BatchBytes,
     DlqBytes,
@@ -208,3 +209,7 @@ class Config(StrictStruct, frozen=True):
     supervisor: Annotated[SupervisorConfig, doc("Process management.")] = SupervisorConfig()
     retry: Annotated[RetryConfig, doc("Retrying failed batches.")] = RetryConfig()
     dlq: Annotated[DlqConfig, doc("The dead letter queue.")] = DlqConfig()
+    pipelines: Annotated[
+        dict[ComponentName, PipelineConfig],
+        doc("Named processing pipelines; a source runs those it names (its `pipelines`)."),
+    ] = {}

@@ -53,6 +53,27 @@ def _struct_of(kind: Any, value: Any) -> type[msgspec.Struct] | None:
     return found
 
 
+def _list_of(kind: Any, value: Any) -> Any:
+    """The item type when ``kind`` is ``list[X]`` of structs and ``value`` a list."""
+    kind = _strip(kind)
+    if not isinstance(value, list) or typing.get_origin(kind) is not list:
+        return None
+    (item,) = typing.get_args(kind)
+    has_struct = any(isinstance(k, type) and issubclass(k, msgspec.Struct) for k in _members(item))
+    return item if has_struct else None
+
+
+def _tags_of(kind: Any) -> tuple[str, list[str]] | None:
+    """(tag field, tags) when ``kind`` is a union of tagged structs."""
+    structs = [k for k in _members(kind) if isinstance(k, type) and issubclass(k, msgspec.Struct)]
+    tagged = [s for s in structs if s.__struct_config__.tag is not None]
+    if len(tagged) < 2:
+        return None
+    return str(tagged[0].__struct_config__.tag_field), [
+        str(s.__struct_config__.tag) for s in tagged
+    ]
+
+
 def _pattern_description(kind: Any, is_field: bool) -> str | None:
     """The description of a named pattern type (``Token``, ``HeaderValue``) in ``kind``.
     A field's own ``doc()`` (the last metadata of its outermost ``Annotated``) says what
@@ -135,7 +156,22 @@ def check_struct(
             ) is None or not check_struct(item, item_kind, (*path, key), report, convert):
                 ok = False
         return ok
+    item_kind = _list_of(kind, value)
+    if item_kind is not None:  # each item on its own, at its own index
+        results = [
+            check_struct(item, item_kind, (*path, i), report, convert)
+            for i, item in enumerate(value)
+        ]
+        return all(results) and convert_reporting(value, kind, path, report, convert) is not None
     if struct is None:
+        tags = _tags_of(kind)
+        if isinstance(value, dict) and tags:  # a tagged union: say which tags there are
+            tag_key, names = tags
+            if tag_key not in value:
+                report(path, f"missing required key '{tag_key}' (one of {', '.join(names)})")
+            else:
+                report((*path, tag_key), f"{value[tag_key]!r} is not one of {', '.join(names)}")
+            return False
         return convert_reporting(value, kind, path, report, convert, is_field) is not None or (
             _accepts_none(value, kind, convert)
         )

@@ -169,6 +169,9 @@ def _struct_of(kind: mi.Type) -> tuple[mi.StructType | None, str]:
     if isinstance(kind, mi.ListType):
         inner, suffix = _struct_of(kind.item_type)
         return inner, "[]" + suffix
+    if isinstance(kind, mi.DictType):
+        inner, suffix = _struct_of(kind.value_type)
+        return inner, ".<name>" + suffix
     if isinstance(kind, mi.StructType) and kind.tag is None:
         return kind, ""
     return None, ""
@@ -181,7 +184,7 @@ def _doc_of(cls: type) -> str:
 
 
 def _child_path(path: str, field: mi.Field, suffix: str) -> str:
-    return f"{path}.{field.name}{suffix}" if path else field.name + suffix
+    return f"{path}.{field.encode_name}{suffix}" if path else field.encode_name + suffix
 
 
 def _keys(struct: mi.StructType, path: str) -> Iterator[str]:
@@ -196,7 +199,7 @@ def _keys(struct: mi.StructType, path: str) -> Iterator[str]:
             words += f", see {_COMPONENTS[field.name]}"
         default = default_text(field)
         facts = [words, *limits, "required" if default is None else f"default {default}"]
-        text = f"- **`{field.name}`** ({'; '.join(facts)}): {description or 'UNDOCUMENTED'}"
+        text = f"- **`{field.encode_name}`** ({'; '.join(facts)}): {description or 'UNDOCUMENTED'}"
         yield _wrap(text, "  ")
 
 
@@ -212,6 +215,7 @@ def _sections(struct: mi.StructType, path: str, level: int, note: str = "") -> I
     for field in struct.fields:
         inner, suffix = _struct_of(field.type)
         if inner is None:
+            yield from _tagged_items(field, path, level)
             continue
         inner_path = _child_path(path, field, suffix)
         yield ""
@@ -220,6 +224,26 @@ def _sections(struct: mi.StructType, path: str, level: int, note: str = "") -> I
         yield _doc_of(inner.cls)
         yield ""
         yield from _sections(inner, inner_path, min(level + 1, 6), note)
+
+
+def _tagged_items(field: mi.Field, path: str, level: int) -> Iterator[str]:
+    """A section per kind of a list of tagged structs (a pipeline's steps)."""
+    kind, _ = _unwrap(field.type)
+    if not isinstance(kind, mi.ListType):
+        return
+    union, _ = _unwrap(kind.item_type)
+    if not isinstance(union, mi.UnionType):
+        return
+    for member in union.types:
+        if not isinstance(member, mi.StructType) or member.tag is None:
+            continue
+        inner_path = _child_path(path, field, "[]")
+        yield ""
+        yield f"{'#' * level} `{inner_path}` (`type: {member.tag}`)"
+        yield ""
+        yield _doc_of(member.cls)
+        yield ""
+        yield from _sections(member, inner_path, min(level + 1, 6), f" (`type: {member.tag}`)")
 
 
 def _components(field: mi.Field, title: str) -> Iterator[str]:
@@ -260,10 +284,10 @@ def render() -> str:
     lines = [INTRO.rstrip("\n"), "", "## Top level", "", _doc_of(Config), ""]
     lines += _keys(config, "")
     for field in config.fields:
-        inner, _ = _struct_of(field.type)
+        inner, suffix = _struct_of(field.type)
         if inner is not None:
-            lines += ["", f"## `{field.name}`", "", _doc_of(inner.cls), ""]
-            lines += _sections(inner, field.name, 3)
+            lines += ["", f"## `{field.name}{suffix}`", "", _doc_of(inner.cls), ""]
+            lines += _sections(inner, field.name + suffix, 3)
     for field in config.fields:
         if field.name in ("sources", "sinks"):
             lines += ["", *_components(field, field.name.capitalize())]

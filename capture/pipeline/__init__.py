@@ -1,0 +1,1 @@
+"""Processing pipelines: steps run on a source's entries in its collector process."""

@@ -1,0 +1,121 @@
+"""The pipelines of one source, run on its entries in its collector process.
+
+Steps run in order, pipeline after pipeline, on each entry. A step that fails leaves the
+entry as it was and the entry goes on; a ``drop`` or ``dedup`` step, or a
+``timestamp_limits`` with ``action: drop``, removes it. Every failure, drop and
+out-of-range event time is counted in the source's counter block (exported per source),
+and each (pipeline, step, reason) is logged at most once a minute with how often it
+happened meanwhile, so a stream of junk lines tells the operator without flooding the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Callable
+
+from logcap.capture.pipeline.config import PipelineConfig
+from logcap.capture.pipeline.entry import Entry
+from logcap.capture.pipeline.steps import DROP, Dedup, Step, compile_step
+from logcap.metrics import Counter, CounterBlock
+
+log = logging.getLogger(__name__)
+LOG_EVERY = 60.0
+
+
+class _Compiled:
+    def __init__(self, name: str, config: PipelineConfig) -> None:
+        self.name = name
+        self.steps: list[Step] = [compile_step(i, s) for i, s in enumerate(config.steps)]
+        self.dedups = [s for s in self.steps if isinstance(s, Dedup)]
+        limits = config.timestamp_limits
+        self.limits = limits
+        self.max_past_ns = int(limits.max_past * 1e9) if limits else 0
+        self.max_future_ns = int(limits.max_future * 1e9) if limits else 0
+
+
+class Processor:
+    """Runs a source's pipelines (in the order the source names them) on its entries."""
+
+    def __init__(
+        self,
+        source: str,
+        pipelines: list[tuple[str, PipelineConfig]],
+        counters: CounterBlock,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.pipelines = [_Compiled(name, config) for name, config in pipelines]
+        self.counters = counters
+        self.clock = clock
+        self._unlogged: Tally[tuple[str, str, str]] = Tally()
+        self._next_log = 0.0
+
+    def run(self, entries: list[Entry], read_ns: int) -> list[Entry]:
+        """The entries that remain, changed by the steps (the list may be ``entries``)."""
+        errors = dropped = out_of_range = 0
+        for pipeline in self.pipelines:
+            for dedup in pipeline.dedups:
+                dedup.now = read_ns
+            kept: list[Entry] = []
+            for entry in entries:
+                for step in pipeline.steps:
+                    if step.when is not None and not step.when(entry):
+                        continue
+                    outcome = step.apply(entry)
+                    if outcome is None:
+                        continue
+                    if outcome == DROP:
+                        dropped += 1
+                        self._unlogged[(pipeline.name, _name(step), "dropped")] += 1
+                        break
+                    errors += 1
+                    self._unlogged[(pipeline.name, _name(step), outcome)] += 1
+                else:
+                    limits = pipeline.limits
+                    if limits is not None:
+                        stamp = entry.timestamp_ns
+                        if not (
+                            read_ns - pipeline.max_past_ns
+                            <= stamp
+                            <= read_ns + pipeline.max_future_ns
+                        ):
+                            out_of_range += 1
+                            self._unlogged[(pipeline.name, "timestamp_limits", limits.action)] += 1
+                            if limits.action == "drop":
+                                dropped += 1
+                                continue
+                            if limits.action == "clamp":
+                                entry.timestamp_ns = read_ns
+                    kept.append(entry)
+            entries = kept
+        if errors:
+            self.counters.add(Counter.PIPELINE_ERRORS, errors)
+        if dropped:
+            self.counters.add(Counter.PIPELINE_DROPPED, dropped)
+        if out_of_range:
+            self.counters.add(Counter.TIMESTAMPS_OUT_OF_RANGE, out_of_range)
+        if self._unlogged and self.clock() >= self._next_log:
+            self._log()
+        return entries
+
+    def _log(self) -> None:
+        for (pipeline, step, reason), count in sorted(self._unlogged.items()):
+            level = logging.INFO if reason in ("dropped", "keep", "clamp") else logging.WARNING
+            log.log(
+                level,
+                "source %s: pipeline %s step %s: %s, %d entr%s",
+                self.source,
+                pipeline,
+                step,
+                reason,
+                count,
+                "y" if count == 1 else "ies",
+            )
+        self._unlogged.clear()
+        self._next_log = self.clock() + LOG_EVERY
+
+
+def _name(step: Step) -> str:
+    return f"{step.index} ({step.kind})"

@@ -1,0 +1,198 @@
+"""Pipelines through ``logcap run``: a file of JSON lines, nginx access lines and junk goes
+through steps of every type; every output entry is checked field by field, the counters
+are read from ``/metrics``, and a ``kill -9`` mid-run loses nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from tests.conftest import free_port, wait_for, write_config
+
+PIPELINES = r"""
+pipelines:
+  parse:
+    steps:
+      - {type: json_parse, when: {field: message, matches: '^\{'}}
+      - type: regex_extract
+        when: {field: message, matches: '^\d'}
+        pattern: >-
+          ^(?P<client>\S+) \S+ \S+ \[(?P<time>[^\]]+)\]
+          "(?P<method>\S+) (?P<url>\S+)[^"]*" (?P<status>\d+)
+      - {type: timestamp_parse, field: fields.ts, formats: [unix_ms, rfc3339]}
+      - {type: timestamp_parse, field: fields.time, formats: ['%d/%b/%Y:%H:%M:%S %z']}
+      - {type: level_extract, field: fields.lvl}
+      - type: level_extract
+        pattern: '^(?P<level>[A-Z]+):'
+        when: {field: message, matches: '^[A-Z]+:'}
+      - {type: field_rename, from: fields.msg, to: message}
+      - {type: field_remove, fields: [fields.lvl, fields.ts]}
+      - type: field_add
+        fields: {labels.kind: access}
+        when: {field: fields.status, in: ['200', '404']}
+  tidy:
+    steps:
+      - {type: drop, when: {field: level, equals: debug}}
+      - {type: dedup, key: [message], window: 1h}
+    timestamp_limits: {max_past: 3650d, max_future: 1d, action: clamp}
+"""
+
+LINES = [
+    '{"ts": "2026-12-01T10:00:00.5Z", "lvl": "WARN", "msg": "disk low", "user": {"id": 7}}',
+    '127.0.0.1 - - [01/Dec/2026:10:00:01 +0000] "GET /x HTTP/1.1" 200 12',
+    "junk: not parsed at all",
+    '{"ts": 1796119202000, "lvl": "debug", "msg": "noise"}',
+    "junk: not parsed at all",
+    '{"broken json',
+    "ERR: from the message",
+    '{"ts": "2999-01-01T00:00:00Z", "msg": "from the future", "lvl": "bogus"}',
+]
+
+
+def _entries(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, "rb") as out:
+        return [json.loads(line) for line in out if line.endswith(b"\n")]
+
+
+def test_every_step_type_through_logcap_run(tmp_path: Path, start_agent) -> None:
+    (tmp_path / "logs" / "shop").mkdir(parents=True)
+    log = tmp_path / "logs" / "shop" / "app.log"
+    log.write_text("\n".join(LINES) + "\n")
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        PIPELINES
+        + """
+data_dir: ./data
+sources:
+  app:
+    type: file
+    include: ["./logs/**/*.log"]
+    pipelines: [parse, tidy]
+    path_labels: '/logs/(?P<service>[^/]+)/'
+sinks:
+  out: {type: file, path: "./out/all.ndjson"}
+dispatcher: {batch_timeout: 20ms}
+""",
+        address,
+    )
+    began = time.time()
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    out = tmp_path / "out" / "all.ndjson"
+    wait_for(lambda: len(_entries(out)) == 6, 60, "6 entries")
+    assert agent.metric("logcap_source_pipeline_dropped_total", component="app") == 2
+    # the broken JSON line, and the unknown level 'bogus'
+    assert agent.metric("logcap_source_pipeline_errors_total", component="app") == 2
+    assert agent.metric("logcap_source_timestamps_out_of_range_total", component="app") == 1
+    assert agent.stop() == 0
+
+    entries = _entries(out)
+    labels = {"host": entries[0]["labels"]["host"], "path": str(log), "file_name": "app.log"}
+    labels["service"] = "shop"
+    for e in entries:
+        assert e["source"] == "app"
+        assert began <= _epoch(e["ingested_at"]) <= time.time()  # ingested_at: the read time
+        assert set(e) <= {
+            "timestamp",
+            "ingested_at",
+            "source",
+            "labels",
+            "level",
+            "fields",
+            "message",
+        }
+    warn, access, junk, broken, err, future = entries
+    assert warn == {
+        "timestamp": "2026-12-01T10:00:00.500000000Z",
+        "ingested_at": warn["ingested_at"],
+        "source": "app",
+        "labels": labels,
+        "level": "warning",
+        "fields": {"user": {"id": 7}},
+        "message": "disk low",
+    }
+    assert access["timestamp"] == "2026-12-01T10:00:01.000000000Z"
+    assert access["labels"] == {**labels, "kind": "access"}
+    assert access["fields"] == {
+        "client": "127.0.0.1",
+        "time": "01/Dec/2026:10:00:01 +0000",
+        "method": "GET",
+        "url": "/x",
+        "status": "200",
+    }
+    assert access["message"] == LINES[1] and "level" not in access
+    # junk is delivered as it came, once (the second copy is a duplicate within the hour)
+    assert junk == {
+        "timestamp": junk["ingested_at"],
+        "ingested_at": junk["ingested_at"],
+        "source": "app",
+        "labels": labels,
+        "message": "junk: not parsed at all",
+    }
+    assert broken["message"] == '{"broken json' and "fields" not in broken
+    assert err["level"] == "error" and err["message"] == "ERR: from the message"
+    # an event time 970 years ahead is clamped to the read time; 'bogus' is no level
+    assert future["timestamp"] == future["ingested_at"] and "level" not in future
+    assert future["message"] == "from the future"
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp[:26] + "+00:00").timestamp()  # to the microsecond
+
+
+def test_a_kill_9_mid_run_loses_nothing_with_pipelines(tmp_path: Path, start_agent) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        """
+data_dir: ./data
+pipelines:
+  parse: {steps: [{type: json_parse}, {type: level_extract, field: fields.lvl}]}
+sources:
+  app: {type: file, include: ["./logs/*.log"], pipelines: [parse], poll_interval: 50ms}
+sinks:
+  out: {type: file, path: "./out/all.ndjson"}
+dispatcher: {batch_timeout: 20ms, checkpoint_interval: 100ms}
+""",
+        address,
+    )
+    total = 60_000
+    stop_writing = threading.Event()
+
+    def write() -> None:
+        with open(logs / "app.log", "a") as f:
+            for n in range(0, total, 500):
+                f.write("".join(f'{{"n": {i}, "lvl": "info"}}\n' for i in range(n, n + 500)))
+                f.flush()
+                if stop_writing.wait(0.01):
+                    return
+
+    writer = threading.Thread(target=write)
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    writer.start()
+    out = tmp_path / "out" / "all.ndjson"
+    wait_for(lambda: len(_entries(out)) > total // 4, 60, "a quarter delivered")
+    agent.kill()  # the supervisor, SIGKILL: its children die with it (PR_SET_PDEATHSIG)
+    assert len(_entries(out)) < total  # killed mid-run
+    writer.join(timeout=60)
+    again = start_agent(config, address)
+    again.wait_ready()
+
+    def numbers() -> list[int]:
+        return [e["fields"]["n"] for e in _entries(out)]
+
+    wait_for(lambda: len(set(numbers())) == total, 120, "every line after the restart")
+    assert again.stop() == 0
+    seen = numbers()
+    assert set(seen) == set(range(total))
+    assert all(e["level"] == "info" for e in _entries(out))
+    assert len(seen) - total < total // 2  # duplicates: what was in flight at the kill

@@ -82,12 +82,30 @@ class Batch:
         meta = _decode_meta(view[8 : 8 + meta_len])
         return cls(meta, view[8 + meta_len :])
 
-    def groups(self) -> Iterator[GroupSlice]:
-        """Each group with its slice of the payload."""
+    def spans(self) -> Iterator[tuple[Group, int, int]]:
+        """Each group with the start and end of its entries in ``payload``."""
         start = 0
         for group in self.meta.groups:
-            yield GroupSlice(group, self.payload[start : start + group.nbytes])
-            start += group.nbytes
+            end = start + group.nbytes
+            yield group, start, end
+            start = end
+
+    def groups(self) -> Iterator[GroupSlice]:
+        """Each group with its slice of the payload."""
+        payload = self.payload
+        for group, start, end in self.spans():
+            yield GroupSlice(group, payload[start:end])
+
+    def chunks(self) -> list[memoryview]:
+        """The entries' bytes as contiguous views of the payload, in order: the whole
+        payload here; a view narrowed to some groups (sinks/routing.py) has one per run of
+        adjacent groups it kept. Sinks read entries through this or :meth:`groups`."""
+        return [self.payload]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this batch's entries (what a sink sends of it)."""
+        return len(self.payload)
 
 
 def write_batch(slot: memoryview, meta: BatchMeta, pieces: list[list[bytes | memoryview]]) -> int:

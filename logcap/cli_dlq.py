@@ -31,6 +31,7 @@ from logcap.dlq.reader import StoredRecord, mark, read_at, segment_records
 from logcap.dlq.record import BAD_HEADER, UNSUPPORTED, DlqRecord, Problem
 from logcap.dlq.segments import dlq_directory, marks_path, segment_paths
 from logcap.errors import DeliveryError
+from logcap.sinks.routing import inputs_of, narrow, nothing_for_sink
 
 if TYPE_CHECKING:
     from logcap.sinks.base import Sink
@@ -222,7 +223,7 @@ def replay(
                 continue
             if name not in sinks:
                 sinks[name] = build_sink(config.sinks[name], NullBlock())
-            error = _deliver(sinks[name], found.record)
+            error = _deliver(sinks[name], found.record, inputs_of(config.sinks[name].inputs))
             if error is not None:
                 click.echo(
                     f"\nwarning: {found.segment.name}:{found.offset} to {name}: {error}", err=True
@@ -245,12 +246,15 @@ def replay(
         sys.exit(EX_PARTIAL)
 
 
-def _deliver(sink: Sink, record: DlqRecord) -> DeliveryError | None:
-    """Write one record and flush: delivered only if neither raised nor reported a
-    failure (flush reports what failed after write: a Kafka delivery timeout, a failed
-    fsync)."""
+def _deliver(sink: Sink, record: DlqRecord, inputs: frozenset[str] | None) -> DeliveryError | None:
+    """Write one record, narrowed to the sink's ``inputs``, and flush: delivered only if
+    neither raised nor reported a failure (flush reports what failed after write: a Kafka
+    delivery timeout, a failed fsync). A record with nothing for the sink is delivered."""
+    batch = narrow(Batch.from_slot(memoryview(record.batch)), inputs)
+    if nothing_for_sink(batch):
+        return None
     try:
-        sink.write(Batch.from_slot(memoryview(record.batch)))
+        sink.write(batch)
         failures = sink.flush()
     except DeliveryError as exc:
         return exc

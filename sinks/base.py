@@ -6,6 +6,10 @@ the sink releases the batch-ring slot and goes on with the next batch. Batches d
 come back on the sink's redelivery ring and are served first; their outcome is reported
 on the failure ring before that slot is released, so a crash re-serves them.
 Without a retry process (tests, tools) a failed batch is retried in place instead.
+
+Every batch the runner reads, on every path, is first narrowed to the sink's ``inputs``
+(:meth:`SinkRunner._open`, sinks/routing.py); one with nothing for the sink is released
+at once without a write: nothing sent, counted or retried.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from logcap.metrics import Counter, CounterBlock
 from logcap.retry.messages import DELIVERED, PERMANENT, RETRYABLE, read_message, send
 from logcap.ringbuf import Consumer, Producer, SleepWait, WaitStrategy
 from logcap.sinks.breaker import CircuitBreaker
+from logcap.sinks.routing import RoutedBatch, narrow, nothing_for_sink, slot_bytes
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +76,10 @@ class SinkRunner:
         wall_ns: Callable[[], int] = time.time_ns,
         wait: WaitStrategy | None = None,
         breaker: CircuitBreaker | None = None,
+        inputs: frozenset[str] | None = None,
     ) -> None:
         self.name = name
+        self.inputs = inputs
         self.breaker = breaker
         self.sink = sink
         self.consumer = consumer
@@ -83,6 +90,17 @@ class SinkRunner:
         self.max_backoff = max_backoff
         self.wall_ns = wall_ns
         self.wait = wait or SleepWait()
+
+    def _open(self, data: memoryview) -> Batch:
+        """The batch in ``data`` (a batch slot, or a redelivered copy) as this sink sees
+        it: narrowed to its inputs. The one place routing is applied."""
+        return narrow(Batch.from_slot(data), self.inputs)
+
+    @staticmethod
+    def _wire(view: memoryview, batch: Batch) -> bytes | memoryview:
+        """What is handed to the retry process for ``batch`` read from ``view``: the slot
+        as it is, or (narrowed) a batch of only this sink's entries."""
+        return slot_bytes(batch) if isinstance(batch, RoutedBatch) else view
 
     def step(self, timeout: float = 0.5) -> bool:
         """Serve redeliveries, then new batches (waiting up to ``timeout``); False if idle."""
@@ -113,46 +131,60 @@ class SinkRunner:
         return the last sequence handled (its slots may then be released)."""
         written, last, handed = self._write_ready(first, last)
         # a sink may buffer or await acknowledgements: delivered means flushed
-        failed = dict(self.sink.flush())
+        handed = max(handed, self._settle(written, dict(self.sink.flush())))
+        del written  # drop the views into the slots before handing them back
+        self._await_taken(handed)
+        return last
+
+    def _settle(
+        self, written: list[tuple[int, memoryview, Batch, int]], failed: dict[int, DeliveryError]
+    ) -> int:
+        """Count the flushed batches delivered, hand off those that failed; return the
+        failure-ring sequence of the last hand-off (-1: none)."""
+        handed = -1
         first_ns = self.wall_ns()
-        for index, (seq, view, count, size) in enumerate(written):
+        for index, (seq, view, batch, count) in enumerate(written):
             if count < 0:
                 continue
             if index in failed:
                 self._judged(failed[index])
-                handed = self._hand_off(failed[index], seq, view, 1, first_ns, count)
+                wire = self._wire(view, batch)
+                handed = self._hand_off(failed[index], seq, wire, 1, first_ns, count)
             else:
                 self._judged(None)
-                self._count(count, size)
-        del written, view
-        self._await_taken(handed)
-        return last
+                self._count(count, batch.nbytes)
+        return handed
 
     def _write_ready(
         self, first: int, last: int
-    ) -> tuple[list[tuple[int, memoryview, int, int]], int, int]:
-        """``write`` every batch from ``first`` on; a batch that fails at once is handed
-        off. Returns (seq, slot, entries or -1 if handed off, bytes) per write, the last
-        sequence written, and the failure-ring sequence of the last hand-off (-1: none)."""
+    ) -> tuple[list[tuple[int, memoryview, Batch, int]], int, int]:
+        """``write`` every batch from ``first`` on (those with nothing for this sink are
+        skipped); a batch that fails at once is handed off. Returns (seq, slot, batch,
+        entries or -1 if handed off) per write, the last sequence read, and the
+        failure-ring sequence of the last hand-off (-1: none)."""
         breaker, consumer = self.breaker, self.consumer
         probing = breaker is not None and breaker.probing
         if probing:
             last = first  # half-open: one batch tries the destination
-        written: list[tuple[int, memoryview, int, int]] = []
+        written: list[tuple[int, memoryview, Batch, int]] = []
         handed = -1
         seq = first
         while seq <= last:
             view = consumer.read(seq)
-            batch = Batch.from_slot(view)
+            batch = self._open(view)
             count = batch.meta.count
-            try:
-                self.sink.write(batch)
-            except DeliveryError as exc:
-                self._judged(exc)
-                handed = self._hand_off(exc, seq, view, 1, self.wall_ns(), count)
-                written.append((seq, view, -1, 0))  # keeps the write indices aligned
+            if nothing_for_sink(batch):
+                pass  # released with the others: this sink has delivered all it had to
             else:
-                written.append((seq, view, count, len(batch.payload)))
+                try:
+                    self.sink.write(batch)
+                except DeliveryError as exc:
+                    self._judged(exc)
+                    wire = self._wire(view, batch)
+                    handed = self._hand_off(exc, seq, wire, 1, self.wall_ns(), count)
+                    written.append((seq, view, batch, -1))  # keeps the write indices aligned
+                else:
+                    written.append((seq, view, batch, count))
             del batch  # drop the views into the slot before handing the slot back
             seq += 1
             if seq > last and not probing:
@@ -179,12 +211,19 @@ class SinkRunner:
         handed = -1
         for seq in range(first, last + 1):
             view = self.consumer.read(seq)
-            entries = Batch.from_slot(view).meta.count
-            # attempts 0: the destination was not tried, so no attempt is used up
-            handed = self._hand_off(
-                error, seq, view, attempts=0, first_ns=self.wall_ns(), entries=entries, quiet=True
-            )
-            del view
+            batch = self._open(view)
+            if not nothing_for_sink(batch):
+                # attempts 0: the destination was not tried, so no attempt is used up
+                handed = self._hand_off(
+                    error,
+                    seq,
+                    self._wire(view, batch),
+                    attempts=0,
+                    first_ns=self.wall_ns(),
+                    entries=batch.meta.count,
+                    quiet=True,
+                )
+            del view, batch
         # published one after another, taken in (and spooled with one fsync) together
         self._await_taken(handed)
 
@@ -200,20 +239,26 @@ class SinkRunner:
         pending = list(seqs)
         backoff = 0.05
         while pending:
-            batches: list[Batch] = []
+            batches: list[Batch | None] = []  # None: nothing in it for this sink
+            writes: list[int] = []  # index in pending of each write call
             errors: dict[int, DeliveryError] = {}
             for index, seq in enumerate(pending):
-                batches.append(Batch.from_slot(self.consumer.read(seq)))
+                batch = self._open(self.consumer.read(seq))
+                if nothing_for_sink(batch):
+                    batches.append(None)
+                    continue
+                batches.append(batch)
+                writes.append(index)
                 try:
-                    self.sink.write(batches[-1])
+                    self.sink.write(batch)
                 except DeliveryError as exc:
                     errors[index] = exc
                     break  # later batches wait: order is kept while a sink fails
-            errors.update(self.sink.flush())
+            errors.update((writes[index], exc) for index, exc in self.sink.flush())
             written = len(batches)
-            for index, batch in enumerate(batches):
-                if index not in errors:
-                    self._count(batch.meta.count, len(batch.payload))
+            for index, kept in enumerate(batches):
+                if kept is not None and index not in errors:
+                    self._count(kept.meta.count, kept.nbytes)
             del batches
             if not errors:
                 return
@@ -232,7 +277,7 @@ class SinkRunner:
         self,
         exc: DeliveryError,
         batch_seq: int,
-        batch: memoryview,
+        batch: bytes | memoryview,
         attempts: int,
         first_ns: int,
         entries: int,
@@ -314,27 +359,31 @@ class SinkRunner:
                 last = first
         for seq in range(first, last + 1):
             message = read_message(ring.read(seq))
-            batch = Batch.from_slot(message.batch)
+            batch = self._open(message.batch)
+            # nothing for this sink (its inputs changed since it failed): delivered as is
+            skip = nothing_for_sink(batch)
             try:
-                self.sink.write(batch)
-                failed = self.sink.flush()
-                if failed:
-                    raise failed[0][1]
+                if not skip:
+                    self.sink.write(batch)
+                    failed = self.sink.flush()
+                    if failed:
+                        raise failed[0][1]
             except DeliveryError as exc:
                 self._judged(exc)
                 self._await_taken(
                     self._hand_off(
                         exc,
                         message.batch_seq,
-                        message.batch,
+                        self._wire(message.batch, batch),
                         message.attempts + 1,
                         message.first_failure_ns,
-                        message.entries,
+                        batch.meta.count,
                     )
                 )
             else:
-                self._judged(None)
-                self._count(message.entries, len(batch.payload))
+                if not skip:
+                    self._judged(None)
+                    self._count(batch.meta.count, batch.nbytes)
                 self._report(
                     DELIVERED,
                     message.batch_seq,

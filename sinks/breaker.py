@@ -44,6 +44,13 @@ class SinkConfigBase(StrictStruct, kw_only=True, frozen=True):
     circuit_breaker: Annotated[
         BreakerConfig, doc("When this sink stops trying a failing destination for a while.")
     ] = BreakerConfig()
+    inputs: Annotated[
+        list[str] | None,
+        doc(
+            "Names of the sources whose entries this sink receives; left out: every "
+            "source. Batches with none of them are acknowledged at once, nothing sent."
+        ),
+    ] = None
 
     def check(self) -> list[tuple[tuple[str, ...], str]]:
         """(key path, reason) of every cross-field problem; none unless a type says so."""

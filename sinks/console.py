@@ -20,7 +20,8 @@ class ConsoleSink:
 
     def write(self, batch: Batch) -> None:
         try:
-            write_all(self.fd, batch.payload)
+            for chunk in batch.chunks():
+                write_all(self.fd, chunk)
         except OSError as exc:
             raise classify(exc, f"writing to {self.config.stream}") from exc
 

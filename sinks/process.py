@@ -8,6 +8,7 @@ from logcap.metrics import Counter, CounterBlock
 from logcap.sinks.base import SinkRunner
 from logcap.sinks.breaker import CircuitBreaker, State
 from logcap.sinks.registry import build_sink
+from logcap.sinks.routing import inputs_of
 
 
 def run_sink(ctx: ChildContext, name: str) -> None:
@@ -33,6 +34,7 @@ def run_sink(ctx: ChildContext, name: str) -> None:
         redeliveries=ctx.redelivery_consumer(name),
         wait=ctx.bell,
         breaker=breaker,
+        inputs=inputs_of(config.inputs),
     ).run()
 
 

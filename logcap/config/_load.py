@@ -32,6 +32,7 @@ from logcap.config._walk import check_struct, known_keys
 from logcap.dispatch.bounds import DLQ_RECORD_OVERHEAD, ENTRY_OVERHEAD, largest_batch_bytes
 from logcap.errors import ConfigError
 from logcap.sinks.config import SinkConfig
+from logcap.sinks.routing import check_inputs
 
 PathKey = tuple[str | int, ...]
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?")
@@ -314,6 +315,7 @@ def parse_config(
     check_listeners(doc.problem, config)
     check_rings(doc.problem, config)
     check_http_bodies(doc.problem, config)
+    check_inputs(doc.problem, config)
     if doc.problems:
         raise ConfigError(doc.problems)
     return config

@@ -115,17 +115,18 @@ class FileSink:
     def write(self, batch: Batch) -> None:
         index = self._writes
         self._writes += 1
-        # consecutive groups bound for the same file go out in a single write
+        # consecutive groups bound for the same file go out in a single write (groups
+        # next to each other in the payload: a batch narrowed to its inputs has gaps)
         run_path, run_start, run_end = "", 0, 0
-        offset = 0
-        for group in batch.meta.groups:
+        for group, start, end in batch.spans():
             path = self.render(group.source, group.timestamp_ns)
-            if path != run_path and run_end > run_start:
+            if (path != run_path or start != run_end) and run_end > run_start:
                 self._append(run_path, batch.payload[run_start:run_end], index)
-                run_start = offset
+                run_start = start
+            elif run_end == run_start:
+                run_start = start
             run_path = path
-            offset += group.nbytes
-            run_end = offset
+            run_end = end
         if run_end > run_start:
             self._append(run_path, batch.payload[run_start:run_end], index)
 

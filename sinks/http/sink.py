@@ -1,7 +1,9 @@
 """The ``http`` sink: each batch's NDJSON payload POSTed as it is (no re-encoding).
 
 A payload larger than ``max_request_bytes`` is sent in several requests, cut between
-entries (every b"\\n" ends one, see dispatch/batch.py), in order. A batch counts as
+entries (every b"\\n" ends one, see dispatch/batch.py), in order. A batch narrowed to
+the sink's ``inputs`` may be several pieces of the payload: pieces sharing a request are
+joined (a copy of those entries only). A batch counts as
 delivered once every one of its requests got a 2xx; if one fails, the whole batch is
 retried, so the requests that had succeeded are delivered again (at least once).
 Requests are synchronous: ``write`` returns or raises once the server answered.
@@ -56,10 +58,26 @@ def _next_newline(payload: memoryview, start: int, total: int) -> int:
     return total - 1
 
 
-def gzip_body(body: memoryview) -> bytes:
-    """One gzip member holding ``body`` (level 6, zlib's default balance)."""
+def requests(chunks: list[memoryview], limit: int) -> Iterator[list[memoryview]]:
+    """The pieces of each request for a batch's ``chunks``: at most ``limit`` bytes
+    together, cut between entries; an entry longer than ``limit`` goes alone."""
+    pieces: list[memoryview] = []
+    size = 0
+    for chunk in chunks:
+        for part in split_entries(chunk, limit):
+            if pieces and size + len(part) > limit:
+                yield pieces
+                pieces, size = [], 0
+            pieces.append(part)
+            size += len(part)
+    if pieces:
+        yield pieces
+
+
+def gzip_body(pieces: list[memoryview]) -> bytes:
+    """One gzip member holding ``pieces`` (level 6, zlib's default balance)."""
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
-    return compressor.compress(body) + compressor.flush()
+    return b"".join([compressor.compress(piece) for piece in pieces]) + compressor.flush()
 
 
 class HttpSink:
@@ -71,8 +89,11 @@ class HttpSink:
         self._gzip = config.compression == "gzip"
 
     def write(self, batch: Batch) -> None:
-        for body in split_entries(batch.payload, self.config.max_request_bytes):
-            self.client.post(gzip_body(body) if self._gzip else body)
+        for pieces in requests(batch.chunks(), self.config.max_request_bytes):
+            if self._gzip:
+                self.client.post(gzip_body(pieces))
+            else:
+                self.client.post(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def flush(self) -> Failures:
         """Every request was answered before ``write`` returned."""

@@ -109,7 +109,7 @@ class KafkaSink:
         self.router = Router(config)
         # the payloads written since the last flush (views into ring slots the runner
         # holds until flush returns), to find which batch a failed message came from
-        self.round: list[memoryview] = []
+        self.round: list[list[memoryview]] = []
         self.failed: list[tuple[bytes, DeliveryError]] = []
         self.fatal: KafkaError | None = None
         self.renew = False  # a topic-level refusal: librdkafka caches it, so start anew
@@ -131,7 +131,7 @@ class KafkaSink:
         self.renew = self.renew or error.code() in _CACHED_REFUSALS
 
     def write(self, batch: Batch) -> None:
-        self.round.append(batch.payload)
+        self.round.append(batch.chunks())
         produce = self.producer.produce
         for group, data in batch.groups():
             topic, key, headers = self.router.route(group)
@@ -198,7 +198,7 @@ class KafkaSink:
         if not self.failed:
             return []
         found: dict[int, DeliveryError] = {}
-        payloads = [bytes(payload) for payload in self.round]
+        payloads = [b"".join(chunks) for chunks in self.round]
         for value, error in self.failed:
             for index, payload in enumerate(payloads):
                 if index not in found and payload.find(value + b"\n") >= 0:

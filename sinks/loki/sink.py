@@ -62,7 +62,17 @@ _decode_messages = msgspec.json.Decoder(_Message).decode_lines
 
 
 def _identity(batch: Batch) -> Identity:
-    return (batch.meta.created_ns, batch.meta.count, len(batch.payload), zlib.crc32(batch.payload))
+    crc = 0
+    for chunk in batch.chunks():
+        crc = zlib.crc32(chunk, crc)
+    return (batch.meta.created_ns, batch.meta.count, batch.nbytes, crc)
+
+
+def _entries_bytes(batch: Batch) -> bytes | memoryview:
+    """The batch's entry lines in one buffer (a view of the slot unless it was narrowed
+    to non-adjacent groups)."""
+    chunks = batch.chunks()
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def restamp(entries: list[tuple[int, bytes]], clock: Clock) -> list[Clock]:
@@ -100,10 +110,11 @@ class LokiSink:
 
     def streams(self, batch: Batch) -> list[Stream]:
         """The batch's entries per label set, each stream sorted by (original) time."""
+        data = _entries_bytes(batch)
         if self.config.line_format == "json":
-            lines = bytes(batch.payload).split(b"\n")
+            lines = bytes(data).split(b"\n")
         else:
-            lines = [m.message.encode() for m in _decode_messages(batch.payload)]
+            lines = [m.message.encode() for m in _decode_messages(data)]
         streams: dict[str, Stream] = {}
         at = 0
         for group in batch.meta.groups:

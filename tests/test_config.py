@@ -211,6 +211,7 @@ sources:
     max_body_bytes: 1MiB
     retry_after: 5s
     labels: {env: prod}
+    pipelines: [parse]
   containers:
     type: docker
     docker_host: tcp://10.0.0.1:2375
@@ -226,6 +227,7 @@ sources:
     long_lines: skip
     reconnect_max_delay: 1m
     labels: {env: prod}
+    pipelines: [parse]
 sinks:
   bus:
     type: kafka
@@ -246,6 +248,7 @@ sinks:
           verify_hostname: false}
     librdkafka_options: {client.id: logcap}
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}
+    inputs: [app, containers]
   archive:
     type: file
     path: /srv/out/{source}.ndjson
@@ -258,6 +261,7 @@ sinks:
     fsync: interval
     fsync_interval: 2s
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}
+    inputs: [app]
   web:
     type: http
     url: https://collector:8443/ingest
@@ -269,13 +273,16 @@ sinks:
     timeout: 5s
     max_request_bytes: 1MiB
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}
+    inputs: [ingest]
   screen:
     type: console
     stream: stderr
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}
+    inputs: [containers]
   void:
     type: blackhole
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}
+    inputs: [app, ingest]
 dispatcher:
   batch_max_events: 50
   batch_max_bytes: 64KiB

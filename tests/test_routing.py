@@ -1,0 +1,501 @@
+"""Routing: a sink's ``inputs`` (issue 11). Every sink type reads the same batch narrowed
+to its sources (sinks/routing.py) on every path: first delivery, batches shed while its
+circuit is open, redeliveries from the retry process and ``logcap dlq replay``. A batch
+with nothing for a sink is acknowledged at once, so checkpoints still advance."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from logcap.cli import main
+from logcap.config import parse_config
+from logcap.dispatch.batch import Batch
+from logcap.dispatch.checkpoint import CheckpointStore
+from logcap.dlq.record import DlqRecord
+from logcap.dlq.writer import DlqWriter, dlq_directory
+from logcap.metrics import NullBlock
+from logcap.sinks.file.sink import FileSink
+from logcap.sinks.http.sink import requests
+from logcap.sinks.routing import RoutedBatch, narrow, nothing_for_sink, slot_bytes
+from tests._component_helpers import batch_view, build_batch
+from tests.conftest import Agent, free_port, wait_for, write_config
+from tests.test_sink_contract import (  # noqa: F401 (fixtures)
+    ALL,
+    Destination,
+    destination,
+    start_server,
+)
+
+TS = 1_704_067_200_000_000_000
+
+
+def _mixed() -> bytes:
+    """A batch of groups app, web, app, db (non-adjacent groups of one source)."""
+    slot, _ = build_batch(
+        [
+            ("app", TS, ["a1", "a2"]),
+            ("web", TS, ["w1"]),
+            ("app", TS + 1, ["a3"]),
+            ("db", TS, ["d1", "d2"]),
+        ]
+    )
+    return slot
+
+
+def _messages(data: bytes) -> list[str]:
+    return [json.loads(line)["message"] for line in data.splitlines()]
+
+
+def _file_messages(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    with open(path, "rb") as out:
+        return _messages(b"".join(line for line in out if line.endswith(b"\n")))
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class Server:
+    """An HTTP server on 127.0.0.1 keeping the entry lines of requests answered 2xx."""
+
+    url: str = ""
+    answer: Callable[[bytes], Answer] = lambda body: (200, {}, b"")
+    accepted: list[bytes] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def messages(self) -> list[str]:
+        with self.lock:
+            return _messages(b"".join(self.accepted))
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    state = Server()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            status, headers, text = state.answer(body)
+            if 200 <= status < 300:
+                with state.lock:
+                    state.accepted.append(body)
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/ingest"
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(10)
+
+
+# -- the view ---------------------------------------------------------------------------
+
+
+def test_narrow_keeps_only_the_groups_of_its_inputs_as_views_of_the_same_payload() -> None:
+    batch = batch_view(_mixed())
+    routed = narrow(batch, frozenset({"app", "db"}))
+    assert isinstance(routed, RoutedBatch) and routed.payload is batch.payload
+    assert [g.source for g in routed.meta.groups] == ["app", "app", "db"]
+    assert routed.meta.count == 5
+    # the second app group and db are adjacent in the payload: one chunk
+    assert len(routed.chunks()) == 2
+    assert _messages(b"".join(routed.chunks())) == ["a1", "a2", "a3", "d1", "d2"]
+    assert routed.nbytes == sum(len(c) for c in routed.chunks())
+    assert [_messages(bytes(d)) for _, d in routed.groups()] == [["a1", "a2"], ["a3"], ["d1", "d2"]]
+    assert narrow(batch, None) is batch
+    assert narrow(batch, frozenset({"app", "web", "db"})) is batch  # all kept: no view
+    nothing = narrow(batch, frozenset({"other"}))
+    assert nothing_for_sink(nothing) and nothing.meta.count == 0
+    assert not nothing_for_sink(batch)
+
+
+def test_a_narrowed_batch_handed_off_holds_only_its_own_entries() -> None:
+    routed = narrow(batch_view(_mixed()), frozenset({"web", "db"}))
+    again = Batch.from_slot(memoryview(bytearray(slot_bytes(routed))))
+    assert [g.source for g in again.meta.groups] == ["web", "db"]
+    assert again.meta.count == 3
+    assert _messages(bytes(again.payload)) == ["w1", "d1", "d2"]
+    assert again.meta.progress == routed.meta.progress
+
+
+def test_file_sink_writes_only_the_kept_groups_in_order(tmp_path: Path) -> None:
+    config = parse_config(
+        "sources: {app: {type: file, include: [x]}}\n"
+        f"sinks: {{out: {{type: file, path: '{tmp_path}/out.ndjson'}}}}\n"
+    ).sinks["out"]
+    sink = config.build(NullBlock())
+    assert isinstance(sink, FileSink)
+    sink.write(narrow(batch_view(_mixed()), frozenset({"app"})))
+    assert sink.flush() == []
+    sink.close()
+    assert _file_messages(tmp_path / "out.ndjson") == ["a1", "a2", "a3"]
+
+
+@pytest.mark.parametrize("limit", [1, 40, 200, 10_000])
+def test_http_requests_of_a_narrowed_batch_cover_its_entries_within_the_limit(limit: int) -> None:
+    routed = narrow(batch_view(_mixed()), frozenset({"app", "db"}))
+    bodies = [b"".join(pieces) for pieces in requests(routed.chunks(), limit)]
+    assert _messages(b"".join(bodies)) == ["a1", "a2", "a3", "d1", "d2"]
+    for body in bodies:
+        assert body.endswith(b"\n")
+        assert len(body) <= limit or body.count(b"\n") == 1  # only a lone entry is over
+    if limit == 10_000:
+        assert len(bodies) == 1  # non-adjacent pieces share one request
+
+
+# -- logcap run -------------------------------------------------------------------------
+
+ROUTED = """
+data_dir: ./data
+sources:
+  app: {{type: file, include: ["./logs/app/*.log"]}}
+  web: {{type: file, include: ["./logs/web/*.log"]}}
+sinks:
+{sinks}
+dispatcher: {{batch_max_events: 50, batch_timeout: 20ms, checkpoint_interval: 100ms}}
+retry: {{initial_backoff: 50ms, max_backoff: 200ms}}
+"""
+
+
+def _routed_config(tmp_path: Path, sinks: str, address: str) -> Path:
+    for source in ("app", "web"):
+        (tmp_path / "logs" / source).mkdir(parents=True, exist_ok=True)
+    return write_config(tmp_path, ROUTED.format(sinks=sinks), address)
+
+
+def _write_interleaved(tmp_path: Path, count: int, tag: str = "") -> tuple[list[str], list[str]]:
+    """``count`` lines to each source, written in rounds so batches mix both."""
+    app = [f"app{tag} {n:05d}" for n in range(count)]
+    web = [f"web{tag} {n:05d}" for n in range(count)]
+    with (
+        open(tmp_path / "logs" / "app" / "a.log", "a") as a,
+        open(tmp_path / "logs" / "web" / "w.log", "a") as w,
+    ):
+        for start in range(0, count, 100):
+            a.write("".join(f"{m}\n" for m in app[start : start + 100]))
+            w.write("".join(f"{m}\n" for m in web[start : start + 100]))
+            a.flush()
+            w.flush()
+    return app, web
+
+
+def test_each_sink_gets_exactly_the_entries_of_its_inputs(
+    tmp_path: Path, server: Server, start_agent: Callable[..., object]
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    sinks = f"""
+  only_app: {{type: file, path: "./out/app.ndjson", inputs: [app]}}
+  only_web: {{type: http, url: "{server.url}", inputs: [web]}}
+  both: {{type: file, path: "./out/both.ndjson", inputs: [web, app]}}
+  every: {{type: file, path: "./out/every.ndjson"}}
+"""
+    agent = start_agent(_routed_config(tmp_path, sinks, address), address)
+    agent.wait_ready()  # type: ignore[attr-defined]
+    app, web = _write_interleaved(tmp_path, 3000)
+    out = tmp_path / "out"
+    wait_for(lambda: len(_file_messages(out / "every.ndjson")) >= 6000, 60, "every entry")
+    wait_for(lambda: len(server.messages()) >= 3000, 60, "web's entries at the server")
+    wait_for(lambda: len(_file_messages(out / "app.ndjson")) >= 3000, 60, "app's entries")
+    metric = agent.metric  # type: ignore[attr-defined]
+    sent = {
+        n: metric("logcap_component_sent_events_total", component=n)
+        for n in ("only_app", "only_web", "every")
+    }
+    assert agent.stop() == 0  # type: ignore[attr-defined]
+    assert _file_messages(out / "app.ndjson") == app  # each once, in order, nothing else
+    assert server.messages() == web
+    both = _file_messages(out / "both.ndjson")
+    assert sorted(both) == sorted(app + web)
+    assert sorted(_file_messages(out / "every.ndjson")) == sorted(app + web)
+    # per-sink metrics count what each sink sent, not the batches it read
+    assert sent == {"only_app": 3000, "only_web": 3000, "every": 6000}
+
+
+def test_a_sink_whose_inputs_match_nothing_lets_checkpoints_advance(
+    tmp_path: Path, start_agent: Callable[..., object]
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    sinks = """
+  out: {type: file, path: "./out/app.ndjson", inputs: [app]}
+  quiet: {type: file, path: "./out/web.ndjson", inputs: [web]}
+"""
+    config = _routed_config(tmp_path, sinks, address)
+    agent = start_agent(config, address)
+    agent.wait_ready()  # type: ignore[attr-defined]
+    app = [f"app {n:05d}" for n in range(5000)]
+    log = tmp_path / "logs" / "app" / "a.log"
+    with open(log, "a") as a:
+        for start in range(0, len(app), 100):  # a long run of batches, none with web
+            a.write("".join(f"{m}\n" for m in app[start : start + 100]))
+            a.flush()
+    store = CheckpointStore(str(tmp_path / "data"))
+    size = log.stat().st_size
+
+    def committed() -> int:
+        return max((p.offset for p in store.load().files if p.source == "app"), default=0)
+
+    wait_for(lambda: committed() == size, 60, "app's end checkpointed while quiet gets nothing")
+    assert agent.metric("logcap_component_sent_events_total", component="quiet") == 0  # type: ignore[attr-defined]
+    agent.kill()  # type: ignore[attr-defined]  # no drain: only the checkpoint counts
+    assert _file_messages(tmp_path / "out" / "app.ndjson") == app
+    again = start_agent(config, address)
+    again.wait_ready()  # type: ignore[attr-defined]
+    more = [f"after {n:03d}" for n in range(100)]
+    with open(log, "a") as a:
+        a.write("".join(f"{m}\n" for m in more))
+    wait_for(
+        lambda: len(_file_messages(tmp_path / "out" / "app.ndjson")) >= len(app) + len(more),
+        60,
+        "the lines written after the restart",
+    )
+    assert again.stop() == 0  # type: ignore[attr-defined]
+    # nothing re-delivered, nothing lost
+    assert _file_messages(tmp_path / "out" / "app.ndjson") == app + more
+    assert not (tmp_path / "out" / "web.ndjson").exists()
+
+
+def test_a_sink_down_then_back_gets_only_its_inputs_after_retries(
+    tmp_path: Path, server: Server, start_agent: Callable[..., object]
+) -> None:
+    up = threading.Event()
+    refused = [0]
+
+    def outage(body: bytes) -> Answer:
+        if not up.is_set():
+            refused[0] += 1
+            return 503, {"Retry-After": "0"}, b"down"
+        return 200, {}, b""
+
+    server.answer = outage
+    address = f"127.0.0.1:{free_port()}"
+    sinks = f"""
+  only_app: {{type: file, path: "./out/app.ndjson", inputs: [app]}}
+  only_web:
+    type: http
+    url: "{server.url}"
+    inputs: [web]
+    circuit_breaker: {{failure_threshold: 3, open_duration: 200ms}}
+"""
+    agent = start_agent(_routed_config(tmp_path, sinks, address), address)
+    agent.wait_ready()  # type: ignore[attr-defined]
+    app, web = _write_interleaved(tmp_path, 2000)
+    wait_for(lambda: len(_file_messages(tmp_path / "out" / "app.ndjson")) >= 2000, 60, "app")
+    metric = agent.metric  # type: ignore[attr-defined]
+    wait_for(lambda: metric("logcap_retry_spool_batches") > 0, 60, "web's batches in the spool")
+    wait_for(lambda: metric("logcap_sink_circuit_state", component="only_web") == 1, 60, "open")
+    up.set()
+    wait_for(lambda: len(set(server.messages())) >= 2000, 60, "web's entries after retries")
+    wait_for(lambda: metric("logcap_retry_spool_batches") == 0, 60, "an empty spool")
+    assert metric("logcap_component_sent_events_total", component="only_web") == len(
+        server.messages()
+    )
+    assert agent.stop() == 0  # type: ignore[attr-defined]
+    assert refused[0] > 0
+    assert sorted(server.messages()) == web  # nothing of app, each web entry once
+    assert _file_messages(tmp_path / "out" / "app.ndjson") == app
+
+
+def test_a_dead_lettered_batch_of_a_routed_sink_holds_only_its_inputs(
+    tmp_path: Path, server: Server, start_agent: Callable[..., object]
+) -> None:
+    server.answer = lambda body: (400, {}, b"no")
+    address = f"127.0.0.1:{free_port()}"
+    sinks = f"""
+  only_app: {{type: file, path: "./out/app.ndjson", inputs: [app]}}
+  only_web: {{type: http, url: "{server.url}", inputs: [web]}}
+"""
+    agent = start_agent(_routed_config(tmp_path, sinks, address), address)
+    agent.wait_ready()  # type: ignore[attr-defined]
+    _, web = _write_interleaved(tmp_path, 500)
+    metric = agent.metric  # type: ignore[attr-defined]
+
+    def dead_lettered() -> float:
+        return metric("logcap_dlq_records_total", component="only_web")
+
+    wait_for(lambda: len(_file_messages(tmp_path / "out" / "app.ndjson")) >= 500, 60, "app")
+    wait_for(lambda: _dlq_messages(tmp_path) >= 500, 60, "web's entries in the DLQ")
+    assert dead_lettered() > 0
+    assert agent.stop() == 0  # type: ignore[attr-defined]
+    shown = CliRunner().invoke(main, ["dlq", "show", "--config", str(tmp_path / "logcap.yaml")])
+    assert shown.exit_code == 0, shown.output
+    records = [json.loads(line) for line in shown.stdout.splitlines()]
+    entries = [e["message"] for r in records for e in r["entries"]]
+    assert sorted(entries) == web  # the sink's own entries only: no app line
+    from logcap.dlq import reader
+
+    for found in reader.scan(tmp_path / "data" / "dlq"):  # each counts its own entries
+        assert found.record.entries == Batch.from_slot(memoryview(found.record.batch)).meta.count
+
+
+def _dlq_messages(tmp_path: Path) -> int:
+    from logcap.dlq import reader
+
+    total = 0
+    directory = tmp_path / "data" / "dlq"
+    if directory.exists():
+        for found in reader.scan(directory):
+            total += Batch.from_slot(memoryview(found.record.batch)).meta.count
+    return total
+
+
+def test_dlq_replay_delivers_only_the_entries_of_the_sink_s_inputs(tmp_path: Path) -> None:
+    # a record dead-lettered before the sink had inputs: it holds every source's entries
+    config = write_config(
+        tmp_path,
+        """
+data_dir: ./data
+sources:
+  app: {type: file, include: [x]}
+  web: {type: file, include: [y]}
+  db: {type: file, include: [z]}
+sinks:
+  out: {type: file, path: ./out/out.ndjson, inputs: [app, db]}
+  web_only: {type: file, path: ./out/web.ndjson, inputs: [web]}
+""",
+        "127.0.0.1:1",
+    )
+    parsed = parse_config(config.read_text(), base_dir=config.parent)
+    slot = _mixed()
+    writer = DlqWriter(dlq_directory(parsed.data_dir), parsed.dlq)
+    for seq, sink in ((1, "out"), (2, "web_only"), (3, "web_only")):
+        writer.append(
+            DlqRecord(
+                sink=sink,
+                kind="permanent",
+                reason="refused",
+                attempts=1,
+                first_failure_ns=1,
+                written_ns=2,
+                batch_seq=seq,
+                entries=6,
+                batch=slot if seq < 3 else build_batch([("app", TS, ["only app"])])[0],
+            )
+        )
+    writer.close()
+    result = CliRunner().invoke(main, ["dlq", "replay", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "replayed 3 records" in result.stdout
+    assert _file_messages(tmp_path / "out" / "out.ndjson") == ["a1", "a2", "a3", "d1", "d2"]
+    # record 3 had nothing for web_only: marked replayed, nothing written
+    assert _file_messages(tmp_path / "out" / "web.ndjson") == ["w1"]
+    again = CliRunner().invoke(main, ["dlq", "replay", "--config", str(config)])
+    assert again.exit_code == 0 and "nothing to replay" in again.stdout
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("inputs", "problem", "line"),
+    [
+        (
+            "[app, wbe]",
+            "sinks.out.inputs[1]: 'wbe' is not a configured source (sources: app, web)",
+            9,
+        ),
+        ("[]", "sinks.out.inputs: an empty list routes nothing", 9),
+    ],
+)
+def test_validate_reports_inputs_that_route_to_no_source(
+    tmp_path: Path, inputs: str, problem: str, line: int
+) -> None:
+    config = tmp_path / "logcap.yaml"
+    config.write_text(
+        f"""data_dir: ./data
+sources:
+  app: {{type: file, include: [x]}}
+  web: {{type: file, include: [y]}}
+sinks:
+  out:
+    type: file
+    path: ./out.ndjson
+    inputs: {inputs}
+"""
+    )
+    result = CliRunner().invoke(main, ["validate", "--config", str(config)])
+    assert result.exit_code == 78
+    assert f"{config}:{line}: {problem}" in result.output
+
+
+# -- every sink type --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("destination", ALL, indirect=True)
+def test_every_network_and_file_sink_type_gets_only_its_inputs(
+    tmp_path: Path,
+    start_agent: Callable[..., Agent],
+    destination: Destination,  # noqa: F811 (the fixture imported above)
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    routed = destination.sink_yaml.replace("{", "{inputs: [web], ", 1)
+    sinks = f"""
+  target: {routed}
+  witness: {{type: file, path: "./out/witness.ndjson", inputs: [app]}}
+"""
+    agent = start_agent(_routed_config(tmp_path, sinks, address), address)
+    agent.wait_ready()
+    app, web = _write_interleaved(tmp_path, 1000)
+    wait_for(
+        lambda: agent.metric("logcap_component_sent_events_total", component="target") >= 1000,
+        60,
+        "web's entries at the target",
+    )
+    wait_for(lambda: len(_file_messages(tmp_path / "out" / "witness.ndjson")) >= 1000, 60, "app")
+    assert agent.metric("logcap_component_sent_events_total", component="target") == 1000
+    assert agent.stop() == 0
+    assert sorted(destination.received()) == web
+    assert _file_messages(tmp_path / "out" / "witness.ndjson") == app
+
+
+@pytest.mark.parametrize("kind", ["console", "blackhole"])
+def test_console_and_blackhole_sinks_get_only_their_inputs(
+    tmp_path: Path, start_agent: Callable[..., Agent], kind: str
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    sinks = f"""
+  target: {{type: {kind}, inputs: [web]}}
+  witness: {{type: file, path: "./out/witness.ndjson", inputs: [app]}}
+"""
+    agent = start_agent(_routed_config(tmp_path, sinks, address), address)
+    agent.wait_ready()
+    app, web = _write_interleaved(tmp_path, 1000)
+    wait_for(
+        lambda: agent.metric("logcap_component_sent_events_total", component="target") >= 1000,
+        60,
+        "web's entries at the target",
+    )
+    wait_for(lambda: len(_file_messages(tmp_path / "out" / "witness.ndjson")) >= 1000, 60, "app")
+    assert agent.metric("logcap_component_sent_events_total", component="target") == 1000
+    assert agent.stop() == 0
+    assert _file_messages(tmp_path / "out" / "witness.ndjson") == app
+    if kind == "console":  # the agent's stdout is its log file
+        printed = [
+            json.loads(line)["message"]
+            for line in agent.log.read_bytes().splitlines()
+            if line.startswith(b'{"timestamp"')
+        ]
+        assert printed == web

@@ -116,3 +116,40 @@ def write_entries(
     at = write_header(slot, header, path)
     slot[at : at + len(data)] = data
     producer.commit(seq, at + len(data))
+
+
+def rich_runs(entries: Sequence[Any]) -> list[list[Any]]:
+    """Consecutive pipeline entries (capture/pipeline/entry.py) with equal labels as
+    ``[labels, stamps, messages, levels, fields]`` runs (levels or fields None when no
+    entry of the run has one)."""
+    runs: list[list[Any]] = []
+    last: dict[str, str] | None = None
+    for e in entries:
+        if e.labels is not last and e.labels != last:
+            runs.append([e.labels, [], [], [], []])
+            last = e.labels
+        run = runs[-1]
+        run[1].append(e.timestamp_ns)
+        run[2].append(e.message)
+        run[3].append(e.level)
+        run[4].append(e.fields or None)
+    for run in runs:
+        if not any(level is not None for level in run[3]):
+            run[3] = None
+        if not any(run[4]):
+            run[4] = None
+    return runs
+
+
+def fit_rich(entry: Any, capacity: int) -> bool:
+    """Make a pipeline entry that does not fit a record of ``capacity`` bytes fit: its
+    fields go first, then the end of its message. True if it had to change."""
+    if len(_pack(rich_runs([entry]))) <= capacity:
+        return False
+    entry.fields = None
+    overflow = len(_pack(rich_runs([entry]))) - capacity
+    if overflow > 0:  # (a field_add can make a message longer than the line was)
+        raw = entry.message.encode("utf-8", "surrogatepass")
+        keep = max(0, len(raw) - overflow - 16)  # 16: room for a longer length prefix
+        entry.message = raw[:keep].decode("utf-8", "ignore")
+    return True

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+from tests._docker_helpers import Dockerd, wait_until_exited
 from tests.conftest import free_port, wait_for, write_config
 
 PIPELINES = r"""
@@ -165,15 +168,16 @@ dispatcher: {batch_timeout: 20ms, checkpoint_interval: 100ms}
         address,
     )
     total = 60_000
-    stop_writing = threading.Event()
+    killed = threading.Event()
 
     def write() -> None:
         with open(logs / "app.log", "a") as f:
             for n in range(0, total, 500):
+                if n == total // 2:
+                    killed.wait(60)  # the second half is written while the agent is dead
                 f.write("".join(f'{{"n": {i}, "lvl": "info"}}\n' for i in range(n, n + 500)))
                 f.flush()
-                if stop_writing.wait(0.01):
-                    return
+                time.sleep(0.005)
 
     writer = threading.Thread(target=write)
     agent = start_agent(config, address)
@@ -182,7 +186,7 @@ dispatcher: {batch_timeout: 20ms, checkpoint_interval: 100ms}
     out = tmp_path / "out" / "all.ndjson"
     wait_for(lambda: len(_entries(out)) > total // 4, 60, "a quarter delivered")
     agent.kill()  # the supervisor, SIGKILL: its children die with it (PR_SET_PDEATHSIG)
-    assert len(_entries(out)) < total  # killed mid-run
+    killed.set()
     writer.join(timeout=60)
     again = start_agent(config, address)
     again.wait_ready()
@@ -196,3 +200,81 @@ dispatcher: {batch_timeout: 20ms, checkpoint_interval: 100ms}
     assert set(seen) == set(range(total))
     assert all(e["level"] == "info" for e in _entries(out))
     assert len(seen) - total < total // 2  # duplicates: what was in flight at the kill
+
+
+def _post(port: int, body: bytes) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/logs", data=body)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def test_http_entries_run_the_source_s_pipelines(tmp_path: Path, start_agent) -> None:
+    address, port = f"127.0.0.1:{free_port()}", free_port()
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+pipelines:
+  parse:
+    steps:
+      - {{type: json_parse}}
+      - {{type: level_extract, field: fields.severity}}
+      - {{type: dedup, key: [message], window: 1h}}
+sources:
+  ingest: {{type: http, address: "127.0.0.1:{port}", pipelines: [parse], labels: {{env: prod}}}}
+sinks:
+  out: {{type: file, path: "./out/all.ndjson"}}
+dispatcher: {{batch_timeout: 20ms}}
+""",
+        address,
+    )
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    first = json.dumps([{"message": '{"severity": "ERR", "code": 5}'}, {"message": "plain"}])
+    wait_for(lambda: _post(port, first.encode()) == 200, 30, "the ingest port")
+    assert _post(port, json.dumps({"message": "plain"}).encode()) == 200  # a duplicate
+    out = tmp_path / "out" / "all.ndjson"
+    wait_for(lambda: len(_entries(out)) == 2, 30, "2 entries")
+    assert agent.metric("logcap_source_pipeline_dropped_total", component="ingest") == 1
+    assert agent.stop() == 0
+    parsed, plain = _entries(out)
+    assert parsed["level"] == "error" and parsed["fields"] == {"severity": "ERR", "code": 5}
+    assert parsed["labels"]["env"] == "prod" and parsed["labels"]["ingested_via"] == "http"
+    assert plain["message"] == "plain" and "fields" not in plain
+    assert len(_entries(out)) == 2  # the duplicate stayed out
+
+
+def test_docker_lines_run_the_source_s_pipelines(
+    tmp_path: Path, docker_daemon: Dockerd, start_agent
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+pipelines:
+  parse: {{steps: [{{type: json_parse}}, {{type: level_extract, field: fields.lvl}}]}}
+sources:
+  d: {{type: docker, docker_host: "{docker_daemon.host}", pipelines: [parse]}}
+sinks:
+  out: {{type: file, path: "./out/all.ndjson"}}
+dispatcher: {{batch_timeout: 50ms}}
+""",
+        address,
+    )
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    docker_daemon.run("js", """echo '{"lvl": "warn", "n": 1}'; echo not json""")
+    wait_until_exited(docker_daemon, ["js"])
+    out = tmp_path / "out" / "all.ndjson"
+    wait_for(lambda: len(_entries(out)) == 2, 60, "the container's 2 lines")
+    assert agent.stop() == 0
+    junk, parsed = sorted(_entries(out), key=lambda e: e["message"])  # 'n' < '{'
+    assert parsed["level"] == "warning" and parsed["fields"] == {"lvl": "warn", "n": 1}
+    assert parsed["labels"]["container_name"] == "js"
+    assert junk["message"] == "not json" and "fields" not in junk

@@ -234,3 +234,22 @@ def test_two_pipelines_run_in_the_source_s_order() -> None:
     processor = Processor("app", [("a", first), ("b", second)], Counts())  # type: ignore[arg-type]
     (out,) = processor.run([Entry("app", LABELS, READ_NS, '{"m": "x"}')], READ_NS)
     assert out.message == "x"
+
+
+def test_a_rolled_back_run_is_forgotten_by_dedup_and_not_counted() -> None:
+    """An HTTP request the ring had no room for (429) comes again: its entries must not
+    then be dropped as duplicates of themselves."""
+    counts = Counts()
+    config = pipeline([{"type": "dedup", "window": "1h"}])
+    processor = Processor("app", [("p", config)], counts)  # type: ignore[arg-type]
+
+    def messages(batch: list[str], commit: bool) -> list[str]:
+        entries = [Entry("app", LABELS, READ_NS, m) for m in batch]
+        return [e.message for e in processor.run(entries, READ_NS, commit=commit)]
+
+    assert messages(["a", "b"], commit=True) == ["a", "b"]
+    assert messages(["c", "c", "a"], commit=False) == ["c"]
+    processor.rollback()
+    assert counts.get(Counter.PIPELINE_DROPPED) == 0
+    assert messages(["c", "c", "a"], commit=True) == ["c"]  # c kept once again, a still seen
+    assert counts.get(Counter.PIPELINE_DROPPED) == 2

@@ -41,6 +41,7 @@ from logcap.capture.docker.select import entry_labels, selected
 from logcap.capture.docker.started import process_started_ns
 from logcap.capture.docker.stream import parse_rfc3339
 from logcap.capture.file.started import mark_started
+from logcap.capture.pipeline.engine import Processor
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -71,10 +72,11 @@ class DockerCollector:
         should_stop: Callable[[], bool],
         started_marker: Path,
         started_ns: int | None = None,
+        processor: Processor | None = None,
     ) -> None:
         self.name = name
         self.config = config
-        self.publisher = Publisher(producer, counters)
+        self.publisher = Publisher(producer, counters, processor, dict(config.labels))
         self.counters = counters
         self.checkpoints = {ino: p for (_, ino), p in checkpoints.items()}
         self.should_stop = should_stop

@@ -88,6 +88,10 @@ class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=Tr
     ] = PositiveDuration(30.0)
 
     labels: Annotated[dict[LabelName, str], doc(LABELS_DOC)] = {}
+    pipelines: Annotated[
+        list[str],
+        doc("Names of pipelines (top-level `pipelines`) run on the containers' lines, in order."),
+    ] = []
 
     def with_base(self, base: Path) -> DockerSourceConfig:
         """No paths to resolve."""
@@ -111,6 +115,7 @@ class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=Tr
             env.checkpoints(),
             should_stop=env.should_stop,
             started_marker=env.started_marker,
+            processor=env.processor(),
         )
 
     def line_rules(self, collector_slot_bytes: int) -> dict[str, Any]:
@@ -118,5 +123,6 @@ class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=Tr
         return {"max_line_bytes": collector_slot_bytes, "static_labels": dict(self.labels)}
 
     def longest_entry_bytes(self, collector_slot_bytes: int) -> int:
-        """Encoded bytes of the longest entry: each byte escaped to at most 6."""
-        return 6 * int(self.max_line_bytes)
+        """Encoded bytes of the longest entry: each byte escaped to at most 6 (with
+        pipelines, an entry is bounded by a collector slot instead)."""
+        return 6 * int(collector_slot_bytes if self.pipelines else self.max_line_bytes)

@@ -17,12 +17,15 @@ from logcap.capture._entries import (
     FORGET,
     Entry,
     Position,
+    fit_rich,
     pack_records,
     record_capacity,
+    rich_runs,
     write_entries,
 )
 from logcap.capture.docker.container import ContainerState, container_key
 from logcap.capture.docker.stream import cut_utf8
+from logcap.capture.pipeline.engine import Processor
 from logcap.errors import EntryTooLarge
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -33,10 +36,18 @@ _EMPTY = msgspec.msgpack.encode([])
 class Publisher:
     """Turns containers' gathered lines into records of one collector ring."""
 
-    def __init__(self, producer: Producer, counters: CounterBlock) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        counters: CounterBlock,
+        processor: Processor | None = None,
+        static_labels: dict[str, str] | None = None,
+    ) -> None:
         self.producer = producer
         self.counters = counters
         self.lock = threading.Lock()
+        self.processor = processor  # the source's pipelines, run under the lock
+        self.static_labels = static_labels or {}
 
     def flush(self, container: ContainerState) -> None:
         """Publish the container's gathered lines in order, with its safe position."""
@@ -50,12 +61,15 @@ class Publisher:
             )
             with self.lock:
                 capacity = record_capacity(self.producer, position.path)
-                try:
-                    chunks = pack_records(entries, capacity) if entries else [_EMPTY]
-                except EntryTooLarge:
-                    entries = [self._fit(entry, capacity) for entry in entries]
-                    chunks = pack_records(entries, capacity)
                 read_ns = time.time_ns()
+                if self.processor is not None:
+                    chunks = self._processed(self.processor, entries, capacity, read_ns)
+                else:
+                    try:
+                        chunks = pack_records(entries, capacity) if entries else [_EMPTY]
+                    except EntryTooLarge:
+                        entries = [self._fit(entry, capacity) for entry in entries]
+                        chunks = pack_records(entries, capacity)
                 for number, data in enumerate(chunks, 1):
                     seq = self.producer.claim(1)
                     last = number == len(chunks)
@@ -64,6 +78,17 @@ class Publisher:
             container.published = container.safe
             self.counters.add(Counter.EVENTS_IN, len(entries))
             self.counters.add(Counter.BYTES_IN, sum(len(text) for _, _, text in entries))
+
+    def _processed(
+        self, processor: Processor, entries: list[Entry], capacity: int, read_ns: int
+    ) -> list[bytes]:
+        """The entries through the source's pipelines, packed (every ``claim`` below
+        waits for room, so a run is never repeated: it is committed at once)."""
+        processed = processor.run_tuples(entries, read_ns, self.static_labels)
+        for entry in processed:
+            if fit_rich(entry, capacity):
+                self.counters.add(Counter.PIPELINE_ERRORS)
+        return pack_records(processed, capacity, rich_runs) or [_EMPTY]
 
     def forget(self, container_id: str) -> None:
         """Drop a destroyed container's checkpoint entry, after everything read from it."""

@@ -17,11 +17,16 @@ its message); that is counted as a pipeline error, and the entry still goes on.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
-from logcap.capture._entries import Position, pack_records, record_capacity, write_entries
+from logcap.capture._entries import (
+    Position,
+    fit_rich,
+    pack_records,
+    record_capacity,
+    rich_runs,
+    write_entries,
+)
 from logcap.capture._record import FLAG_TRUNCATED, BlockHeader
 from logcap.capture.file.config import FileSourceConfig, multiline_rule
 from logcap.capture.file.encoding import line_codec
@@ -35,28 +40,6 @@ from logcap.ringbuf import Producer
 
 PATHS_REMEMBERED = 4096
 NO_RUNS = msgspec.msgpack.encode([])
-
-
-def rich_runs(entries: list[Entry]) -> list[list[Any]]:
-    """Consecutive entries with equal labels as ``[labels, stamps, messages, levels,
-    fields]`` runs (levels/fields None when no entry of the run has one)."""
-    runs: list[list[Any]] = []
-    last: dict[str, str] | None = None
-    for e in entries:
-        if e.labels is not last and e.labels != last:
-            runs.append([e.labels, [], [], [], []])
-            last = e.labels
-        run = runs[-1]
-        run[1].append(e.timestamp_ns)
-        run[2].append(e.message)
-        run[3].append(e.level)
-        run[4].append(e.fields or None)
-    for run in runs:
-        if not any(level is not None for level in run[3]):
-            run[3] = None
-        if not any(run[4]):
-            run[4] = None
-    return runs
 
 
 class FileEntries:
@@ -147,18 +130,7 @@ class FileEntries:
             chunks = pack_records(entries, capacity, rich_runs)
         except EntryTooLarge:
             for entry in entries:
-                self._fit(entry, capacity)
+                if fit_rich(entry, capacity):
+                    self.counters.add(Counter.PIPELINE_ERRORS)
             chunks = pack_records(entries, capacity, rich_runs)
         return chunks or [NO_RUNS]  # every entry dropped: the position goes on alone
-
-    def _fit(self, entry: Entry, capacity: int) -> None:
-        """Make an entry that does not fit a slot fit: fields first, then the message."""
-        if len(pack_records([entry], 1 << 62, rich_runs)[0]) <= capacity:
-            return
-        self.counters.add(Counter.PIPELINE_ERRORS)
-        entry.fields = None
-        overflow = len(pack_records([entry], 1 << 62, rich_runs)[0]) - capacity
-        if overflow > 0:  # (a field_add can make a message longer than the line was)
-            raw = entry.message.encode("utf-8", "surrogatepass")
-            keep = max(0, len(raw) - overflow - 16)  # 16: room for a longer length prefix
-            entry.message = raw[:keep].decode("utf-8", "ignore")

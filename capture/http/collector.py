@@ -42,12 +42,15 @@ import msgspec
 from logcap.capture._entries import (
     Entry,
     Position,
+    fit_rich,
     pack_records,
     record_capacity,
+    rich_runs,
     write_entries,
 )
 from logcap.capture.http.acks import SETTLE_TIMEOUT, AckWaiter, Positions
 from logcap.capture.http.config import HttpSourceConfig
+from logcap.capture.pipeline.engine import Processor
 from logcap.errors import BadRequest, EntryTooLarge, TooLarge
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -153,14 +156,28 @@ def parse_body(
     return out
 
 
+def _never_fits(entries: int, chunks: int, producer: Producer) -> str:
+    slots = producer.ring.slot_count
+    return (
+        f"these {entries} entries need {chunks} collector ring slots with their labels, "
+        f"and would never fit the ring's {slots} slots: send them in smaller requests"
+    )
+
+
 class HttpCollector:
     """The server and the ring; handler threads publish under one lock (one producer)."""
 
     def __init__(
-        self, name: str, config: HttpSourceConfig, producer: Producer, counters: CounterBlock
+        self,
+        name: str,
+        config: HttpSourceConfig,
+        producer: Producer,
+        counters: CounterBlock,
+        processor: Processor | None = None,
     ) -> None:
         self.name = name
         self.config = config
+        self.processor = processor  # the source's pipelines, run under the lock
         self.producer = producer
         self.counters = counters
         self.lock = threading.Lock()
@@ -178,30 +195,56 @@ class HttpCollector:
     def publish(self, entries: list[Entry], received_ns: int) -> int | None:
         """All entries into the ring, or nothing (None: no room now); the request's
         position to wait for (0: nothing to wait for)."""
+        if self.processor is not None:
+            with self.lock:  # the pipelines' state (dedup) follows the ring's order
+                return self._publish_processed(self.processor, entries, received_ns)
         try:
             chunks = pack_records(entries, record_capacity(self.producer))
         except EntryTooLarge as exc:
             raise TooLarge(str(exc)) from exc
         if not chunks:
             return 0
-        slots = self.producer.ring.slot_count
-        if len(chunks) > slots:  # 429 would be forever: even an empty ring cannot take it
-            raise TooLarge(
-                f"these {len(entries)} entries need {len(chunks)} collector ring slots with "
-                f"their labels, and would never fit the ring's {slots} slots: send them in "
-                "smaller requests"
-            )
+        if len(chunks) > self.producer.ring.slot_count:  # 429 would be forever
+            raise TooLarge(_never_fits(len(entries), len(chunks), self.producer))
         with self.lock:
-            if self.producer.free_slots() < len(chunks):
-                return None
-            position = self.positions.next()
-            for number, data in enumerate(chunks, 1):
-                seq = self.producer.try_claim(1)
-                # the last record carries the position: acknowledged with the last entries
-                where = Position(b"", 0, position, 0) if number == len(chunks) else None
-                write_entries(self.producer, seq, data, received_ns, where)
-                self.producer.publish(seq)
+            return self._publish_chunks(chunks, received_ns)
+
+    def _publish_chunks(self, chunks: list[bytes], received_ns: int) -> int | None:
+        """Publish every chunk (under the lock), or none if the ring has no room."""
+        if self.producer.free_slots() < len(chunks):
+            return None
+        position = self.positions.next()
+        for number, data in enumerate(chunks, 1):
+            seq = self.producer.try_claim(1)
+            # the last record carries the position: acknowledged with the last entries
+            where = Position(b"", 0, position, 0) if number == len(chunks) else None
+            write_entries(self.producer, seq, data, received_ns, where)
+            self.producer.publish(seq)
         return position
+
+    def _publish_processed(
+        self, processor: Processor, entries: list[Entry], received_ns: int
+    ) -> int | None:
+        """The request's entries through the pipelines, then into the ring; a request
+        that is not taken (413, 429) is rolled back, so its retry is processed anew."""
+        processed = processor.run_tuples(
+            entries, received_ns, dict(self.config.labels), commit=False
+        )
+        capacity = record_capacity(self.producer)
+        for entry in processed:
+            fit_rich(entry, capacity)  # the steps may have grown it past a slot
+        chunks = pack_records(processed, capacity, rich_runs)
+        taken = None
+        try:
+            if len(chunks) > self.producer.ring.slot_count:
+                raise TooLarge(_never_fits(len(entries), len(chunks), self.producer))
+            taken = 0 if not chunks else self._publish_chunks(chunks, received_ns)
+        finally:
+            if taken is not None:
+                processor.commit()
+            else:
+                processor.rollback()
+        return taken
 
     def run(self, should_stop: Any) -> None:
         """Serve until asked to stop, then close the ring cleanly."""

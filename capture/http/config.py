@@ -60,6 +60,10 @@ class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
         doc("While the pipeline is backpressured requests get 429 with this Retry-After."),
     ] = PositiveDuration(1.0)
     labels: Annotated[dict[LabelName, str], doc(LABELS_DOC)] = {}
+    pipelines: Annotated[
+        list[str],
+        doc("Names of pipelines (top-level `pipelines`) run on each request's entries, in order."),
+    ] = []
 
     def with_base(self, base: Path) -> HttpSourceConfig:
         """No paths to resolve."""
@@ -74,7 +78,7 @@ class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
         """The HTTP server that takes requests into the ring."""
         from logcap.capture.http.collector import HttpCollector
 
-        collector = HttpCollector(env.name, self, env.producer, env.counters)
+        collector = HttpCollector(env.name, self, env.producer, env.counters, env.processor())
         return _Serving(collector, env.should_stop)
 
     def line_rules(self, collector_slot_bytes: int) -> dict[str, Any]:
@@ -83,8 +87,9 @@ class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
 
     def longest_entry_bytes(self, collector_slot_bytes: int) -> int:
         """The source refuses (413) an entry whose escaped message and labels do not fit
-        a collector slot."""
-        return collector_slot_bytes
+        a collector slot; after pipelines an entry still fits a slot as msgpack, and its
+        JSON escapes each byte to at most 6."""
+        return 6 * collector_slot_bytes if self.pipelines else collector_slot_bytes
 
 
 class _Serving:

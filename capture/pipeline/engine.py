@@ -51,13 +51,38 @@ class Processor:
         self.clock = clock
         self._unlogged: Tally[tuple[str, str, str]] = Tally()
         self._next_log = 0.0
+        self._staged: tuple[int, int, int] | None = None
+        self._tally: Tally[tuple[str, str, str]] | None = None
 
-    def run(self, entries: list[Entry], read_ns: int) -> list[Entry]:
-        """The entries that remain, changed by the steps (the list may be ``entries``)."""
+    def run_tuples(
+        self,
+        entries: list[tuple[dict[str, str], int, str]],
+        read_ns: int,
+        static: dict[str, str],
+        commit: bool = True,
+    ) -> list[Entry]:
+        """:meth:`run` on ``(labels, event time, message)`` entries (HTTP, Docker), their
+        labels first joined with the source's ``static`` labels (once per mapping)."""
+        joined: dict[int, dict[str, str]] = {}
+        prepared = []
+        for labels, stamp, message in entries:
+            full = joined.get(id(labels))
+            if full is None:
+                full = joined[id(labels)] = {**labels, **static}
+            prepared.append(Entry(self.source, full, stamp, message))
+        return self.run(prepared, read_ns, commit)
+
+    def run(self, entries: list[Entry], read_ns: int, commit: bool = True) -> list[Entry]:
+        """The entries that remain, changed by the steps (the list may be ``entries``).
+        With ``commit=False`` the run is staged: :meth:`commit` counts it, or
+        :meth:`rollback` forgets what its dedup steps remembered."""
+        self._staged = self._tally = None
+        staged: Tally[tuple[str, str, str]] = Tally()
         errors = dropped = out_of_range = 0
         for pipeline in self.pipelines:
             for dedup in pipeline.dedups:
                 dedup.now = read_ns
+                dedup.undo.clear()
             kept: list[Entry] = []
             for entry in entries:
                 for step in pipeline.steps:
@@ -68,10 +93,10 @@ class Processor:
                         continue
                     if outcome == DROP:
                         dropped += 1
-                        self._unlogged[(pipeline.name, _name(step), "dropped")] += 1
+                        staged[(pipeline.name, _name(step), "dropped")] += 1
                         break
                     errors += 1
-                    self._unlogged[(pipeline.name, _name(step), outcome)] += 1
+                    staged[(pipeline.name, _name(step), outcome)] += 1
                 else:
                     limits = pipeline.limits
                     if limits is not None:
@@ -82,7 +107,7 @@ class Processor:
                             <= read_ns + pipeline.max_future_ns
                         ):
                             out_of_range += 1
-                            self._unlogged[(pipeline.name, "timestamp_limits", limits.action)] += 1
+                            staged[(pipeline.name, "timestamp_limits", limits.action)] += 1
                             if limits.action == "drop":
                                 dropped += 1
                                 continue
@@ -90,15 +115,37 @@ class Processor:
                                 entry.timestamp_ns = read_ns
                     kept.append(entry)
             entries = kept
+        self._staged = (errors, dropped, out_of_range)
+        self._tally = staged
+        if commit:
+            self.commit()
+        return entries
+
+    def commit(self) -> None:
+        """Count the last run (its entries were published)."""
+        if self._staged is None or self._tally is None:
+            return
+        errors, dropped, out_of_range = self._staged
         if errors:
             self.counters.add(Counter.PIPELINE_ERRORS, errors)
         if dropped:
             self.counters.add(Counter.PIPELINE_DROPPED, dropped)
         if out_of_range:
             self.counters.add(Counter.TIMESTAMPS_OUT_OF_RANGE, out_of_range)
+        self._unlogged.update(self._tally)
+        self._staged = self._tally = None
+        for pipeline in self.pipelines:
+            for dedup in pipeline.dedups:
+                dedup.undo.clear()
         if self._unlogged and self.clock() >= self._next_log:
             self._log()
-        return entries
+
+    def rollback(self) -> None:
+        """Forget the last run (its entries were not published: they come again)."""
+        self._staged = self._tally = None
+        for pipeline in self.pipelines:
+            for dedup in pipeline.dedups:
+                dedup.rollback()
 
     def _log(self) -> None:
         for (pipeline, step, reason), count in sorted(self._unlogged.items()):

@@ -231,6 +231,10 @@ class Dedup(Step):
         self.max_entries = config.max_entries
         self.seen: OrderedDict[tuple[Any, ...], int] = OrderedDict()
         self.now = 0
+        # (key, its time before) for each key kept since the last commit: a rollback
+        # (an HTTP request the ring had no room for) forgets them, or its retry would be
+        # dropped as a duplicate of entries that were never published
+        self.undo: list[tuple[tuple[Any, ...], int | None]] = []
 
     def apply(self, entry: Entry) -> Outcome:
         key = tuple(_text(v) if (v := get(entry)) is not MISSING else None for get in self.gets)
@@ -238,11 +242,21 @@ class Dedup(Step):
         if kept is not None and self.now - kept < self.window_ns:
             self.seen.move_to_end(key)  # still recent in the LRU order; its window stays
             return DROP
+        self.undo.append((key, kept))
         self.seen[key] = self.now  # kept: its window starts now, one copy per window passes
         self.seen.move_to_end(key)
         if len(self.seen) > self.max_entries:
             self.seen.popitem(last=False)
         return None
+
+    def rollback(self) -> None:
+        """Forget the keys kept since the last commit (as if those entries never came)."""
+        for key, before in reversed(self.undo):
+            if before is None:
+                self.seen.pop(key, None)
+            else:
+                self.seen[key] = before
+        self.undo.clear()
 
 
 _KINDS: dict[type[Any], Callable[[int, Any], Step]] = {

@@ -26,7 +26,7 @@ from logcap.ringbuf import _shm
 
 MAGIC = 0x4C4F47434150434E
 HEADER_WORDS = 8
-WORDS = 48
+WORDS = 56
 NOTHING = (1 << 63) - 1  # OWNED_LOW when the retry process holds nothing for a sink
 
 
@@ -92,6 +92,10 @@ class Counter(enum.IntEnum):
     PIPELINE_ERRORS = 45
     PIPELINE_DROPPED = 46
     TIMESTAMPS_OUT_OF_RANGE = 47
+    # source blocks, written by the collector: time it held back reading (milliseconds,
+    # a running total) and entries it dropped (when_exceeded: drop) for its rate_limit
+    RATE_LIMITED_MS = 48
+    RATE_LIMIT_DROPPED = 49
 
 
 class CounterTable:

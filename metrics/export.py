@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
+# counters kept in milliseconds, exported in seconds
+_IN_MILLISECONDS = {Counter.RATE_LIMITED_MS}
+_MILLIS = 0.001
 # (metric name, counter, help) for the counters every component kind may have
 _COMPONENT_COUNTERS = [
     ("logcap_component_received_events", Counter.EVENTS_IN, "Entries received."),
@@ -72,6 +75,16 @@ _COMPONENT_COUNTERS = [
         "logcap_source_timestamps_out_of_range",
         Counter.TIMESTAMPS_OUT_OF_RANGE,
         "Event times outside a pipeline's timestamp_limits (clamped, kept or dropped).",
+    ),
+    (
+        "logcap_source_rate_limited_seconds",
+        Counter.RATE_LIMITED_MS,
+        "Time the source held back reading, or refused requests, for its rate_limit.",
+    ),
+    (
+        "logcap_source_rate_limit_dropped",
+        Counter.RATE_LIMIT_DROPPED,
+        "Entries dropped over the source's rate_limit (when_exceeded: drop).",
     ),
     ("logcap_checkpoints_written", Counter.CHECKPOINTS, "Checkpoint files written."),
     ("logcap_sink_file_rotations", Counter.ROTATIONS, "Output files rotated (by size or age)."),
@@ -243,7 +256,8 @@ class PipelineCollector(Collector):
             key = [child.name, child.kind]
             values = sup.table.read(sup.plan.counter_index(child.name))
             for name, counter, _ in _COMPONENT_COUNTERS:
-                families[name].add_metric(key, values[counter])
+                scale = _MILLIS if counter in _IN_MILLISECONDS else 1
+                families[name].add_metric(key, values[counter] * scale)
             if child.role == "collector":
                 watched.add_metric(key, values[Counter.FILES_WATCHED])
             up.add_metric(key, 1 if child.running else 0)

@@ -202,6 +202,7 @@ sources:
     poll_interval: 100ms
     watch: false
     pipelines: [parse]
+    rate_limit: {events_per_second: 5000, burst: 100, when_exceeded: drop}
     labels: {env: prod}
     path_labels: '/var/log/(?P<service>[^/]+)/'
   ingest:
@@ -212,6 +213,7 @@ sources:
     retry_after: 5s
     labels: {env: prod}
     pipelines: [parse]
+    rate_limit: {events_per_second: 100, burst: 10, when_exceeded: drop}
   containers:
     type: docker
     docker_host: tcp://10.0.0.1:2375
@@ -228,6 +230,7 @@ sources:
     reconnect_max_delay: 1m
     labels: {env: prod}
     pipelines: [parse]
+    rate_limit: {events_per_second: 100, burst: 10, when_exceeded: drop}
 sinks:
   bus:
     type: kafka

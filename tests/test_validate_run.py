@@ -349,6 +349,19 @@ def test_pipeline_steps_are_checked_with_path_and_line(tmp_path: Path) -> None:
     ]
 
 
+def test_a_rate_limit_is_checked(tmp_path: Path) -> None:
+    text = HEAD.replace(
+        'include: ["./logs/*.log"]',
+        'include: ["./logs/*.log"], '
+        "rate_limit: {events_per_second: 0, burst: 0, when_exceeded: later}",
+    )
+    assert refused(tmp_path, text) == [
+        "4: sources.app.rate_limit.events_per_second: Expected `float` > 0.0",
+        "4: sources.app.rate_limit.burst: Expected `int` >= 1",
+        "4: sources.app.rate_limit.when_exceeded: 'later' is not one of wait, drop",
+    ]
+
+
 def test_an_unknown_component_type_lists_the_types(tmp_path: Path) -> None:
     text = HEAD.replace("type: blackhole", "type: blackhol")
     assert refused(tmp_path, text) == [

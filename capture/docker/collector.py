@@ -42,6 +42,7 @@ from logcap.capture.docker.started import process_started_ns
 from logcap.capture.docker.stream import parse_rfc3339
 from logcap.capture.file.started import mark_started
 from logcap.capture.pipeline.engine import Processor
+from logcap.capture.ratelimit import TokenBucket
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -77,6 +78,8 @@ class DockerCollector:
         self.name = name
         self.config = config
         self.publisher = Publisher(producer, counters, processor, dict(config.labels))
+        # one bucket for every container of the source (each reader thread takes from it)
+        self.limiter = None if config.rate_limit is None else TokenBucket(config.rate_limit)
         self.counters = counters
         self.checkpoints = {ino: p for (_, ino), p in checkpoints.items()}
         self.should_stop = should_stop
@@ -304,7 +307,17 @@ class DockerCollector:
     def _read_once(
         self, container: ContainerState, client: docker.APIClient, follow: bool = True
     ) -> None:
-        read_logs(container, client, follow, self.config, self.counters, self.name, self._flush)
+        read_logs(
+            container,
+            client,
+            follow,
+            self.config,
+            self.counters,
+            self.name,
+            self._flush,
+            self.limiter,
+            self.should_stop,
+        )
 
     def _flush(self, container: ContainerState) -> None:
         self.publisher.flush(container)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from logcap.capture.base import Problems, line_fits_slot
 from logcap.capture.labels import LABELS_DOC, LabelName, check_static
+from logcap.capture.ratelimit import RATE_LIMIT_DOC, RateLimitConfig
 from logcap.config._base import StrictStruct, doc
 from logcap.config._units import LineBytes, PositiveDuration
 
@@ -92,6 +93,10 @@ class DockerSourceConfig(StrictStruct, tag_field="type", tag="docker", frozen=Tr
         list[str],
         doc("Names of pipelines (top-level `pipelines`) run on the containers' lines, in order."),
     ] = []
+    rate_limit: Annotated[
+        RateLimitConfig | None,
+        doc(RATE_LIMIT_DOC),
+    ] = None
 
     def with_base(self, base: Path) -> DockerSourceConfig:
         """No paths to resolve."""

@@ -22,6 +22,7 @@ from logcap.capture.docker.config import DockerSourceConfig
 from logcap.capture.docker.container import ContainerState
 from logcap.capture.docker.position import Reading
 from logcap.capture.docker.stream import JOINED, SKIPPED, TRUNCATED, LogDecoder
+from logcap.capture.ratelimit import TokenBucket
 from logcap.metrics import Counter, CounterBlock
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def read_logs(
     counters: CounterBlock,
     source: str,
     flush: Callable[[ContainerState], None],
+    limiter: TokenBucket | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Read until the response ends (``follow``: until the container stops or the
     stream is closed); ``flush`` publishes when ``FLUSH_ENTRIES`` lines wait."""
@@ -73,9 +76,17 @@ def read_logs(
             data = response.raw.read1(65536)
             lines = decoder.feed(data) if data else decoder.finish()
             _count_decoder(decoder, counters, source)
+            keep = len(lines)
+            if limiter is not None and lines:  # wait: the daemon keeps what we do not read
+                if limiter.drop:
+                    keep = limiter.take_up_to(len(lines))
+                    counters.add(Counter.RATE_LIMIT_DROPPED, len(lines) - keep)
+                else:
+                    limiter.wait(len(lines), should_stop)
+                counters.set(Counter.RATE_LIMITED_MS, limiter.held_ms())
             flagged = collections.Counter[int]()
             with container.lock:
-                for stream, stamp, text, flags in lines:
+                for number, (stream, stamp, text, flags) in enumerate(lines):
                     if stamp < 0:  # Docker sent no time: use the time it arrived
                         stamp = time.time_ns()
                         reading.take(stream, stamp)
@@ -85,6 +96,8 @@ def read_logs(
                         flagged[flags] += 1
                         if flags & SKIPPED:
                             continue
+                    if number >= keep:
+                        continue  # over the rate_limit (when_exceeded: drop): counted above
                     container.pending.append((container.labels[stream], stamp, text))
                 container.latest = reading.position()
                 if not decoder.holding:

@@ -20,6 +20,7 @@ from logcap.capture.file.recover import find_unfinished, publish_forget
 from logcap.capture.file.started import mark_started
 from logcap.capture.file.tailer import FileTailer
 from logcap.capture.pipeline.engine import Processor
+from logcap.capture.ratelimit import TokenBucket
 from logcap.dispatch.checkpoint import FilePosition
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -84,6 +85,7 @@ class FileCollector:
         # checkpoint entries of files gone for good, to be dropped (capture/file/recover.py)
         self.forgets: list[FilePosition] = []
         self._next_scan = 0.0
+        self.limiter = None if config.rate_limit is None else TokenBucket(config.rate_limit)
         # with pipelines, blocks become processed entries here (capture/file/entries.py)
         self.entries = (
             None
@@ -198,6 +200,7 @@ class FileCollector:
             self.counters.add(Counter.ERRORS)
             return None
         tailer.entries = self.entries
+        tailer.limiter = self.limiter
         if self.multiline is not None and self.config.multiline is not None:
             tailer.multiline = self.multiline
             tailer.multiline_timeout = self.config.multiline.timeout
@@ -279,6 +282,8 @@ class FileCollector:
                 self._forget(self._position(tailer))
             tailer.close()
         self._publish_forgets()
+        if self.limiter is not None:
+            self.counters.set(Counter.RATE_LIMITED_MS, self.limiter.held_ms())
         return moved
 
     def _publish_forgets(self) -> bool:
@@ -306,6 +311,9 @@ class FileCollector:
                     continue
                 if not moved:
                     timeout = min(self.config.poll_interval, self._next_scan - self.clock())
+                    if self.limiter is not None and (wait := self.limiter.retry_after(1)) > 0:
+                        time.sleep(min(timeout, wait))  # held back: writes must not wake us
+                        continue
                     if self.watcher is not None:
                         self.watcher.changed.wait(max(0.0, timeout))
                     else:

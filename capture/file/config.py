@@ -12,6 +12,7 @@ from logcap.capture.base import Problems, line_fits_slot
 from logcap.capture.file.encoding import line_codec
 from logcap.capture.file.multiline import MultilineRule
 from logcap.capture.labels import LABELS_DOC, LabelName, PathLabels, check_path_labels, check_static
+from logcap.capture.ratelimit import RATE_LIMIT_DOC, RateLimitConfig
 from logcap.config._base import StrictStruct, doc, resolve_path
 from logcap.config._units import LineBytes, PositiveDuration
 
@@ -144,6 +145,10 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             "order, in its collector process."
         ),
     ] = []
+    rate_limit: Annotated[
+        RateLimitConfig | None,
+        doc(RATE_LIMIT_DOC),
+    ] = None
     path_labels: Annotated[
         str | None,
         doc(

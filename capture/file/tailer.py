@@ -23,6 +23,7 @@ from logcap.ringbuf import Producer
 
 if TYPE_CHECKING:
     from logcap.capture.file.entries import FileEntries
+    from logcap.capture.ratelimit import TokenBucket
 
 SCAN_CHUNK = 1 << 20
 UTF8: LineCodec = line_codec("utf-8")
@@ -58,6 +59,7 @@ class FileTailer:
         self.unrecorded = False
         # a source with pipelines: blocks become processed entries (capture/file/entries.py)
         self.entries: FileEntries | None = None
+        self.limiter: TokenBucket | None = None  # the source's rate_limit
 
     def rename(self, path: str) -> None:
         """The file is now known under ``path`` (renamed, or rotated away)."""
@@ -123,6 +125,11 @@ class FileTailer:
                 self._scan_at = self.position + len(data)  # over-long: find its end first
                 return self._skip_long_line(producer, max_line_bytes, counters, size)
             return False  # a partial last line: wait for its newline
+        sent = cut  # bytes of lines published; the rest of the block dropped by the limit
+        if self.limiter is not None:
+            cut, sent = self._limit(self.limiter, data, cut, counters)
+            if not cut:
+                return False  # held back: the lines stay in the file
         if not self._publish(
             producer,
             BlockHeader(
@@ -132,16 +139,38 @@ class FileTailer:
                 self.dev,
                 self.ino,
                 self.fingerprint,
-                cut,
+                sent,
                 len(self.path_bytes),
                 0,
             ),
-            memoryview(data)[:cut],
+            memoryview(data)[:sent],
         ):
             return False
         self.position += cut
         counters.add(Counter.BYTES_IN, cut)
         return True
+
+    def _limit(
+        self, limiter: TokenBucket, data: bytes, cut: int, counters: CounterBlock
+    ) -> tuple[int, int]:
+        """(where the block ends, bytes of it published) under the source's rate_limit:
+        cut after the lines there are tokens for (``wait``: the rest is read later), or
+        with ``drop`` all read, the lines over the limit dropped and counted. Multiline
+        events are never split: a block of them goes whole or waits."""
+        newline, unit = self.codec.newline, self.codec.unit
+        lines = data.count(newline, 0, cut) if unit == 1 else _count_aligned(data, cut, self.codec)
+        if self.multiline is not None and not limiter.drop:
+            return (cut, cut) if limiter.take_all(lines) else (0, 0)
+        granted = limiter.take_up_to(lines)
+        if granted == lines:
+            return cut, cut
+        end = 0
+        for _ in range(granted):
+            end = self.codec.find(data, end) + len(newline)
+        if limiter.drop:
+            counters.add(Counter.RATE_LIMIT_DROPPED, lines - granted)
+            return cut, end
+        return end, end
 
     def _complete_events(self, data: bytes, cut: int, room: int, size: int) -> int:
         """Where to cut ``data`` so no event is split: before the last event's first line,
@@ -251,3 +280,12 @@ class FileTailer:
     def close(self) -> None:
         """Close the file descriptor."""
         os.close(self.fd)
+
+
+def _count_aligned(data: bytes, cut: int, codec: LineCodec) -> int:
+    block = data[:cut]
+    count, at = 0, codec.find(block)
+    while at >= 0:
+        count += 1
+        at = codec.find(block, at + len(codec.newline))
+    return count

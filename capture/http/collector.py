@@ -28,6 +28,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -51,6 +52,7 @@ from logcap.capture._entries import (
 from logcap.capture.http.acks import SETTLE_TIMEOUT, AckWaiter, Positions
 from logcap.capture.http.config import HttpSourceConfig
 from logcap.capture.pipeline.engine import Processor
+from logcap.capture.ratelimit import TokenBucket
 from logcap.errors import BadRequest, EntryTooLarge, TooLarge
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -178,6 +180,7 @@ class HttpCollector:
         self.name = name
         self.config = config
         self.processor = processor  # the source's pipelines, run under the lock
+        self.limiter = None if config.rate_limit is None else TokenBucket(config.rate_limit)
         self.producer = producer
         self.counters = counters
         self.lock = threading.Lock()
@@ -292,6 +295,20 @@ class _Handler(BaseHTTPRequestHandler):
             entries = parse_body(
                 body, self.client_address[0], received_ns, record_capacity(collector.producer)
             )
+            limiter, dropped = collector.limiter, 0
+            if limiter is not None:
+                if limiter.drop:
+                    granted = limiter.take_up_to(len(entries))
+                    entries, dropped = entries[:granted], len(entries) - granted
+                    collector.counters.add(Counter.RATE_LIMIT_DROPPED, dropped)
+                elif not limiter.take_all(len(entries)):
+                    collector.counters.add(Counter.HTTP_THROTTLED)
+                    collector.counters.set(Counter.RATE_LIMITED_MS, limiter.held_ms())
+                    wait = {
+                        "Retry-After": str(max(1, math.ceil(limiter.retry_after(len(entries)))))
+                    }
+                    return self._reply(429, {"error": "over the source's rate_limit"}, wait)
+                collector.counters.set(Counter.RATE_LIMITED_MS, limiter.held_ms())
             position = collector.publish(entries, received_ns)
         except BadRequest as exc:
             collector.counters.add(Counter.ERRORS)
@@ -306,7 +323,10 @@ class _Handler(BaseHTTPRequestHandler):
             collector.counters.add(Counter.ERRORS)
             error = "entries taken in but not yet delivered; they may still be: retry later"
             return self._reply(503, {"error": error}, retry)
-        return self._reply(200, {"accepted": len(entries)})
+        answer: dict[str, Any] = {"accepted": len(entries)}
+        if dropped:
+            answer["dropped"] = dropped  # over the rate_limit (when_exceeded: drop)
+        return self._reply(200, answer)
 
     def _reply(
         self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None

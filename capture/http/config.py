@@ -9,6 +9,7 @@ import msgspec
 
 from logcap.capture.base import Problems
 from logcap.capture.labels import LABELS_DOC, LabelName, check_static
+from logcap.capture.ratelimit import RATE_LIMIT_DOC, RateLimitConfig
 from logcap.config._base import StrictStruct, doc
 from logcap.config._units import BodyBytes, PositiveDuration
 
@@ -64,6 +65,10 @@ class HttpSourceConfig(StrictStruct, tag_field="type", tag="http", frozen=True):
         list[str],
         doc("Names of pipelines (top-level `pipelines`) run on each request's entries, in order."),
     ] = []
+    rate_limit: Annotated[
+        RateLimitConfig | None,
+        doc(RATE_LIMIT_DOC),
+    ] = None
 
     def with_base(self, base: Path) -> HttpSourceConfig:
         """No paths to resolve."""

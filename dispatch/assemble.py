@@ -36,7 +36,8 @@ def group_meta_bound(source: str, labels: dict[str, str]) -> int:
     from its timestamps (:data:`STAMP_BYTES` each): encoded with every number 0 (1 byte),
     plus what the real numbers and the timestamps array header may add."""
     # timestamp_ns up to 9 bytes (+8), count and nbytes up to 5 (+4 each), array header +4
-    return len(_encode(Group(source, labels, 0, 0, 0, []))) + 8 + 4 + 4 + 4
+    # and the skip mask up to 9 (+8)
+    return len(_encode(Group(source, labels, 0, 0, 0, []))) + 8 + 4 + 4 + 4 + 8
 
 
 def position_bytes(position: FilePosition | None) -> int:
@@ -78,7 +79,9 @@ class Run:
     def final_group(self) -> Group:
         """The group as the batch meta holds it, with its count and byte length."""
         g = self.group
-        return Group(g.source, g.labels, g.timestamp_ns, self.count, self.size, g.timestamps)
+        return Group(
+            g.source, g.labels, g.timestamp_ns, self.count, self.size, g.timestamps, g.skip
+        )
 
     def split(self, room: int) -> tuple[Run | None, Run | None]:
         """(the longest head of whole entries costing at most ``room``, the rest)."""
@@ -109,8 +112,8 @@ class Run:
     def _cut(self, end: int, count: int) -> tuple[Run, Run]:
         g = self.group
         stamps, later = g.timestamps[:count], g.timestamps[count:]
-        first = Group(g.source, g.labels, g.timestamp_ns, count, 0, stamps)
-        rest = Group(g.source, g.labels, later[0] if later else g.timestamp_ns, 0, 0, later)
+        first = Group(g.source, g.labels, g.timestamp_ns, count, 0, stamps, g.skip)
+        rest = Group(g.source, g.labels, later[0] if later else g.timestamp_ns, 0, 0, later, g.skip)
         return (
             Run(first, self.head, self.body, self.lo, end, count, self.meta),
             Run(rest, b"", self.body, end, self.hi, self.count - count, self.meta),

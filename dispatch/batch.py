@@ -44,6 +44,9 @@ class Group(msgspec.Struct, array_like=True, gc=False, frozen=True):
     # per-entry event times (Docker, HTTP ingest), first one equal to timestamp_ns; empty
     # when every entry of the group has timestamp_ns
     timestamps: list[int] = []
+    # bit i set: sink i (the run plan's order) skips the group, its entries fail that
+    # sink's `when` (dispatch/route.py); 0 for every group when no sink has one
+    skip: int = 0
 
 
 class BatchMeta(msgspec.Struct, array_like=True, gc=False):

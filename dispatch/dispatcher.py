@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from logcap.capture._record import read_header
+from logcap.capture.pipeline.config import Condition
 from logcap.config import DispatcherConfig
 from logcap.dispatch.acks import Acknowledgements
 from logcap.dispatch.assemble import OpenBatch, Run, group_meta_bound, position_bytes
@@ -34,6 +35,7 @@ from logcap.dispatch.batch import Batch, BatchMeta, Group, write_batch
 from logcap.dispatch.checkpoint import CheckpointStore, FilePosition
 from logcap.dispatch.encode import encode_entries, encode_rich, encode_stamped
 from logcap.dispatch.records import Piece, SourceInput, read_record
+from logcap.dispatch.route import Router
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -55,8 +57,10 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
         frontier: Callable[[], int] | None = None,
         largest_batch: int | None = None,
+        routes: dict[int, Condition] | None = None,
     ) -> None:
         self.config = config
+        self.router = Router(routes or {})  # sinks' `when`, by sink index
         self.inputs = inputs
         self.output = output
         self.counters = counters
@@ -122,6 +126,8 @@ class Dispatcher:
         view = source.consumer.read(seq)
         try:
             pieces, position = read_record(source, read_header(view), view, self.counters)
+            if self.router.active:
+                pieces = self.router.split(pieces)
         except Exception:  # a damaged record must not stop the pipeline: log, count, skip
             log.exception("source %s: record %d cannot be read; skipped", source.name, seq)
             self.counters.add(Counter.ERRORS)
@@ -158,7 +164,7 @@ class Dispatcher:
     def _encode(piece: Piece, messages: list[str], stamps: list[int], done: int = 0) -> Run:
         meta = group_meta_bound(piece.source, piece.labels)
         if stamps:
-            group = Group(piece.source, piece.labels, stamps[0], 0, 0, stamps)
+            group = Group(piece.source, piece.labels, stamps[0], 0, 0, stamps, piece.skip)
             if piece.levels is None and piece.fields is None:
                 body = encode_stamped(piece.head, stamps, messages)
             else:  # entries from pipelines: slices of their levels and fields go along
@@ -167,7 +173,7 @@ class Dispatcher:
                 fields = None if piece.fields is None else piece.fields[done:end]
                 body = encode_rich(piece.head, stamps, messages, levels, fields)
             return Run(group, b"", body, 0, len(body), len(messages), meta)
-        group = Group(piece.source, piece.labels, piece.timestamp_ns, 0, 0)
+        group = Group(piece.source, piece.labels, piece.timestamp_ns, 0, 0, [], piece.skip)
         body, end = encode_entries(piece.head, messages)
         return Run(group, piece.head, body, 0, end, len(messages), meta)
 

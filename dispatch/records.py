@@ -54,6 +54,7 @@ class Piece(NamedTuple):
     stamps: list[int]  # each entry's own event time; empty for lines (all timestamp_ns)
     levels: list[str | None] | None = None  # from pipelines: each entry's level
     fields: list[dict[str, Any] | None] | None = None  # from pipelines: each entry's fields
+    skip: int = 0  # sinks whose `when` these entries fail, by bit (dispatch/route.py)
 
 
 def read_record(

@@ -1,0 +1,79 @@
+"""Per-entry routing: a sink's ``when`` condition, decided once per entry, here.
+
+The dispatcher is the one stage that touches every entry of every source (it cuts lines
+into entries and encodes them), so it evaluates every sink's ``when`` on each entry and
+splits a run of entries where the set of sinks changes. The result travels with each
+group of the batch as ``Group.skip`` (dispatch/batch.py): bit *i* set means sink *i*
+(in the run plan's sink order) skips the group. A sink reads the same batch in place and
+skips its groups without decoding or re-encoding an entry (sinks/routing.py); with no
+``when`` anywhere nothing here runs and every ``skip`` is 0.
+
+Conditions are those of pipeline steps (capture/pipeline/config.py): on ``message``,
+``level``, ``source``, ``labels.x`` or ``fields.x``; an entry without the member never
+matches, so a sink with ``when: {field: level, ...}`` gets no entry that has no level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from logcap.capture.pipeline.config import Condition
+from logcap.capture.pipeline.entry import Entry
+from logcap.capture.pipeline.steps import condition
+from logcap.dispatch.records import Piece
+
+
+class Router:
+    """The ``when`` of each sink that has one, by its bit."""
+
+    def __init__(self, conditions: dict[int, Condition]) -> None:
+        self.tests: list[tuple[int, Callable[[Entry], bool]]] = [
+            (1 << index, condition(when)) for index, when in sorted(conditions.items())
+        ]
+
+    @property
+    def active(self) -> bool:
+        """Whether any sink has a ``when`` (else pieces pass untouched)."""
+        return bool(self.tests)
+
+    def split(self, pieces: list[Piece]) -> list[Piece]:
+        """``pieces`` cut where the sinks skipping their entries change, each with its
+        ``skip`` mask."""
+        out: list[Piece] = []
+        for piece in pieces:
+            masks = [self._skip(piece, i) for i in range(len(piece.messages))]
+            start = 0
+            for i in range(1, len(masks) + 1):
+                if i == len(masks) or masks[i] != masks[start]:
+                    out.append(_slice(piece, start, i, masks[start]))
+                    start = i
+        return out
+
+    def _skip(self, piece: Piece, i: int) -> int:
+        entry = Entry(
+            piece.source,
+            piece.labels,
+            piece.stamps[i] if piece.stamps else piece.timestamp_ns,
+            piece.messages[i],
+            piece.levels[i] if piece.levels is not None else None,
+            piece.fields[i] if piece.fields is not None else None,
+        )
+        mask = 0
+        for bit, test in self.tests:
+            if not test(entry):
+                mask |= bit
+        return mask
+
+
+def _slice(piece: Piece, start: int, end: int, skip: int) -> Piece:
+    if start == 0 and end == len(piece.messages):
+        return piece._replace(skip=skip)
+    stamps = piece.stamps[start:end]
+    return piece._replace(
+        timestamp_ns=stamps[0] if stamps else piece.timestamp_ns,
+        messages=piece.messages[start:end],
+        stamps=stamps,
+        levels=None if piece.levels is None else piece.levels[start:end],
+        fields=None if piece.fields is None else piece.fields[start:end],
+        skip=skip,
+    )

@@ -1,0 +1,58 @@
+"""Per-entry routing in the dispatcher (dispatch/route.py): each sink's ``when`` is
+decided once per entry, and runs are cut where the set of sinks changes."""
+
+from __future__ import annotations
+
+import msgspec
+
+from logcap.capture.pipeline.config import Condition
+from logcap.dispatch.records import Piece
+from logcap.dispatch.route import Router
+
+LABELS = {"host": "h"}
+
+
+def when(**test: object) -> Condition:
+    return msgspec.convert(test, Condition)
+
+
+def test_runs_are_cut_where_the_skipping_sinks_change() -> None:
+    router = Router({1: when(field="level", **{"in": ["error", "critical"]})})
+    piece = Piece(
+        "app",
+        LABELS,
+        b"",
+        10,
+        ["a", "b", "c", "d"],
+        [10, 11, 12, 13],
+        ["info", "error", "critical", None],
+        [None, {"k": 1}, None, None],
+    )
+    out = router.split([piece])
+    assert [(p.messages, p.skip) for p in out] == [(["a"], 2), (["b", "c"], 0), (["d"], 2)]
+    assert [p.stamps for p in out] == [[10], [11, 12], [13]]
+    assert [p.timestamp_ns for p in out] == [10, 11, 13]
+    assert [p.fields for p in out] == [[None], [{"k": 1}, None], [None]]
+
+
+def test_lines_without_level_match_only_message_and_label_conditions() -> None:
+    router = Router(
+        {
+            0: when(field="message", matches="ERROR"),
+            2: when(field="labels.host", equals="h"),
+            3: when(field="level", equals="error"),
+        }
+    )
+    lines = Piece("app", LABELS, b"prefix", 5, ["ok", "an ERROR", "ok"], [])
+    out = router.split([lines])
+    # sink 3 skips every line (no level without a pipeline); sink 0 skips the two "ok"
+    assert [(p.messages, p.skip) for p in out] == [
+        (["ok"], 0b1001),
+        (["an ERROR"], 0b1000),
+        (["ok"], 0b1001),
+    ]
+    assert all(p.timestamp_ns == 5 and p.stamps == [] and p.head == b"prefix" for p in out)
+
+
+def test_without_conditions_the_router_is_inactive() -> None:
+    assert not Router({}).active

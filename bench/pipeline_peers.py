@@ -160,8 +160,9 @@ def rsyslog_line(seq: int) -> bytes:
 
 def rsyslog_parse_available() -> bool:
     """rsyslogd with imfile and mmjsonparse."""
-    return peers.rsyslog_available() and any(
-        p.exists() for p in [*Path("/usr/lib").glob("*/rsyslog/mmjsonparse.so")]
+    return peers.rsyslog_available() and (
+        any(Path("/usr/lib").glob("*/rsyslog/mmjsonparse.so"))
+        or Path("/usr/lib/rsyslog/mmjsonparse.so").exists()
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,35 +177,56 @@ sources:
   web: {{type: file, include: ["./logs/web/*.log"]}}
 sinks:
 {sinks}
-dispatcher: {{batch_max_events: 50, batch_timeout: 20ms, checkpoint_interval: 100ms}}
+dispatcher: {{batch_max_events: 500, batch_timeout: 100ms, checkpoint_interval: 100ms}}
 retry: {{initial_backoff: 50ms, max_backoff: 200ms}}
 """
 
 
 def _routed_config(tmp_path: Path, sinks: str, address: str) -> Path:
-    for source in ("app", "web"):
+    for source, name in (("app", "a.log"), ("web", "w.log")):
         (tmp_path / "logs" / source).mkdir(parents=True, exist_ok=True)
+        # watched from the start, so paced writes are read as many small blocks
+        (tmp_path / "logs" / source / name).touch()
     return write_config(tmp_path, ROUTED.format(sinks=sinks), address)
 
 
+def _start(start_agent: Callable[..., Agent], config: Path, address: str) -> Agent:
+    """The agent, ready and tailing both (empty) files: what is written next is read as
+    it is written."""
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    wait_for(
+        lambda: all(
+            agent.metric("logcap_source_files_watched", component=source) == 1
+            for source in ("app", "web")
+        ),
+        30,
+        "both sources to watch their file",
+    )
+    return agent
+
+
 def _write_interleaved(tmp_path: Path, count: int, tag: str = "") -> tuple[list[str], list[str]]:
-    """``count`` lines to each source, written in rounds so batches mix both."""
+    """``count`` lines to each source, written in small alternating rounds a little
+    apart (pacing, not synchronisation), so the collectors read many small blocks and
+    batches hold groups of both sources one after the other: a narrowed batch has gaps."""
     app = [f"app{tag} {n:05d}" for n in range(count)]
     web = [f"web{tag} {n:05d}" for n in range(count)]
     with (
         open(tmp_path / "logs" / "app" / "a.log", "a") as a,
         open(tmp_path / "logs" / "web" / "w.log", "a") as w,
     ):
-        for start in range(0, count, 100):
-            a.write("".join(f"{m}\n" for m in app[start : start + 100]))
-            w.write("".join(f"{m}\n" for m in web[start : start + 100]))
+        for start in range(0, count, 10):
+            a.write("".join(f"{m}\n" for m in app[start : start + 10]))
+            w.write("".join(f"{m}\n" for m in web[start : start + 10]))
             a.flush()
             w.flush()
+            time.sleep(0.002)
     return app, web
 
 
 def test_each_sink_gets_exactly_the_entries_of_its_inputs(
-    tmp_path: Path, server: Server, start_agent: Callable[..., object]
+    tmp_path: Path, server: Server, start_agent: Callable[..., Agent]
 ) -> None:
     address = f"127.0.0.1:{free_port()}"
     sinks = f"""
@@ -213,19 +235,18 @@ def test_each_sink_gets_exactly_the_entries_of_its_inputs(
   both: {{type: file, path: "./out/both.ndjson", inputs: [web, app]}}
   every: {{type: file, path: "./out/every.ndjson"}}
 """
-    agent = start_agent(_routed_config(tmp_path, sinks, address), address)
-    agent.wait_ready()  # type: ignore[attr-defined]
+    agent = _start(start_agent, _routed_config(tmp_path, sinks, address), address)
     app, web = _write_interleaved(tmp_path, 3000)
     out = tmp_path / "out"
     wait_for(lambda: len(_file_messages(out / "every.ndjson")) >= 6000, 60, "every entry")
     wait_for(lambda: len(server.messages()) >= 3000, 60, "web's entries at the server")
     wait_for(lambda: len(_file_messages(out / "app.ndjson")) >= 3000, 60, "app's entries")
-    metric = agent.metric  # type: ignore[attr-defined]
+    metric = agent.metric
     sent = {
         n: metric("logcap_component_sent_events_total", component=n)
         for n in ("only_app", "only_web", "every")
     }
-    assert agent.stop() == 0  # type: ignore[attr-defined]
+    assert agent.stop() == 0
     assert _file_messages(out / "app.ndjson") == app  # each once, in order, nothing else
     assert server.messages() == web
     both = _file_messages(out / "both.ndjson")
@@ -236,7 +257,7 @@ def test_each_sink_gets_exactly_the_entries_of_its_inputs(
 
 
 def test_a_sink_whose_inputs_match_nothing_lets_checkpoints_advance(
-    tmp_path: Path, start_agent: Callable[..., object]
+    tmp_path: Path, start_agent: Callable[..., Agent]
 ) -> None:
     address = f"127.0.0.1:{free_port()}"
     sinks = """
@@ -245,7 +266,7 @@ def test_a_sink_whose_inputs_match_nothing_lets_checkpoints_advance(
 """
     config = _routed_config(tmp_path, sinks, address)
     agent = start_agent(config, address)
-    agent.wait_ready()  # type: ignore[attr-defined]
+    agent.wait_ready()
     app = [f"app {n:05d}" for n in range(5000)]
     log = tmp_path / "logs" / "app" / "a.log"
     with open(log, "a") as a:
@@ -259,11 +280,11 @@ def test_a_sink_whose_inputs_match_nothing_lets_checkpoints_advance(
         return max((p.offset for p in store.load().files if p.source == "app"), default=0)
 
     wait_for(lambda: committed() == size, 60, "app's end checkpointed while quiet gets nothing")
-    assert agent.metric("logcap_component_sent_events_total", component="quiet") == 0  # type: ignore[attr-defined]
-    agent.kill()  # type: ignore[attr-defined]  # no drain: only the checkpoint counts
+    assert agent.metric("logcap_component_sent_events_total", component="quiet") == 0
+    agent.kill()  # no drain: only the checkpoint counts
     assert _file_messages(tmp_path / "out" / "app.ndjson") == app
     again = start_agent(config, address)
-    again.wait_ready()  # type: ignore[attr-defined]
+    again.wait_ready()
     more = [f"after {n:03d}" for n in range(100)]
     with open(log, "a") as a:
         a.write("".join(f"{m}\n" for m in more))
@@ -272,14 +293,14 @@ def test_a_sink_whose_inputs_match_nothing_lets_checkpoints_advance(
         60,
         "the lines written after the restart",
     )
-    assert again.stop() == 0  # type: ignore[attr-defined]
+    assert again.stop() == 0
     # nothing re-delivered, nothing lost
     assert _file_messages(tmp_path / "out" / "app.ndjson") == app + more
     assert not (tmp_path / "out" / "web.ndjson").exists()
 
 
 def test_a_sink_down_then_back_gets_only_its_inputs_after_retries(
-    tmp_path: Path, server: Server, start_agent: Callable[..., object]
+    tmp_path: Path, server: Server, start_agent: Callable[..., Agent]
 ) -> None:
     up = threading.Event()
     refused = [0]
@@ -300,11 +321,10 @@ def test_a_sink_down_then_back_gets_only_its_inputs_after_retries(
     inputs: [web]
     circuit_breaker: {{failure_threshold: 3, open_duration: 200ms}}
 """
-    agent = start_agent(_routed_config(tmp_path, sinks, address), address)
-    agent.wait_ready()  # type: ignore[attr-defined]
+    agent = _start(start_agent, _routed_config(tmp_path, sinks, address), address)
     app, web = _write_interleaved(tmp_path, 2000)
     wait_for(lambda: len(_file_messages(tmp_path / "out" / "app.ndjson")) >= 2000, 60, "app")
-    metric = agent.metric  # type: ignore[attr-defined]
+    metric = agent.metric
     wait_for(lambda: metric("logcap_retry_spool_batches") > 0, 60, "web's batches in the spool")
     wait_for(lambda: metric("logcap_sink_circuit_state", component="only_web") == 1, 60, "open")
     up.set()
@@ -313,53 +333,107 @@ def test_a_sink_down_then_back_gets_only_its_inputs_after_retries(
     assert metric("logcap_component_sent_events_total", component="only_web") == len(
         server.messages()
     )
-    assert agent.stop() == 0  # type: ignore[attr-defined]
+    assert agent.stop() == 0
     assert refused[0] > 0
     assert sorted(server.messages()) == web  # nothing of app, each web entry once
     assert _file_messages(tmp_path / "out" / "app.ndjson") == app
 
 
+def test_batches_spooled_before_the_sink_had_inputs_are_redelivered_narrowed(
+    tmp_path: Path, server: Server, start_agent: Callable[..., Agent]
+) -> None:
+    # an operator routes a sink that is down: what it already had to retry waits in the
+    # spool with every source's entries, and is redelivered after the restart narrowed
+    up = threading.Event()
+    server.answer = lambda body: (200, {}, b"") if up.is_set() else (503, {}, b"down")
+    address = f"127.0.0.1:{free_port()}"
+    web_sink = f'{{type: http, url: "{server.url}"{{inputs}}}}'
+    sinks = f"""
+  witness: {{type: file, path: "./out/every.ndjson"}}
+  target: {web_sink.replace("{inputs}", "")}
+"""
+    config = _routed_config(tmp_path, sinks, address)
+    agent = _start(start_agent, config, address)
+    app, web = _write_interleaved(tmp_path, 1000)
+    wait_for(lambda: len(_file_messages(tmp_path / "out" / "every.ndjson")) >= 2000, 60, "all")
+    wait_for(lambda: agent.metric("logcap_retry_spool_batches") > 0, 60, "spooled batches")
+    assert agent.stop() == 0  # the spool is kept for the next start
+    assert server.messages() == []
+    routed = web_sink.replace("{inputs}", ", inputs: [web]")
+    config.write_text(config.read_text().replace(web_sink.replace("{inputs}", ""), routed))
+    up.set()
+    again = start_agent(config, address)
+    again.wait_ready()
+    wait_for(lambda: again.metric("logcap_retry_spool_batches") == 0, 60, "the spool redelivered")
+    wait_for(lambda: len(set(server.messages())) >= 1000, 60, "web's entries")
+    assert again.stop() == 0
+    assert sorted(server.messages()) == web  # no app entry, though the spool held them
+    assert sorted(_file_messages(tmp_path / "out" / "every.ndjson")) == sorted(app + web)
+
+
 def test_a_dead_lettered_batch_of_a_routed_sink_holds_only_its_inputs(
-    tmp_path: Path, server: Server, start_agent: Callable[..., object]
+    tmp_path: Path, server: Server, start_agent: Callable[..., Agent]
 ) -> None:
     server.answer = lambda body: (400, {}, b"no")
     address = f"127.0.0.1:{free_port()}"
     sinks = f"""
   only_app: {{type: file, path: "./out/app.ndjson", inputs: [app]}}
   only_web: {{type: http, url: "{server.url}", inputs: [web]}}
+  every: {{type: http, url: "{server.url}"}}
 """
-    agent = start_agent(_routed_config(tmp_path, sinks, address), address)
-    agent.wait_ready()  # type: ignore[attr-defined]
-    _, web = _write_interleaved(tmp_path, 500)
-    metric = agent.metric  # type: ignore[attr-defined]
-
-    def dead_lettered() -> float:
-        return metric("logcap_dlq_records_total", component="only_web")
-
+    agent = _start(start_agent, _routed_config(tmp_path, sinks, address), address)
+    app, web = _write_interleaved(tmp_path, 500)
     wait_for(lambda: len(_file_messages(tmp_path / "out" / "app.ndjson")) >= 500, 60, "app")
-    wait_for(lambda: _dlq_messages(tmp_path) >= 500, 60, "web's entries in the DLQ")
-    assert dead_lettered() > 0
-    assert agent.stop() == 0  # type: ignore[attr-defined]
+    wait_for(
+        lambda: (
+            _count(_dead_lettered(tmp_path, "only_web")) >= 500
+            and _count(_dead_lettered(tmp_path, "every")) >= 1000
+        ),
+        60,
+        "the refused entries in the DLQ",
+    )
+    assert agent.stop() == 0
+    # the batches mixed both sources (else this test would prove nothing) ...
+    mixed = [m for m in _dead_lettered(tmp_path, "every") if len({s for s, _ in m}) == 2]
+    assert mixed, "no batch held entries of both sources"
+    # ... and only_web's records hold its own entries, each record counting them
+    records = _dead_lettered(tmp_path, "only_web")
+    assert sorted(message for record in records for _, message in record) == web
     shown = CliRunner().invoke(main, ["dlq", "show", "--config", str(tmp_path / "logcap.yaml")])
     assert shown.exit_code == 0, shown.output
-    records = [json.loads(line) for line in shown.stdout.splitlines()]
-    entries = [e["message"] for r in records for e in r["entries"]]
-    assert sorted(entries) == web  # the sink's own entries only: no app line
+    shown_web = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert (
+        sorted(e["message"] for r in shown_web if r["sink"] == "only_web" for e in r["entries"])
+        == web
+    )
+    assert sorted(
+        e["message"] for r in shown_web if r["sink"] == "every" for e in r["entries"]
+    ) == sorted(app + web)
+
+
+def _count(records: list[list[tuple[str, str]]]) -> int:
+    return sum(map(len, records))
+
+
+def _dead_lettered(tmp_path: Path, sink: str) -> list[list[tuple[str, str]]]:
+    """Per DLQ record of ``sink``: its entries' (source, message); each record's entry
+    count is checked against its batch."""
     from logcap.dlq import reader
 
-    for found in reader.scan(tmp_path / "data" / "dlq"):  # each counts its own entries
-        assert found.record.entries == Batch.from_slot(memoryview(found.record.batch)).meta.count
-
-
-def _dlq_messages(tmp_path: Path) -> int:
-    from logcap.dlq import reader
-
-    total = 0
+    records = []
     directory = tmp_path / "data" / "dlq"
-    if directory.exists():
-        for found in reader.scan(directory):
-            total += Batch.from_slot(memoryview(found.record.batch)).meta.count
-    return total
+    for found in reader.scan(directory) if directory.exists() else []:
+        if found.record.sink != sink:
+            continue
+        batch = Batch.from_slot(memoryview(found.record.batch))
+        assert found.record.entries == batch.meta.count
+        records.append(
+            [
+                (e["source"], e["message"])
+                for e in map(json.loads, bytes(batch.payload).splitlines())
+            ]
+        )
+    return records
 
 
 def test_dlq_replay_delivers_only_the_entries_of_the_sink_s_inputs(tmp_path: Path) -> None:
@@ -456,8 +530,7 @@ def test_every_network_and_file_sink_type_gets_only_its_inputs(
   target: {routed}
   witness: {{type: file, path: "./out/witness.ndjson", inputs: [app]}}
 """
-    agent = start_agent(_routed_config(tmp_path, sinks, address), address)
-    agent.wait_ready()
+    agent = _start(start_agent, _routed_config(tmp_path, sinks, address), address)
     app, web = _write_interleaved(tmp_path, 1000)
     wait_for(
         lambda: agent.metric("logcap_component_sent_events_total", component="target") >= 1000,
@@ -480,8 +553,7 @@ def test_console_and_blackhole_sinks_get_only_their_inputs(
   target: {{type: {kind}, inputs: [web]}}
   witness: {{type: file, path: "./out/witness.ndjson", inputs: [app]}}
 """
-    agent = start_agent(_routed_config(tmp_path, sinks, address), address)
-    agent.wait_ready()
+    agent = _start(start_agent, _routed_config(tmp_path, sinks, address), address)
     app, web = _write_interleaved(tmp_path, 1000)
     wait_for(
         lambda: agent.metric("logcap_component_sent_events_total", component="target") >= 1000,

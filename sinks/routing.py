@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from logcap.dispatch.batch import Batch, BatchMeta, Group, meta_size_bound, write_batch
+from logcap.dispatch.batch import PREFIX, Batch, BatchMeta, Group, write_batch
 
 if TYPE_CHECKING:
     from logcap.config._schema import Config
@@ -88,12 +88,10 @@ def slot_bytes(batch: Batch) -> memoryview:
     """``batch`` in the batch-slot layout (dispatch/batch.py) holding only its own
     entries: how a failed narrowed batch is handed to the retry process (a copy; a whole
     batch is handed over as its slot instead)."""
-    chunks = batch.chunks()
-    meta = batch.meta
-    stamps = sum(len(group.timestamps) for group in meta.groups)
-    bound = meta_size_bound(len(meta.groups), len(meta.progress), stamps) + batch.nbytes
-    out = memoryview(bytearray(bound))
-    used = write_batch(out, meta, [list(chunks)])
+    # sized from the meta's own encoding: labels can be far past meta_size_bound's guess
+    size = PREFIX.size + len(msgspec.msgpack.encode(batch.meta)) + batch.nbytes
+    out = memoryview(bytearray(size))
+    used = write_batch(out, batch.meta, [list(batch.chunks())])
     return out[:used]
 
 

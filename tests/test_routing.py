@@ -134,13 +134,21 @@ def test_narrow_keeps_only_the_groups_of_its_inputs_as_views_of_the_same_payload
     assert not nothing_for_sink(batch)
 
 
-def test_a_narrowed_batch_handed_off_holds_only_its_own_entries() -> None:
-    routed = narrow(batch_view(_mixed()), frozenset({"web", "db"}))
-    again = Batch.from_slot(memoryview(bytearray(slot_bytes(routed))))
+@pytest.mark.parametrize("label_bytes", [10, 20_000])  # HTTP ingest labels reach 16 KiB
+def test_a_narrowed_batch_handed_off_holds_only_its_own_entries(label_bytes: int) -> None:
+    labels = {"host": "h", "big": "v" * label_bytes}
+    slot, _ = build_batch(
+        [("app", TS, ["a1"]), ("web", TS, ["w1"]), ("app", TS, ["a2"]), ("db", TS, ["d1", "d2"])],
+        labels,
+    )
+    routed = narrow(batch_view(slot), frozenset({"web", "db"}))
+    handed = slot_bytes(routed)
+    again = Batch.from_slot(memoryview(bytearray(handed)))
     assert [g.source for g in again.meta.groups] == ["web", "db"]
     assert again.meta.count == 3
     assert _messages(bytes(again.payload)) == ["w1", "d1", "d2"]
     assert again.meta.progress == routed.meta.progress
+    assert len(handed) < len(slot)  # app's entries are not copied along
 
 
 def test_file_sink_writes_only_the_kept_groups_in_order(tmp_path: Path) -> None:

@@ -122,6 +122,18 @@ def rich_runs(entries: Sequence[Any]) -> list[list[Any]]:
     """Consecutive pipeline entries (capture/pipeline/entry.py) with equal labels as
     ``[labels, stamps, messages, levels, fields]`` runs (levels or fields None when no
     entry of the run has one)."""
+    if entries and all(e.labels is entries[0].labels for e in entries):  # one run: columns
+        levels = [e.level for e in entries]
+        fields = [e.fields or None for e in entries]
+        return [
+            [
+                entries[0].labels,
+                [e.timestamp_ns for e in entries],
+                [e.message for e in entries],
+                levels if any(level is not None for level in levels) else None,
+                fields if any(fields) else None,
+            ]
+        ]
     runs: list[list[Any]] = []
     last: dict[str, str] | None = None
     for e in entries:

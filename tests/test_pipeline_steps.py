@@ -253,3 +253,26 @@ def test_a_rolled_back_run_is_forgotten_by_dedup_and_not_counted() -> None:
     assert counts.get(Counter.PIPELINE_DROPPED) == 0
     assert messages(["c", "c", "a"], commit=True) == ["c"]  # c kept once again, a still seen
     assert counts.get(Counter.PIPELINE_DROPPED) == 2
+
+
+def test_the_rfc3339_fast_path_gives_the_right_times_and_leaves_other_shapes() -> None:
+    from logcap.capture.pipeline.timestamps import _rfc3339_with_offset
+
+    base = 1_796_119_200  # 2026-12-01T10:00:00Z
+    for value, expected in (
+        ("2026-12-01T10:00:00Z", base * 10**9),
+        ("2026-12-01T10:00:00.1Z", base * 10**9 + 100_000_000),
+        ("2026-12-01T10:00:00.123456Z", base * 10**9 + 123_456_000),
+        ("2026-12-01T10:00:00.123456789Z", base * 10**9 + 123_456_789),
+        ("2026-12-01 10:00:00.25+05:30", (base - 19_800) * 10**9 + 250_000_000),
+        ("2026-12-01t10:00:00-08:00", (base + 28_800) * 10**9),
+        ("1999-02-28T23:59:59.999+00:00", 920_246_399 * 10**9 + 999_000_000),
+    ):
+        assert _rfc3339_with_offset(value) == expected, value
+    for shape in (
+        "2026-12-01T10:00:00",  # no offset: the step's timezone decides (datetime path)
+        "2026-12-01T10:00:00.Z",
+        "2026-12-01T10:00:00.1234567890Z",
+        "x" * 25,
+    ):
+        assert _rfc3339_with_offset(shape) is None, shape

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from logcap.capture.pipeline.config import PipelineConfig
 from logcap.capture.pipeline.entry import Entry
-from logcap.capture.pipeline.steps import DROP, Dedup, Step, compile_step
+from logcap.capture.pipeline.steps import Dedup, Step, compile_step
 from logcap.metrics import Counter, CounterBlock
 
 log = logging.getLogger(__name__)
@@ -83,38 +83,33 @@ class Processor:
             for dedup in pipeline.dedups:
                 dedup.now = read_ns
                 dedup.undo.clear()
-            kept: list[Entry] = []
-            for entry in entries:
-                for step in pipeline.steps:
-                    if step.when is not None and not step.when(entry):
+            for step in pipeline.steps:  # step by step over the block: see steps.Step
+                failures: Tally[str] = Tally()
+                before = len(entries)
+                entries = step.apply_all(entries, failures)
+                if len(entries) < before:
+                    dropped += before - len(entries)
+                    staged[(pipeline.name, _name(step), "dropped")] += before - len(entries)
+                for reason, count in failures.items():
+                    errors += count
+                    staged[(pipeline.name, _name(step), reason)] += count
+            limits = pipeline.limits
+            if limits is not None:
+                low, high = read_ns - pipeline.max_past_ns, read_ns + pipeline.max_future_ns
+                kept: list[Entry] = []
+                for entry in entries:
+                    if low <= entry.timestamp_ns <= high:
+                        kept.append(entry)
                         continue
-                    outcome = step.apply(entry)
-                    if outcome is None:
-                        continue
-                    if outcome == DROP:
+                    out_of_range += 1
+                    staged[(pipeline.name, "timestamp_limits", limits.action)] += 1
+                    if limits.action == "drop":
                         dropped += 1
-                        staged[(pipeline.name, _name(step), "dropped")] += 1
-                        break
-                    errors += 1
-                    staged[(pipeline.name, _name(step), outcome)] += 1
-                else:
-                    limits = pipeline.limits
-                    if limits is not None:
-                        stamp = entry.timestamp_ns
-                        if not (
-                            read_ns - pipeline.max_past_ns
-                            <= stamp
-                            <= read_ns + pipeline.max_future_ns
-                        ):
-                            out_of_range += 1
-                            staged[(pipeline.name, "timestamp_limits", limits.action)] += 1
-                            if limits.action == "drop":
-                                dropped += 1
-                                continue
-                            if limits.action == "clamp":
-                                entry.timestamp_ns = read_ns
+                        continue
+                    if limits.action == "clamp":
+                        entry.timestamp_ns = read_ns
                     kept.append(entry)
-            entries = kept
+                entries = kept
         self._staged = (errors, dropped, out_of_range)
         self._tally = staged
         if commit:

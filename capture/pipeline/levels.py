@@ -29,12 +29,17 @@ _SPELLINGS = {
     "alert": ("alert", "alrt", "a", "1"),
     "emergency": ("emergency", "emerg", "panic", "0"),
 }
-LEVELS = {spelling: level for level, spellings in _SPELLINGS.items() for spelling in spellings}
+LEVELS = {
+    written: level
+    for level, spellings in _SPELLINGS.items()
+    for spelling in spellings
+    for written in (spelling, spelling.upper(), spelling.title())
+}
 
 
 def normalise(value: object) -> str | None:
     """The level ``value`` spells, or None if it spells none."""
     if isinstance(value, bool):
         return None
-    text = str(value).strip().lower() if isinstance(value, str | int) else ""
+    text = str(value).strip().lower() if isinstance(value, str | int) else ""  # any case
     return LEVELS.get(text)

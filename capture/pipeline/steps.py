@@ -7,6 +7,7 @@ A step whose member is absent leaves the entry alone and is not an error.
 from __future__ import annotations
 
 import re
+from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ import msgspec
 
 from logcap.capture.pipeline import config as cfg
 from logcap.capture.pipeline.entry import MISSING, Entry, getter, remover, setter
-from logcap.capture.pipeline.levels import normalise
+from logcap.capture.pipeline.levels import LEVELS, normalise
 from logcap.capture.pipeline.timestamps import parser
 
 DROP = "drop"
@@ -24,9 +25,14 @@ _decode_json = msgspec.json.Decoder().decode
 
 
 class Step:
-    """A compiled step; ``kind`` and ``index`` name it in counters and the log."""
+    """A compiled step; ``kind`` and ``index`` name it in counters and the log.
+
+    The engine runs a step on a whole block of entries at once (:meth:`apply_all`), one
+    step after the other: the same outcome as entry by entry (a step sees the entries in
+    their order), at a fraction of the per-entry overhead."""
 
     kind = "step"
+    drops = False  # whether apply may return DROP
 
     def __init__(self, index: int, when: cfg.Condition | None) -> None:
         self.index = index
@@ -35,6 +41,30 @@ class Step:
     def apply(self, entry: Entry) -> Outcome:
         """Change ``entry``; None, DROP or a failure reason."""
         raise NotImplementedError
+
+    def apply_all(self, entries: list[Entry], failures: Tally[str]) -> list[Entry]:
+        """The step on every entry (``when`` honoured); the entries kept, and each
+        failure counted by reason in ``failures``."""
+        when, apply = self.when, self.apply
+        if not self.drops:
+            for entry in entries:
+                if when is None or when(entry):
+                    outcome = apply(entry)
+                    if outcome is not None:
+                        failures[outcome] += 1
+            return entries
+        kept: list[Entry] = []
+        for entry in entries:
+            if when is not None and not when(entry):
+                kept.append(entry)
+                continue
+            outcome = apply(entry)
+            if outcome is None:
+                kept.append(entry)
+            elif outcome != DROP:
+                failures[outcome] += 1
+                kept.append(entry)
+        return kept
 
 
 def condition(when: cfg.Condition) -> Callable[[Entry], bool]:
@@ -80,6 +110,25 @@ class JsonParse(Step):
         super().__init__(index, config.when)
         self.get = getter(config.field)
         self.put = _into(config.into)
+        self.plain = config.when is None and config.field == "message" and config.into == "fields"
+
+    def apply_all(self, entries: list[Entry], failures: Tally[str]) -> list[Entry]:
+        if not self.plain:
+            return super().apply_all(entries, failures)
+        decode, error = _decode_json, msgspec.DecodeError
+        for entry in entries:  # the common case, in one tight loop
+            try:
+                value = decode(entry.message)
+            except error:
+                failures["invalid_json"] += 1
+                continue
+            if type(value) is not dict:
+                failures["not_an_object"] += 1
+            elif entry.fields is None:
+                entry.fields = value
+            else:
+                entry.fields.update(value)
+        return entries
 
     def apply(self, entry: Entry) -> Outcome:
         text = self.get(entry)
@@ -158,7 +207,9 @@ class LevelExtract(Step):
             if match is None:
                 return None  # no level written in this message: nothing to extract
             value = match.group("level") if "level" in self.regex.groupindex else match.group(1)
-        level = normalise(value)
+        level = LEVELS.get(value) if type(value) is str else None  # as written, most often
+        if level is None:
+            level = normalise(value)
         if level is None:
             return "unknown_level"
         entry.level = level
@@ -211,6 +262,7 @@ class FieldRename(Step):
 
 class Drop(Step):
     kind = "drop"
+    drops = True
 
     def apply(self, entry: Entry) -> Outcome:
         return DROP
@@ -223,6 +275,7 @@ class Dedup(Step):
     engine): windows run on the clock the entries were read by."""
 
     kind = "dedup"
+    drops = True
 
     def __init__(self, index: int, config: cfg.Dedup) -> None:
         super().__init__(index, config.when)

@@ -46,6 +46,41 @@ def _aware_ns(moment: datetime, zone: tzinfo) -> int:
     return seconds * 1_000_000_000 + moment.microsecond * 1000
 
 
+_seconds_of: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" (as UTC) -> epoch seconds
+
+
+def _rfc3339_with_offset(value: str) -> int | None:
+    """The common RFC 3339 shapes (``…T…[.fraction](Z|±HH:MM)``) without a datetime: the
+    part up to the second is parsed once per second and cached. None: not this shape
+    (then datetime.fromisoformat decides)."""
+    if len(value) < 20 or value[10] not in "Tt ":
+        return None
+    if value[-1] in "Zz":
+        offset, body = 0, value[19:-1]
+    elif value[-6] in "+-" and value[-3] == ":" and value[-5:-3].isdigit() and value[-2:].isdigit():
+        offset = int(value[-5:-3]) * 3600 + int(value[-2:]) * 60
+        offset, body = (offset if value[-6] == "+" else -offset), value[19:-6]
+    else:
+        return None
+    if not body:
+        fraction = 0
+    elif body[0] == "." and 1 < len(body) <= 10 and body[1:].isdigit():
+        fraction = int(body[1:].ljust(9, "0"))
+    else:
+        return None
+    head = value[:19]
+    seconds = _seconds_of.get(head)
+    if seconds is None:
+        try:
+            seconds = int(datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp())
+        except ValueError:
+            return None
+        if len(_seconds_of) >= 4096:
+            _seconds_of.clear()
+        _seconds_of[head] = seconds
+    return (seconds - offset) * 1_000_000_000 + fraction
+
+
 def parser(fmt: str, zone_name: str) -> Parser:
     """A function from a member's value to nanoseconds since the epoch (None: no match)."""
     zone = ZoneInfo(zone_name)
@@ -73,6 +108,9 @@ def parser(fmt: str, zone_name: str) -> Parser:
         def iso(value: object) -> int | None:
             if not isinstance(value, str):
                 return None
+            fast = _rfc3339_with_offset(value)
+            if fast is not None:
+                return fast
             try:
                 return _aware_ns(datetime.fromisoformat(value), zone)
             except ValueError:

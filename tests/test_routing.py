@@ -5,6 +5,7 @@ with nothing for a sink is acknowledged at once, so checkpoints still advance.""
 
 from __future__ import annotations
 
+import collections
 import http.server
 import json
 import threading
@@ -22,11 +23,20 @@ from logcap.dispatch.batch import Batch
 from logcap.dispatch.checkpoint import CheckpointStore
 from logcap.dlq.record import DlqRecord
 from logcap.dlq.writer import DlqWriter, dlq_directory
-from logcap.metrics import NullBlock
+from logcap.errors import DeliveryError, Retryable
+from logcap.metrics import Counter, NullBlock
+from logcap.ringbuf import Consumer, Producer, SleepWait
+from logcap.sinks.base import SinkRunner
 from logcap.sinks.file.sink import FileSink
 from logcap.sinks.http.sink import requests
 from logcap.sinks.routing import RoutedBatch, narrow, nothing_for_sink, slot_bytes
-from tests._component_helpers import batch_view, build_batch
+from tests._component_helpers import (
+    RingFactory,
+    batch_view,
+    build_batch,
+    publish_batch,
+    ring_fixture,
+)
 from tests.conftest import Agent, free_port, wait_for, write_config
 from tests.test_sink_contract import (  # noqa: F401 (fixtures)
     ALL,
@@ -579,3 +589,74 @@ def test_console_and_blackhole_sinks_get_only_their_inputs(
             if line.startswith(b'{"timestamp"')
         ]
         assert printed == web
+
+
+# -- the runner without a retry process (tools, tests): delivery held in place ----------
+
+
+@pytest.fixture
+def rings() -> Iterator[RingFactory]:
+    yield from ring_fixture()
+
+
+class _Counting:
+    """Counter words of one component, in process."""
+
+    def __init__(self) -> None:
+        self.values: collections.Counter[Counter] = collections.Counter()
+
+    def add(self, counter: Counter, amount: int = 1) -> None:
+        self.values[counter] += amount
+
+
+class _FailsFirstFlush:
+    """Records what each write received; its first flush fails the first write."""
+
+    def __init__(self) -> None:
+        self.received: list[list[str]] = []
+        self.flushes = 0
+        self.writes = 0
+
+    def write(self, batch: Batch) -> None:
+        self.writes += 1
+        self.received.append(_messages(b"".join(batch.chunks())))
+
+    def flush(self) -> list[tuple[int, DeliveryError]]:
+        self.flushes += 1
+        failed = [(0, Retryable("once", "other"))] if self.flushes == 1 else []
+        self.writes = 0
+        return failed
+
+    def close(self) -> None:
+        pass
+
+
+def test_in_place_delivery_skips_batches_with_nothing_for_the_sink_and_retries_the_rest(
+    rings: RingFactory,
+) -> None:
+    slots = [
+        build_batch([("web", TS, ["w0"])])[0],  # nothing for the sink
+        _mixed(),
+        build_batch([("web", TS, ["w1"])])[0],
+        build_batch([("app", TS, ["a4"])])[0],
+    ]
+    ring = rings.create(8, 64 * 1024, 1, "batches")
+    producer = Producer(ring, wait=SleepWait())
+    for slot in slots:
+        publish_batch(producer, slot)
+    sink = _FailsFirstFlush()
+    counters = _Counting()
+    runner = SinkRunner(
+        "out",
+        sink,
+        Consumer(ring, 0),
+        counters,
+        sleep=lambda _: None,
+        inputs=frozenset({"app", "db"}),
+    )
+    assert runner.step(timeout=0)
+    # the mixed batch failed its flush (write 0 of the round, though batch 1 in the ring)
+    # and was written again; the web-only batches were never written
+    assert sink.received == [["a1", "a2", "a3", "d1", "d2"], ["a4"], ["a1", "a2", "a3", "d1", "d2"]]
+    assert ring.consumer_cursor(0) == 3
+    assert counters.values[Counter.EVENTS_OUT] == 6

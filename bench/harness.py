@@ -337,12 +337,14 @@ def expected_file_output_bytes(paths: list[Path], source: str) -> int:
     """Exact size of the file sink's output for ``paths`` (messages need no escaping)."""
     import socket
 
+    from logcap.capture.labels import file_labels
     from logcap.dispatch.encode import entry_prefix
 
     total = 0
     for path in paths:
         data = path.read_bytes()
         lines = data.count(b"\n")
-        prefix = entry_prefix(source, {"host": socket.gethostname(), "path": str(path)}, 0)
+        labels = file_labels(socket.gethostname(), {}, None, str(path))
+        prefix = entry_prefix(source, labels, 0)
         total += len(data) - lines + lines * (len(prefix) + 2 + 2)  # quotes, "}" and \n
     return total

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from logcap.capture.base import CollectorEnv
 from logcap.child import ChildContext
 
@@ -19,4 +21,8 @@ def run_collector(ctx: ChildContext, source: str) -> None:
             (name, ctx.plan.config.pipelines[name]) for name in getattr(config, "pipelines", [])
         ),
     )
+    if env.pipelines:
+        # steps make a few dicts per line: collect young objects far less often (measured
+        # -12% a line); nothing here lives in reference cycles worth finding sooner
+        gc.set_threshold(20_000, 50, 1_000)
     config.build(env).run()

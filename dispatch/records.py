@@ -9,7 +9,7 @@ same way. Reading a record only decodes it; nothing is published here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from logcap.capture._entries import decode_runs
 from logcap.capture._record import FLAG_ENTRIES, FLAG_TRUNCATED, HEADER_SIZE, BlockHeader
@@ -53,7 +53,7 @@ class Piece(NamedTuple):
     messages: list[str]
     stamps: list[int]  # each entry's own event time; empty for lines (all timestamp_ns)
     levels: list[str | None] | None = None  # from pipelines: each entry's level
-    fields: list[dict[str, Any] | None] | None = None  # from pipelines: each entry's fields
+    fields: list[bytes | None] | None = None  # from pipelines: each entry's fields (JSON)
     skip: int = 0  # sinks whose `when` these entries fail, by bit (dispatch/route.py)
 
 

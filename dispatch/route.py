@@ -16,6 +16,9 @@ matches, so a sink with ``when: {field: level, ...}`` gets no entry that has no 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import msgspec
 
 from logcap.capture.pipeline.config import Condition
 from logcap.capture.pipeline.entry import Entry
@@ -56,13 +59,18 @@ class Router:
             piece.stamps[i] if piece.stamps else piece.timestamp_ns,
             piece.messages[i],
             piece.levels[i] if piece.levels is not None else None,
-            piece.fields[i] if piece.fields is not None else None,
+            _fields(piece.fields[i]) if piece.fields is not None else None,
         )
         mask = 0
         for bit, test in self.tests:
             if not test(entry):
                 mask |= bit
         return mask
+
+
+def _fields(text: bytes | None) -> dict[str, Any] | None:
+    """An entry's fields for a condition (the one place the dispatcher decodes them)."""
+    return None if text is None else msgspec.json.decode(text)
 
 
 def _slice(piece: Piece, start: int, end: int, skip: int) -> Piece:

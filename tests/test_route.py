@@ -26,13 +26,13 @@ def test_runs_are_cut_where_the_skipping_sinks_change() -> None:
         ["a", "b", "c", "d"],
         [10, 11, 12, 13],
         ["info", "error", "critical", None],
-        [None, {"k": 1}, None, None],
+        [None, b'{"k":1}', None, None],
     )
     out = router.split([piece])
     assert [(p.messages, p.skip) for p in out] == [(["a"], 2), (["b", "c"], 0), (["d"], 2)]
     assert [p.stamps for p in out] == [[10], [11, 12], [13]]
     assert [p.timestamp_ns for p in out] == [10, 11, 13]
-    assert [p.fields for p in out] == [[None], [{"k": 1}, None], [None]]
+    assert [p.fields for p in out] == [[None], [b'{"k":1}', None], [None]]
 
 
 def test_lines_without_level_match_only_message_and_label_conditions() -> None:

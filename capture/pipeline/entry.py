@@ -51,6 +51,9 @@ def getter(member: str) -> Getter:
     if head == "labels":
         name = path[0]
         return lambda e: e.labels.get(name, MISSING)
+    if head == "fields" and len(path) == 1:
+        key = path[0]
+        return lambda e: MISSING if e.fields is None else e.fields.get(key, MISSING)
     if head == "fields":
 
         def nested(e: Entry) -> Any:

@@ -58,6 +58,11 @@ def run_dispatcher(ctx: ChildContext) -> None:
         CheckpointStore(plan.config.data_dir),
         frontier=frontier,
         largest_batch=largest_batch_bytes(plan.config),
+        routes={
+            index: sink.when
+            for index, name in enumerate(plan.sinks)
+            if (sink := plan.config.sinks[name]).when is not None
+        },
     )
     while True:
         moved = dispatcher.step()

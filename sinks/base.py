@@ -77,9 +77,13 @@ class SinkRunner:
         wait: WaitStrategy | None = None,
         breaker: CircuitBreaker | None = None,
         inputs: frozenset[str] | None = None,
+        skip_bit: int = 0,
     ) -> None:
         self.name = name
         self.inputs = inputs
+        # this sink's bit in each group's skip mask (its `when`; 0: none): fresh batches
+        # only, a redelivery holds what this sink's first delivery already kept
+        self.skip_bit = skip_bit
         self.breaker = breaker
         self.sink = sink
         self.consumer = consumer
@@ -91,10 +95,12 @@ class SinkRunner:
         self.wall_ns = wall_ns
         self.wait = wait or SleepWait()
 
-    def _open(self, data: memoryview) -> Batch:
+    def _open(self, data: memoryview, fresh: bool = True) -> Batch:
         """The batch in ``data`` (a batch slot, or a redelivered copy) as this sink sees
-        it: narrowed to its inputs. The one place routing is applied."""
-        return narrow(Batch.from_slot(data), self.inputs)
+        it: narrowed to its inputs and, if ``fresh`` from the dispatcher, its ``when``.
+        The one place routing is applied. (A redelivery's masks may be of an earlier run
+        whose sinks had other indexes; it holds only what this sink kept then.)"""
+        return narrow(Batch.from_slot(data), self.inputs, self.skip_bit if fresh else 0)
 
     @staticmethod
     def _wire(view: memoryview, batch: Batch) -> bytes | memoryview:
@@ -359,7 +365,7 @@ class SinkRunner:
                 last = first
         for seq in range(first, last + 1):
             message = read_message(ring.read(seq))
-            batch = self._open(message.batch)
+            batch = self._open(message.batch, fresh=False)
             # nothing for this sink (its inputs changed since it failed): delivered as is
             skip = nothing_for_sink(batch)
             try:

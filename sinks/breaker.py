@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated
 
+from logcap.capture.pipeline.config import Condition
 from logcap.config._base import StrictStruct, doc
 from logcap.config._units import PositiveDuration
 from logcap.errors import DeliveryError, Permanent
@@ -49,6 +50,14 @@ class SinkConfigBase(StrictStruct, kw_only=True, frozen=True):
         doc(
             "Names of the sources whose entries this sink receives; left out: every "
             "source. Batches with none of them are acknowledged at once, nothing sent."
+        ),
+    ] = None
+    when: Annotated[
+        Condition | None,
+        doc(
+            "Only entries matching this condition, e.g. {field: level, in: [error, "
+            "critical]} (the pipelines' condition language; decided once per entry by the "
+            "dispatcher). Left out: every entry of its inputs."
         ),
     ] = None
 

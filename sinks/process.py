@@ -35,6 +35,7 @@ def run_sink(ctx: ChildContext, name: str) -> None:
         wait=ctx.bell,
         breaker=breaker,
         inputs=inputs_of(config.inputs),
+        skip_bit=0 if config.when is None else 1 << ctx.plan.sinks.index(name),
     ).run()
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from logcap.config._schema import Config
 
 Report = Callable[[tuple[str | int, ...], str], None]
+MAX_ROUTED_SINKS = 63  # a group's skip mask is one int64 (dispatch/batch.py Group.skip)
 
 
 class RoutedBatch(Batch):
@@ -58,18 +59,24 @@ class RoutedBatch(Batch):
         return sum(group.nbytes for group in self.meta.groups)
 
 
-def narrow(batch: Batch, inputs: frozenset[str] | None) -> Batch:
-    """``batch`` as the sink with ``inputs`` sees it (None: every source): the batch
-    itself when it keeps every group, else a :class:`RoutedBatch` (no copy)."""
-    if inputs is None:
+def narrow(batch: Batch, inputs: frozenset[str] | None, skip_bit: int = 0) -> Batch:
+    """``batch`` as the sink with ``inputs`` sees it (None: every source), without the
+    groups whose ``skip`` mask has ``skip_bit`` (its ``when``, decided by the dispatcher:
+    dispatch/route.py; 0: no ``when``): the batch itself when it keeps every group, else
+    a :class:`RoutedBatch` (no copy)."""
+    if inputs is None and not skip_bit:
         return batch
     groups = batch.meta.groups
-    if all(group.source in inputs for group in groups):
+
+    def keep(group: Group) -> bool:
+        return (inputs is None or group.source in inputs) and not group.skip & skip_bit
+
+    if all(keep(group) for group in groups):
         return batch
     kept: list[Group] = []
     starts: list[int] = []
     for group, start, _ in batch.spans():
-        if group.source in inputs:
+        if keep(group):
             kept.append(group)
             starts.append(start)
     meta = msgspec.structs.replace(
@@ -101,9 +108,17 @@ def inputs_of(names: Iterable[str] | None) -> frozenset[str] | None:
 
 
 def check_inputs(report: Report, config: Config) -> None:
-    """Every name in a sink's ``inputs`` is a configured source (validation, pure)."""
+    """Every name in a sink's ``inputs`` is a configured source, and its ``when`` is a
+    valid condition (validation, pure)."""
+    from logcap.capture.pipeline.config import check_when
+
     known = sorted(config.sources)
-    for name, sink in config.sinks.items():
+    for index, (name, sink) in enumerate(config.sinks.items()):
+        if sink.when is not None and index >= MAX_ROUTED_SINKS:  # bits of an int64 mask
+            report(("sinks", name, "when"), f"only the first {MAX_ROUTED_SINKS} sinks can have one")
+        if sink.when is not None:
+            for path, problem in check_when(sink.when, ("sinks", name, "when")):
+                report(path, problem)
         if sink.inputs is None:
             continue
         if not sink.inputs:

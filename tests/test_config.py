@@ -252,6 +252,7 @@ sinks:
     librdkafka_options: {client.id: logcap}
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}
     inputs: [app, containers]
+    when: {field: level, in: [error, critical]}
   archive:
     type: file
     path: /srv/out/{source}.ndjson
@@ -265,6 +266,7 @@ sinks:
     fsync_interval: 2s
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}
     inputs: [app]
+    when: {field: level, in: [error, critical]}
   web:
     type: http
     url: https://collector:8443/ingest
@@ -277,15 +279,18 @@ sinks:
     max_request_bytes: 1MiB
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}
     inputs: [ingest]
+    when: {field: level, in: [error, critical]}
   screen:
     type: console
     stream: stderr
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}
     inputs: [containers]
+    when: {field: level, in: [error, critical]}
   void:
     type: blackhole
     circuit_breaker: {failure_threshold: 2, open_duration: 30s}
     inputs: [app, ingest]
+    when: {field: level, in: [error, critical]}
 dispatcher:
   batch_max_events: 50
   batch_max_bytes: 64KiB
@@ -365,6 +370,12 @@ def test_every_accepted_key_reaches_the_parsed_config() -> None:
         for alternative in ("continuation_pattern: '^ '", "preset: python")
     ]
     variants.append(FULL.replace("    username: u\n    password: p\n", "    bearer_token: t\n"))
+    for test in ("matches: x", "equals: x"):  # a condition has one test at a time
+        variants.append(
+            FULL.replace(
+                "when: {field: level, in: [error, critical]}", f"when: {{field: level, {test}}}"
+            )
+        )
     exercised: dict[str, bool] = {}
     for parsed in (config, *map(parse, variants)):
         for name, changed in _non_default_fields(parsed, ""):

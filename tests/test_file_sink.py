@@ -537,9 +537,10 @@ def test_every_file_sink_key_reaches_the_sink(tmp_path: Path) -> None:
         tmp_path,
         "{type: file, path: 'out/{source}.log', format: text, text_template: '{message}', "
         "max_file_bytes: 1MiB, rotate_every: 1h, compression: zstd, max_files: 4, "
-        "fsync: interval, fsync_interval: 250ms}",
+        "fsync: interval, fsync_interval: 250ms, inputs: [app], "
+        "when: {field: level, in: [error]}}",
     )
-    assert msgspec.structs.asdict(config) | {"circuit_breaker": None} == {
+    assert msgspec.structs.asdict(config) | {"circuit_breaker": None, "when": None} == {
         "path": str(tmp_path / "out" / "{source}.log"),
         "format": "text",
         "text_template": "{message}",
@@ -550,7 +551,10 @@ def test_every_file_sink_key_reaches_the_sink(tmp_path: Path) -> None:
         "fsync": "interval",
         "fsync_interval": 0.25,
         "circuit_breaker": None,
+        "inputs": ["app"],
+        "when": None,  # compared below
     }
+    assert config.when is not None and config.when.in_ == ["error"]
     sink = build_sink(config, NullBlock())
     assert isinstance(sink, FileSink)
     sink.close()

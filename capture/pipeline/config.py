@@ -181,12 +181,8 @@ def check_pipeline(config: PipelineConfig) -> list[tuple[tuple[str | int, ...], 
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for i, step in enumerate(config.steps):
         at: tuple[str | int, ...] = ("steps", i)
-        when = step.when
-        if when is not None:
-            tests = sum(t is not None for t in (when.matches, when.equals, when.in_))
-            if tests != 1:
-                problems.append(((*at, "when"), "give exactly one of matches, equals, in"))
-            problems += _regex(when.matches, (*at, "when", "matches"))
+        if step.when is not None:
+            problems += check_when(step.when, (*at, "when"))
         if isinstance(step, RegexExtract):
             problems += _regex(step.pattern, (*at, "pattern"), named=True)
         elif isinstance(step, LevelExtract):
@@ -218,6 +214,16 @@ def check_pipeline(config: PipelineConfig) -> list[tuple[tuple[str | int, ...], 
             if isinstance(step, FieldRename) and step.to == "source":
                 problems.append(((*at, "to"), "the source cannot be set"))
     return problems
+
+
+def check_when(
+    when: Condition, at: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """A condition has exactly one test, and its pattern compiles."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    if sum(t is not None for t in (when.matches, when.equals, when.in_)) != 1:
+        problems.append((at, "give exactly one of matches, equals, in"))
+    return problems + _regex(when.matches, (*at, "matches"))
 
 
 def _regex(

@@ -15,14 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from tests._docker_helpers import Dockerd, wait_until_exited
+from tests._output import read_ndjson as _entries
 from tests.conftest import free_port, wait_for, write_config
-
-
-def _entries(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, "rb") as out:
-        return [json.loads(line) for line in out if line.endswith(b"\n")]
 
 
 def _stamp(entry: dict) -> float:

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from logcap.cli import main
 from logcap.cli_common import EX_CONFIG
+from tests._output import read_ndjson
 from tests.conftest import free_port, wait_for, write_config
 
 CONFIG = """
@@ -31,10 +32,7 @@ dispatcher: {batch_timeout: 20ms}
 
 
 def _messages(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    with open(path, "rb") as out:
-        return [json.loads(line)["message"] for line in out if line.endswith(b"\n")]
+    return [entry["message"] for entry in read_ndjson(path)]
 
 
 def test_each_sink_gets_exactly_the_entries_its_when_matches(tmp_path: Path, start_agent) -> None:

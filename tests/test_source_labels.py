@@ -9,14 +9,8 @@ import socket
 import urllib.request
 from pathlib import Path
 
+from tests._output import read_ndjson as _entries
 from tests.conftest import free_port, wait_for, write_config
-
-
-def _entries(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, "rb") as out:
-        return [json.loads(line) for line in out if line.endswith(b"\n")]
 
 
 def test_file_entries_carry_static_path_and_built_in_labels(tmp_path: Path, start_agent) -> None:

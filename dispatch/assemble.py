@@ -31,13 +31,15 @@ BATCH_OVERHEAD = PREFIX.size + 1 + 9 + 5 + 5 + 5
 STAMP_BYTES = 9  # one int64 in a group's msgpack timestamps
 
 
-def group_meta_bound(source: str, labels: dict[str, str]) -> int:
-    """Upper bound of the msgpack of a :class:`Group` of ``source`` and ``labels``, apart
-    from its timestamps (:data:`STAMP_BYTES` each): encoded with every number 0 (1 byte),
-    plus what the real numbers and the timestamps array header may add."""
+def group_meta_bound(
+    source: str, labels: dict[str, str], skip: int = 0, level: str | None = None
+) -> int:
+    """Upper bound of the msgpack of a :class:`Group` of ``source``, ``labels``, ``skip``
+    and ``level``, apart from its timestamps (:data:`STAMP_BYTES` each): encoded with
+    every other number 0 (1 byte), plus what the real numbers and the timestamps array
+    header may add."""
     # timestamp_ns up to 9 bytes (+8), count and nbytes up to 5 (+4 each), array header +4
-    # and the skip mask up to 9 (+8)
-    return len(_encode(Group(source, labels, 0, 0, 0, []))) + 8 + 4 + 4 + 4 + 8
+    return len(_encode(Group(source, labels, 0, 0, 0, [], skip, level))) + 8 + 4 + 4 + 4
 
 
 def position_bytes(position: FilePosition | None) -> int:
@@ -80,7 +82,7 @@ class Run:
         """The group as the batch meta holds it, with its count and byte length."""
         g = self.group
         return Group(
-            g.source, g.labels, g.timestamp_ns, self.count, self.size, g.timestamps, g.skip
+            g.source, g.labels, g.timestamp_ns, self.count, self.size, g.timestamps, g.skip, g.level
         )
 
     def split(self, room: int) -> tuple[Run | None, Run | None]:
@@ -112,8 +114,9 @@ class Run:
     def _cut(self, end: int, count: int) -> tuple[Run, Run]:
         g = self.group
         stamps, later = g.timestamps[:count], g.timestamps[count:]
-        first = Group(g.source, g.labels, g.timestamp_ns, count, 0, stamps, g.skip)
-        rest = Group(g.source, g.labels, later[0] if later else g.timestamp_ns, 0, 0, later, g.skip)
+        first = Group(g.source, g.labels, g.timestamp_ns, count, 0, stamps, g.skip, g.level)
+        rest_ns = later[0] if later else g.timestamp_ns
+        rest = Group(g.source, g.labels, rest_ns, 0, 0, later, g.skip, g.level)
         return (
             Run(first, self.head, self.body, self.lo, end, count, self.meta),
             Run(rest, b"", self.body, end, self.hi, self.count - count, self.meta),

@@ -47,6 +47,9 @@ class Group(msgspec.Struct, array_like=True, gc=False, frozen=True):
     # bit i set: sink i (the run plan's order) skips the group, its entries fail that
     # sink's `when` (dispatch/route.py); 0 for every group when no sink has one
     skip: int = 0
+    # the level every entry of the group has, from a pipeline (None: not one level, or
+    # none): what sinks route and label by, '{level}' in their templates
+    level: str | None = None
 
 
 class BatchMeta(msgspec.Struct, array_like=True, gc=False):

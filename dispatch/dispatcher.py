@@ -35,7 +35,7 @@ from logcap.dispatch.batch import Batch, BatchMeta, Group, write_batch
 from logcap.dispatch.checkpoint import CheckpointStore, FilePosition
 from logcap.dispatch.encode import encode_entries, encode_rich, encode_stamped
 from logcap.dispatch.records import Piece, SourceInput, read_record
-from logcap.dispatch.route import Router
+from logcap.dispatch.route import Router, by_level
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -126,6 +126,7 @@ class Dispatcher:
         view = source.consumer.read(seq)
         try:
             pieces, position = read_record(source, read_header(view), view, self.counters)
+            pieces = by_level(pieces)
             if self.router.active:
                 pieces = self.router.split(pieces)
         except Exception:  # a damaged record must not stop the pipeline: log, count, skip
@@ -162,9 +163,11 @@ class Dispatcher:
 
     @staticmethod
     def _encode(piece: Piece, messages: list[str], stamps: list[int], done: int = 0) -> Run:
-        meta = group_meta_bound(piece.source, piece.labels)
+        meta = group_meta_bound(piece.source, piece.labels, piece.skip, piece.level)
         if stamps:
-            group = Group(piece.source, piece.labels, stamps[0], 0, 0, stamps, piece.skip)
+            group = Group(
+                piece.source, piece.labels, stamps[0], 0, 0, stamps, piece.skip, piece.level
+            )
             if piece.levels is None and piece.fields is None:
                 body = encode_stamped(piece.head, stamps, messages)
             else:  # entries from pipelines: slices of their levels and fields go along

@@ -55,6 +55,7 @@ class Piece(NamedTuple):
     levels: list[str | None] | None = None  # from pipelines: each entry's level
     fields: list[bytes | None] | None = None  # from pipelines: each entry's fields (JSON)
     skip: int = 0  # sinks whose `when` these entries fail, by bit (dispatch/route.py)
+    level: str | None = None  # the level every entry of the piece has (dispatch/route.py)
 
 
 def read_record(

@@ -68,6 +68,26 @@ class Router:
         return mask
 
 
+def by_level(pieces: list[Piece]) -> list[Piece]:
+    """Pieces whose entries a pipeline gave levels, cut where the level changes, each
+    with its ``level``: the group-level value sinks route and label by (a level is one of
+    a few names, so this adds few groups). Pieces without levels pass untouched."""
+    if all(piece.levels is None for piece in pieces):
+        return pieces
+    out: list[Piece] = []
+    for piece in pieces:
+        levels = piece.levels
+        if levels is None:
+            out.append(piece)
+            continue
+        start = 0
+        for i in range(1, len(levels) + 1):
+            if i == len(levels) or levels[i] != levels[start]:
+                out.append(_slice(piece, start, i, piece.skip)._replace(level=levels[start]))
+                start = i
+    return out
+
+
 def _fields(text: bytes | None) -> dict[str, Any] | None:
     """An entry's fields for a condition (the one place the dispatcher decodes them)."""
     return None if text is None else msgspec.json.decode(text)

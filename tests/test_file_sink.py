@@ -604,3 +604,15 @@ def test_text_renderer_fields() -> None:
     line = renderer.render(entries).decode()
     assert line == "2024-01-01T00:00:00.123456789Z|src|dotted|h|m\n"
     assert json.loads(bytes(entries))["labels"] == {"host": "h", "a.b": "dotted"}
+
+
+def test_a_text_template_renders_level_and_fields_from_pipelines() -> None:
+    from logcap.sinks.file.text import TextRenderer
+
+    renderer = TextRenderer("{level}|{fields.user.id}|{fields.tags}|{fields.none}|{message}")
+    lines = (
+        b'{"timestamp":"t","ingested_at":"t","source":"s","labels":{},"level":"error",'
+        b'"fields":{"user":{"id":7},"tags":["a"]},"message":"m1"}\n'
+        b'{"timestamp":"t","ingested_at":"t","source":"s","labels":{},"message":"m2"}\n'
+    )
+    assert renderer.render(memoryview(lines)) == b'error|7|["a"]||m1\n||||m2\n'

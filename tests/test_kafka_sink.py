@@ -398,3 +398,18 @@ dlq: {{reprocess: {{interval: 5s}}}}
         f"{overflow:.0f} batches overflowed to the DLQ and {reprocessed:.0f} re-offered"
     )
     assert growth < HEAP_BOUND + 48 * 2**20
+
+
+def test_a_pipeline_level_routes_and_fills_level_in_topics() -> None:
+    """A level a pipeline set is the group's (dispatch/route.py by_level), not a label:
+    level_routes and '{level}' use it, and fall back to the level label."""
+    config = kafka_config(
+        "x:1",
+        topic="logs-{level}",
+        level_routes=[{"levels": ["error"], "topic": "errors-{source}"}],
+    )
+    router = Router(config)
+    assert router.route(Group("app", {}, TS, 1, 10, [], 0, "error"))[0] == "errors-app"
+    assert router.route(Group("app", {}, TS, 1, 10, [], 0, "warning"))[0] == "logs-warning"
+    assert router.route(Group("app", {"level": "info"}, TS, 1, 10))[0] == "logs-info"
+    assert router.route(Group("app", {}, TS, 1, 10))[0] == "logs-unknown"

@@ -861,3 +861,18 @@ def test_a_batch_loki_refuses_goes_to_the_dlq_and_the_others_are_delivered(
     (lines,) = expected.values()
     assert sorted(dead + delivered) == sorted(lines)  # each line in exactly one place
     assert dead == lines[: len(dead)]  # the first batch was the one refused
+
+
+def test_a_level_template_takes_the_group_s_pipeline_level(
+    fake: LokiFake, make_sink: Callable[..., LokiSink]
+) -> None:
+    from logcap.sinks.loki.labels import LabelMapper
+
+    sink = make_sink(fake.url, "labels: {job: '{source}', level: '{level}'}")
+    assert isinstance(sink.labels, LabelMapper)
+    _, pairs, _ = sink.labels.stream("app", {"host": "h"}, "warning")
+    assert dict(pairs)["level"] == "warning"
+    _, pairs, _ = sink.labels.stream("app", {"level": "info"})
+    assert dict(pairs)["level"] == "info"  # no pipeline level: the entries' label
+    _, pairs, _ = sink.labels.stream("app", {})
+    assert "level" not in dict(pairs)  # empty: left out

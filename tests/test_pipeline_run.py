@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tests._docker_helpers import Dockerd, wait_until_exited
+from tests._output import read_ndjson as _entries
 from tests.conftest import free_port, wait_for, write_config
 
 PIPELINES = r"""
@@ -53,13 +54,6 @@ LINES = [
     "ERR: from the message",
     '{"ts": "2999-01-01T00:00:00Z", "msg": "from the future", "lvl": "bogus"}',
 ]
-
-
-def _entries(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, "rb") as out:
-        return [json.loads(line) for line in out if line.endswith(b"\n")]
 
 
 def test_every_step_type_through_logcap_run(tmp_path: Path, start_agent) -> None:
@@ -278,3 +272,36 @@ dispatcher: {{batch_timeout: 50ms}}
     assert parsed["level"] == "warning" and parsed["fields"] == {"lvl": "warn", "n": 1}
     assert parsed["labels"]["container_name"] == "js"
     assert junk["message"] == "not json" and "fields" not in junk
+
+
+def test_sinks_render_a_pipeline_s_level_and_fields(tmp_path: Path, start_agent) -> None:
+    (tmp_path / "logs").mkdir()
+    lines = [json.dumps({"lvl": lvl, "n": n}) for n, lvl in enumerate(["warn", "err", "err"])]
+    (tmp_path / "logs" / "app.log").write_text("\n".join([*lines, "plain"]) + "\n")
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        """
+data_dir: ./data
+pipelines:
+  parse: {steps: [{type: json_parse}, {type: level_extract, field: fields.lvl}]}
+sources:
+  app: {type: file, include: ["./logs/*.log"], pipelines: [parse]}
+sinks:
+  text: {type: file, path: "./out/app.log", format: text,
+         text_template: "{level}|{fields.n}|{message}"}
+dispatcher: {batch_timeout: 20ms}
+""",
+        address,
+    )
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    out = tmp_path / "out" / "app.log"
+    wait_for(lambda: out.exists() and out.read_text().count("\n") == 4, 30, "4 lines")
+    assert agent.stop() == 0
+    assert out.read_text().splitlines() == [
+        f"warning|0|{lines[0]}",
+        f"error|1|{lines[1]}",
+        f"error|2|{lines[2]}",
+        "||plain",
+    ]

@@ -56,3 +56,16 @@ def test_lines_without_level_match_only_message_and_label_conditions() -> None:
 
 def test_without_conditions_the_router_is_inactive() -> None:
     assert not Router({}).active
+
+
+def test_pieces_with_levels_are_cut_where_the_level_changes() -> None:
+    from logcap.dispatch.route import by_level
+
+    piece = Piece("app", LABELS, b"", 1, ["a", "b", "c"], [1, 2, 3], ["info", "info", None])
+    out = by_level([piece])
+    assert [(p.messages, p.level, p.levels) for p in out] == [
+        (["a", "b"], "info", ["info", "info"]),
+        (["c"], None, [None]),
+    ]
+    plain = Piece("app", LABELS, b"", 1, ["x"], [])
+    assert by_level([plain]) == [plain]

@@ -100,10 +100,10 @@ def test_unknown_placeholders_in_kafka_topics_are_refused(tmp_path: Path) -> Non
         "    level_routes: [{levels: [error], topic: 'errors-{lvl}'}]\n"
     )
     assert refused(tmp_path, text) == [
-        "10: sinks.bus.topic: unknown placeholder '{servce}' in topic (use '{source}' or "
-        "'{labels.NAME}')",
+        "10: sinks.bus.topic: unknown placeholder '{servce}' in topic (use '{source}', "
+        "'{labels.NAME}' or '{level}')",
         "11: sinks.bus.level_routes: unknown placeholder '{lvl}' in route 0 topic (use "
-        "'{source}' or '{labels.NAME}')",
+        "'{source}', '{labels.NAME}' or '{level}')",
     ]
 
 

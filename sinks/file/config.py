@@ -43,9 +43,9 @@ class FileSinkConfig(SinkConfigBase, tag_field="type", tag="file", frozen=True):
         Annotated[str, msgspec.Meta(min_length=1)] | None,
         doc(
             "With format: text, the line written per entry: '{timestamp}', "
-            "'{ingested_at}', '{source}', '{message}', '{labels.NAME}' (empty when the "
-            "entry lacks the label); '{{' and '}}' are literal braces. E.g. "
-            "'{timestamp} {labels.host} {message}'."
+            "'{ingested_at}', '{source}', '{message}', '{level}', '{labels.NAME}', "
+            "'{fields.NAME[.SUB]}' (empty when the entry lacks it); '{{' and '}}' are "
+            "literal braces. E.g. '{timestamp} {level} {labels.host} {message}'."
         ),
     ] = None
     max_file_bytes: Annotated[

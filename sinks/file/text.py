@@ -1,8 +1,9 @@
 """The file sink's ``text`` format: one line per entry, rendered from a template.
 
 A template is text with fields in braces: ``{timestamp}``, ``{ingested_at}``,
-``{source}``, ``{message}`` and ``{labels.NAME}`` (a label the entry lacks renders as an
-empty string); ``{{`` and ``}}`` stand for literal braces. Example::
+``{source}``, ``{message}``, ``{level}``, ``{labels.NAME}`` and ``{fields.NAME[.SUB]}``
+(what the entry lacks renders as an empty string; a field that is not a string as its
+JSON); ``{{`` and ``}}`` stand for literal braces. Example::
 
     '{timestamp} {labels.host} {message}'
 
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
-FIELDS = ("timestamp", "ingested_at", "source", "message")
+FIELDS = ("timestamp", "ingested_at", "source", "message", "level")
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _LABEL = re.compile(r"^labels\.([^\s{}]+)$")
+_FIELD = re.compile(r"^fields((?:\.[^\s{}.]+)+)$")
 
 
 class Entry(msgspec.Struct, gc=False):
@@ -30,6 +33,8 @@ class Entry(msgspec.Struct, gc=False):
     source: str
     labels: dict[str, str]
     message: str
+    level: str = ""  # from a pipeline
+    fields: dict[str, Any] | None = None  # from a pipeline
 
 
 Getter = Callable[[Entry], str]
@@ -45,14 +50,32 @@ def _getter(field: str) -> Getter:
         return lambda entry: entry.source
     if field == "message":
         return lambda entry: entry.message
+    if field == "level":
+        return lambda entry: entry.level
+    nested = _FIELD.match(field)
+    if nested is not None:
+        return _field_getter(nested.group(1)[1:].split("."))
     label = _LABEL.match(field)
     if label is None:
         names = ", ".join(f"{{{name}}}" for name in FIELDS)
         raise ValueError(
-            f"unknown field {{{field}}} in text_template (use {names}, {{labels.NAME}})"
+            f"unknown field {{{field}}} in text_template "
+            f"(use {names}, {{labels.NAME}}, {{fields.NAME}})"
         )
     name = label.group(1)
     return lambda entry: entry.labels.get(name, "")
+
+
+def _field_getter(path: list[str]) -> Getter:
+    def get(entry: Entry) -> str:
+        value: Any = entry.fields
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                return ""
+            value = value[key]
+        return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+    return get
 
 
 def compile_template(template: str) -> tuple[str, list[Getter]]:

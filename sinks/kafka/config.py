@@ -14,7 +14,7 @@ from logcap.config._units import PositiveDuration
 from logcap.sinks.breaker import SinkConfigBase
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_TOPIC_FIELD = re.compile(r"^(source|labels\.[^{}]+)$")
+_TOPIC_FIELD = re.compile(r"^(source|level|labels\.[^{}]+)$")
 
 if TYPE_CHECKING:
     from logcap.metrics import CounterBlock
@@ -60,7 +60,8 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
     topic: Annotated[
         str,
         doc(
-            "Topic template: '{source}', '{labels.NAME}' (e.g. 'logs-{labels.service}'); "
+            "Topic template: '{source}', '{labels.NAME}', '{level}' (a pipeline's level, "
+            "else the level label; e.g. 'logs-{labels.service}'); "
             "a label an entry lacks renders as 'unknown'.",
             min_length=1,
         ),
@@ -68,7 +69,8 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
     level_routes: Annotated[
         list[LevelRoute],
         doc(
-            "Routes by the entry's 'level' label, tried in order before 'topic', e.g. "
+            "Routes by the entries' level (a pipeline's level_extract, else their 'level' "
+            "label), tried in order before 'topic', e.g. "
             "[{levels: [error, fatal, critical], topic: logs-errors}]."
         ),
     ] = []
@@ -158,7 +160,8 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
             for field in _PLACEHOLDER.findall(template):
                 if not _TOPIC_FIELD.match(field):
                     unknown = f"unknown placeholder '{{{field}}}' in {where}"
-                    problems.append(((key,), f"{unknown} (use '{{source}}' or '{{labels.NAME}}')"))
+                    use = "(use '{source}', '{labels.NAME}' or '{level}')"
+                    problems.append(((key,), f"{unknown} {use}"))
         for key in ("ca_file", "cert_file", "key_file"):
             file = getattr(self.tls, key, None)
             if file is not None and not (os.path.isfile(file) and os.access(file, os.R_OK)):

@@ -29,7 +29,7 @@ from logcap.sinks.kafka.config import KafkaSinkConfig
 from logcap.sinks.kafka.producer import delivery_error, librdkafka_config
 
 log = logging.getLogger(__name__)
-_FIELD = re.compile(r"\{(source|labels\.[^{}]+)\}")
+_FIELD = re.compile(r"\{(source|level|labels\.[^{}]+)\}")
 _NOT_TOPIC_CHAR = re.compile(r"[^A-Za-z0-9._-]")
 CLOSE_TIMEOUT = 10.0
 _CACHED_REFUSALS = frozenset(
@@ -44,12 +44,20 @@ Headers = list[tuple[str, str | bytes | None]]
 Route = tuple[str, bytes | None, Headers | None]  # topic, key, headers
 
 
-def render_topic(template: str, source: str, labels: dict[str, str]) -> str:
-    """A topic name from a template; characters Kafka does not allow become '_'."""
+def render_topic(
+    template: str, source: str, labels: dict[str, str], level: str | None = None
+) -> str:
+    """A topic name from a template; characters Kafka does not allow become '_'.
+    ``{level}`` is the level a pipeline gave the group, else its ``level`` label."""
 
     def field(match: re.Match[str]) -> str:
         name = match.group(1)
-        value = source if name == "source" else labels.get(name[len("labels.") :], "unknown")
+        if name == "source":
+            value = source
+        elif name == "level":
+            value = level or labels.get("level", "unknown")
+        else:
+            value = labels.get(name[len("labels.") :], "unknown")
         return value or "unknown"
 
     return _NOT_TOPIC_CHAR.sub("_", _FIELD.sub(field, template))[:249]
@@ -64,17 +72,18 @@ class Router:
             ({level.lower() for level in route.levels}, route.topic)
             for route in config.level_routes
         ]
-        self.cache: dict[tuple[str, tuple[tuple[str, str], ...]], Route] = {}
+        self.cache: dict[tuple[str, tuple[tuple[str, str], ...], str | None], Route] = {}
 
     def route(self, group: Group) -> Route:
         labels = group.labels
-        cache_key = (group.source, tuple(labels.items()))
+        cache_key = (group.source, tuple(labels.items()), group.level)
         found = self.cache.get(cache_key)
         if found is not None:
             return found
         config = self.config
         template = config.topic
-        level = labels.get("level", "").lower()
+        # a pipeline's level for the group (dispatch/route.py by_level), else the label
+        level = (group.level or labels.get("level", "")).lower()
         for levels, topic in self.routes:
             if level in levels:
                 template = topic
@@ -86,7 +95,7 @@ class Router:
         headers: Headers = [
             (name, labels[name].encode()) for name in config.header_labels if name in labels
         ]
-        found = (render_topic(template, group.source, labels), key, headers or None)
+        found = (render_topic(template, group.source, labels, group.level), key, headers or None)
         if len(self.cache) > 10_000:
             self.cache.clear()
         self.cache[cache_key] = found

@@ -31,9 +31,9 @@ HeaderName = Annotated[
     msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z", description="An HTTP header name"),
 ]
 
-#: Where templates may take values from: '{source}' and '{labels.NAME}'.
+#: Where templates may take values from: '{source}', '{labels.NAME}' and '{level}'.
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_FIELD = re.compile(r"^(source|labels\.[^{}\s]+)$")
+_FIELD = re.compile(r"^(source|level|labels\.[^{}\s]+)$")
 
 #: Label names never sent as Loki labels when they come from the entries themselves: values
 #: that differ per line, per request or per process make a stream per value, which is what
@@ -130,8 +130,9 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
         dict[str, str],
         doc(
             "Loki label name -> template: '{source}' is the source name, "
-            "'{labels.NAME}' an entry label (empty if the entry lacks it). Labels "
-            "whose value is empty are left out.",
+            "'{labels.NAME}' an entry label (empty if the entry lacks it), '{level}' the "
+            "level a pipeline gave the entries (else their level label), e.g. "
+            "{level: '{level}'}. Labels whose value is empty are left out.",
         ),
     ] = msgspec.field(default_factory=lambda: dict(DEFAULT_LABELS))
     entry_labels: Annotated[
@@ -189,8 +190,8 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
                     problems.append(
                         (
                             ("labels", name),
-                            f"unknown placeholder '{{{field}}}' (use '{{source}}' or "
-                            "'{labels.NAME}')",
+                            f"unknown placeholder '{{{field}}}' (use '{{source}}', "
+                            "'{labels.NAME}' or '{level}')",
                         )
                     )
         reserved = set(_RESERVED_HEADERS)

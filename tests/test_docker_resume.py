@@ -157,9 +157,9 @@ class Agent:
         collector._read_once(container, daemon, follow=False)  # type: ignore[arg-type]
         collector._flush(container)
         for record in drain_records(self.consumer):
-            for labels, stamps, messages in decode_runs(record.data):
-                for stamp, text in zip(stamps, messages, strict=True):
-                    self.delivered.append((labels["stream"], stamp, text))
+            for run in decode_runs(record.data):
+                for stamp, text in zip(run.stamps, run.messages, strict=True):
+                    self.delivered.append((run.labels["stream"], stamp, text))
             header = record.header
             assert header.ino == container_key(CONTAINER) and header.end >= 0
             self.checkpoint = {

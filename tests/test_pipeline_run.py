@@ -305,3 +305,36 @@ dispatcher: {batch_timeout: 20ms}
         f"error|2|{lines[2]}",
         "||plain",
     ]
+
+
+def test_an_entry_the_steps_grow_past_a_slot_loses_its_fields_not_itself(
+    tmp_path: Path, start_agent
+) -> None:
+    address, port = f"127.0.0.1:{free_port()}", free_port()
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+buffer: {{collector_slot_bytes: 64KiB, collector_slots: 16}}
+pipelines:
+  parse: {{steps: [{{type: json_parse}}]}}
+sources:
+  ingest: {{type: http, address: "127.0.0.1:{port}", pipelines: [parse], max_body_bytes: 256KiB}}
+sinks:
+  out: {{type: file, path: "./out/all.ndjson"}}
+dispatcher: {{batch_timeout: 20ms}}
+""",
+        address,
+    )
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    big = json.dumps({"blob": "x" * 40_000})  # 40 KB: message and fields pass a 64 KiB slot
+    body = json.dumps([{"message": big}, {"message": '{"small": 1}'}]).encode()
+    wait_for(lambda: _post(port, body) == 200, 30, "the ingest port")
+    out = tmp_path / "out" / "all.ndjson"
+    wait_for(lambda: len(_entries(out)) == 2, 30, "both entries")
+    assert agent.metric("logcap_source_pipeline_errors_total", component="ingest") == 1
+    assert agent.stop() == 0
+    grown, small = _entries(out)
+    assert grown["message"] == big and "fields" not in grown
+    assert small["fields"] == {"small": 1}

@@ -85,10 +85,13 @@ class Publisher:
         """The entries through the source's pipelines, packed (every ``claim`` below
         waits for room, so a run is never repeated: it is committed at once)."""
         processed = processor.run_tuples(entries, read_ns, self.static_labels)
-        for entry in processed:
-            if fit_rich(entry, capacity):
-                self.counters.add(Counter.PIPELINE_ERRORS)
-        return pack_records(processed, capacity, rich_runs) or [_EMPTY]
+        try:
+            return pack_records(processed, capacity, rich_runs) or [_EMPTY]
+        except EntryTooLarge:  # the steps grew an entry past a slot: it gives up its fields
+            for entry in processed:
+                if fit_rich(entry, capacity):
+                    self.counters.add(Counter.PIPELINE_ERRORS)
+            return pack_records(processed, capacity, rich_runs) or [_EMPTY]
 
     def forget(self, container_id: str) -> None:
         """Drop a destroyed container's checkpoint entry, after everything read from it."""

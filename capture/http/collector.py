@@ -234,9 +234,13 @@ class HttpCollector:
             entries, received_ns, dict(self.config.labels), commit=False
         )
         capacity = record_capacity(self.producer)
-        for entry in processed:
-            fit_rich(entry, capacity)  # the steps may have grown it past a slot
-        chunks = pack_records(processed, capacity, rich_runs)
+        try:
+            chunks = pack_records(processed, capacity, rich_runs)
+        except EntryTooLarge:  # the steps grew an entry past a slot: it gives up its fields
+            for entry in processed:
+                if fit_rich(entry, capacity):
+                    self.counters.add(Counter.PIPELINE_ERRORS)
+            chunks = pack_records(processed, capacity, rich_runs)
         taken = None
         try:
             if len(chunks) > self.producer.ring.slot_count:

@@ -34,6 +34,7 @@ import msgspec
 
 from logcap.capture._record import FLAG_ENTRIES, HEADER_SIZE, BlockHeader, write_header
 from logcap.errors import EntryTooLarge
+from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
 
 FORGET = -1  # a position's timestamp_ns: drop the input's checkpoint entry
@@ -41,6 +42,7 @@ Entry = tuple[dict[str, str], int, str]  # (labels, event time in ns, message)
 Run = tuple[dict[str, str], list[int], list[str]]
 _pack = msgspec.msgpack.Encoder().encode
 _json = msgspec.json.Encoder().encode
+NO_RUNS = _pack([])  # a record of no entries: a position that goes on alone
 
 
 class RunRecord(msgspec.Struct, array_like=True, gc=False):
@@ -155,6 +157,18 @@ def rich_runs(entries: Sequence[Any]) -> list[list[Any]]:
         if not any(run[4]):
             run[4] = None
     return runs
+
+
+def pack_rich(entries: Sequence[Any], capacity: int, counters: CounterBlock) -> list[bytes]:
+    """Pipeline entries packed like :func:`pack_records`; an entry its steps grew past
+    ``capacity`` is made to fit (:func:`fit_rich`), counted as a pipeline error."""
+    try:
+        return pack_records(entries, capacity, rich_runs)
+    except EntryTooLarge:
+        for entry in entries:
+            if fit_rich(entry, capacity):
+                counters.add(Counter.PIPELINE_ERRORS)
+        return pack_records(entries, capacity, rich_runs)
 
 
 def fit_rich(entry: Any, capacity: int) -> bool:

@@ -15,12 +15,12 @@ import msgspec
 
 from logcap.capture._entries import (
     FORGET,
+    NO_RUNS,
     Entry,
     Position,
-    fit_rich,
     pack_records,
+    pack_rich,
     record_capacity,
-    rich_runs,
     write_entries,
 )
 from logcap.capture.docker.container import ContainerState, container_key
@@ -29,8 +29,6 @@ from logcap.capture.pipeline.engine import Processor
 from logcap.errors import EntryTooLarge
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
-
-_EMPTY = msgspec.msgpack.encode([])
 
 
 class Publisher:
@@ -66,7 +64,7 @@ class Publisher:
                     chunks = self._processed(self.processor, entries, capacity, read_ns)
                 else:
                     try:
-                        chunks = pack_records(entries, capacity) if entries else [_EMPTY]
+                        chunks = pack_records(entries, capacity) if entries else [NO_RUNS]
                     except EntryTooLarge:
                         entries = [self._fit(entry, capacity) for entry in entries]
                         chunks = pack_records(entries, capacity)
@@ -85,13 +83,7 @@ class Publisher:
         """The entries through the source's pipelines, packed (every ``claim`` below
         waits for room, so a run is never repeated: it is committed at once)."""
         processed = processor.run_tuples(entries, read_ns, self.static_labels)
-        try:
-            return pack_records(processed, capacity, rich_runs) or [_EMPTY]
-        except EntryTooLarge:  # the steps grew an entry past a slot: it gives up its fields
-            for entry in processed:
-                if fit_rich(entry, capacity):
-                    self.counters.add(Counter.PIPELINE_ERRORS)
-            return pack_records(processed, capacity, rich_runs) or [_EMPTY]
+        return pack_rich(processed, capacity, self.counters) or [NO_RUNS]
 
     def forget(self, container_id: str) -> None:
         """Drop a destroyed container's checkpoint entry, after everything read from it."""
@@ -100,7 +92,7 @@ class Publisher:
         )
         with self.lock:
             seq = self.producer.claim(1)
-            write_entries(self.producer, seq, _EMPTY, time.time_ns(), position)
+            write_entries(self.producer, seq, NO_RUNS, time.time_ns(), position)
             self.producer.publish(seq)
 
     def close(self) -> None:

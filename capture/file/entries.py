@@ -17,14 +17,11 @@ its message); that is counted as a pipeline error, and the entry still goes on.
 
 from __future__ import annotations
 
-import msgspec
-
 from logcap.capture._entries import (
+    NO_RUNS,
     Position,
-    fit_rich,
-    pack_records,
+    pack_rich,
     record_capacity,
-    rich_runs,
     write_entries,
 )
 from logcap.capture._record import FLAG_TRUNCATED, BlockHeader
@@ -34,12 +31,11 @@ from logcap.capture.labels import PathLabels, file_labels
 from logcap.capture.pipeline.engine import Processor
 from logcap.capture.pipeline.entry import Entry
 from logcap.dispatch.lines import block_messages
-from logcap.errors import BufferFull, EntryTooLarge
+from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
 
 PATHS_REMEMBERED = 4096
-NO_RUNS = msgspec.msgpack.encode([])
 
 
 class FileEntries:
@@ -103,7 +99,8 @@ class FileEntries:
             [Entry(self.source, labels, read_ns, message) for message in messages], read_ns
         )
         capacity = record_capacity(producer, raw)
-        chunks = self._pack(entries, capacity)
+        # every entry dropped: the position goes on alone
+        chunks = pack_rich(entries, capacity, self.counters) or [NO_RUNS]
         position = Position(raw, header.ino, header.end, header.fingerprint, header.dev)
         last = len(chunks) - 1
         self.pending = [
@@ -124,13 +121,3 @@ class FileEntries:
             producer.publish(seq)
             self.pending.pop(0)
         return True
-
-    def _pack(self, entries: list[Entry], capacity: int) -> list[bytes]:
-        try:
-            chunks = pack_records(entries, capacity, rich_runs)
-        except EntryTooLarge:
-            for entry in entries:
-                if fit_rich(entry, capacity):
-                    self.counters.add(Counter.PIPELINE_ERRORS)
-            chunks = pack_records(entries, capacity, rich_runs)
-        return chunks or [NO_RUNS]  # every entry dropped: the position goes on alone

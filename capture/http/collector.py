@@ -43,10 +43,9 @@ import msgspec
 from logcap.capture._entries import (
     Entry,
     Position,
-    fit_rich,
     pack_records,
+    pack_rich,
     record_capacity,
-    rich_runs,
     write_entries,
 )
 from logcap.capture.http.acks import SETTLE_TIMEOUT, AckWaiter, Positions
@@ -233,14 +232,7 @@ class HttpCollector:
         processed = processor.run_tuples(
             entries, received_ns, dict(self.config.labels), commit=False
         )
-        capacity = record_capacity(self.producer)
-        try:
-            chunks = pack_records(processed, capacity, rich_runs)
-        except EntryTooLarge:  # the steps grew an entry past a slot: it gives up its fields
-            for entry in processed:
-                if fit_rich(entry, capacity):
-                    self.counters.add(Counter.PIPELINE_ERRORS)
-            chunks = pack_records(processed, capacity, rich_runs)
+        chunks = pack_rich(processed, record_capacity(self.producer), self.counters)
         taken = None
         try:
             if len(chunks) > self.producer.ring.slot_count:

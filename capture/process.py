@@ -17,9 +17,7 @@ def run_collector(ctx: ChildContext, source: str) -> None:
         ctx.counters,
         ctx.plan.config.data_dir,
         should_stop=lambda: ctx.stop.is_set() or ctx.state.draining,
-        pipelines=tuple(
-            (name, ctx.plan.config.pipelines[name]) for name in getattr(config, "pipelines", [])
-        ),
+        pipelines=tuple((name, ctx.plan.config.pipelines[name]) for name in config.pipelines),
     )
     if env.pipelines:
         # steps make a few dicts per line: collect young objects far less often (measured

@@ -206,13 +206,14 @@ class HttpCollector:
             raise TooLarge(str(exc)) from exc
         if not chunks:
             return 0
-        if len(chunks) > self.producer.ring.slot_count:  # 429 would be forever
-            raise TooLarge(_never_fits(len(entries), len(chunks), self.producer))
         with self.lock:
-            return self._publish_chunks(chunks, received_ns)
+            return self._publish_chunks(chunks, len(entries), received_ns)
 
-    def _publish_chunks(self, chunks: list[bytes], received_ns: int) -> int | None:
-        """Publish every chunk (under the lock), or none if the ring has no room."""
+    def _publish_chunks(self, chunks: list[bytes], entries: int, received_ns: int) -> int | None:
+        """Publish every chunk (under the lock), or none if the ring has no room now;
+        :class:`TooLarge` if it never could (429 would come back forever)."""
+        if len(chunks) > self.producer.ring.slot_count:
+            raise TooLarge(_never_fits(entries, len(chunks), self.producer))
         if self.producer.free_slots() < len(chunks):
             return None
         position = self.positions.next()
@@ -235,9 +236,7 @@ class HttpCollector:
         chunks = pack_rich(processed, record_capacity(self.producer), self.counters)
         taken = None
         try:
-            if len(chunks) > self.producer.ring.slot_count:
-                raise TooLarge(_never_fits(len(entries), len(chunks), self.producer))
-            taken = 0 if not chunks else self._publish_chunks(chunks, received_ns)
+            taken = 0 if not chunks else self._publish_chunks(chunks, len(entries), received_ns)
         finally:
             if taken is not None:
                 processor.commit()

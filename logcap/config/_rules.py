@@ -91,12 +91,12 @@ def check_pipelines(report: Report, config: Config) -> None:
     from logcap.capture.pipeline.config import check_pipeline
 
     for name, source in config.sources.items():
-        for i, pipeline in enumerate(getattr(source, "pipelines", [])):
-            if pipeline not in config.pipelines:
+        for i, wanted in enumerate(source.pipelines):
+            if wanted not in config.pipelines:
                 known = ", ".join(sorted(config.pipelines)) or "none are defined"
                 report(
                     ("sources", name, "pipelines", i),
-                    f"no pipeline named '{pipeline}' (pipelines: {known})",
+                    f"no pipeline named '{wanted}' (pipelines: {known})",
                 )
     for name, pipeline in config.pipelines.items():
         for path, problem in check_pipeline(pipeline):

@@ -34,7 +34,7 @@ from logcap.dispatch.assemble import OpenBatch, Run, group_meta_bound, position_
 from logcap.dispatch.batch import Batch, BatchMeta, Group, write_batch
 from logcap.dispatch.checkpoint import CheckpointStore, FilePosition
 from logcap.dispatch.encode import encode_entries, encode_rich, encode_stamped
-from logcap.dispatch.records import Piece, SourceInput, read_record
+from logcap.dispatch.records import Piece, SourceInput, cut, read_record
 from logcap.dispatch.route import Router, by_level
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
@@ -143,16 +143,13 @@ class Dispatcher:
         reserve = position_bytes(position)  # the batch with the last entries carries it
         limit = self.config.batch_max_events
         for piece in pieces:
-            messages, stamps = piece.messages, piece.stamps
-            done = 0
-            while messages:
+            at = 0
+            while at < len(piece.messages):
                 if self.open.count >= limit:
                     self.flush()
-                room = limit - self.open.count
-                take, messages = messages[:room], messages[room:]
-                took, stamps = stamps[:room], stamps[room:]
-                self._add(self._encode(piece, take, took, done), reserve)
-                done += len(take)
+                part = cut(piece, at, at + limit - self.open.count)
+                self._add(self._encode(part), reserve)
+                at += len(part.messages)
         if not self.open.count:
             # every entry of the record is published (or refused): nothing waits with it
             self._done_without_entries(index, seq, position)
@@ -162,7 +159,8 @@ class Dispatcher:
             self.flush()
 
     @staticmethod
-    def _encode(piece: Piece, messages: list[str], stamps: list[int], done: int = 0) -> Run:
+    def _encode(piece: Piece) -> Run:
+        messages, stamps = piece.messages, piece.stamps
         meta = group_meta_bound(piece.source, piece.labels, piece.skip, piece.level)
         if stamps:
             group = Group(
@@ -170,11 +168,8 @@ class Dispatcher:
             )
             if piece.levels is None and piece.fields is None:
                 body = encode_stamped(piece.head, stamps, messages)
-            else:  # entries from pipelines: slices of their levels and fields go along
-                end = done + len(messages)
-                levels = None if piece.levels is None else piece.levels[done:end]
-                fields = None if piece.fields is None else piece.fields[done:end]
-                body = encode_rich(piece.head, stamps, messages, levels, fields)
+            else:  # entries from pipelines: their levels and fields go along
+                body = encode_rich(piece.head, stamps, messages, piece.levels, piece.fields)
             return Run(group, b"", body, 0, len(body), len(messages), meta)
         group = Group(piece.source, piece.labels, piece.timestamp_ns, 0, 0, [], piece.skip)
         body, end = encode_entries(piece.head, messages)

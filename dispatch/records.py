@@ -58,6 +58,21 @@ class Piece(NamedTuple):
     level: str | None = None  # the level every entry of the piece has (dispatch/route.py)
 
 
+def cut(piece: Piece, start: int, end: int) -> Piece:
+    """The entries ``start:end`` of ``piece`` (the piece itself if that is all of it),
+    every per-entry list cut alike."""
+    if start == 0 and end >= len(piece.messages):
+        return piece
+    stamps = piece.stamps[start:end]
+    return piece._replace(
+        timestamp_ns=stamps[0] if stamps else piece.timestamp_ns,
+        messages=piece.messages[start:end],
+        stamps=stamps,
+        levels=None if piece.levels is None else piece.levels[start:end],
+        fields=None if piece.fields is None else piece.fields[start:end],
+    )
+
+
 def read_record(
     source: SourceInput, header: BlockHeader, view: memoryview, counters: CounterBlock
 ) -> tuple[list[Piece], FilePosition | None]:

@@ -23,7 +23,7 @@ import msgspec
 from logcap.capture.pipeline.config import Condition
 from logcap.capture.pipeline.entry import Entry
 from logcap.capture.pipeline.steps import condition
-from logcap.dispatch.records import Piece
+from logcap.dispatch.records import Piece, cut
 
 
 class Router:
@@ -48,7 +48,7 @@ class Router:
             start = 0
             for i in range(1, len(masks) + 1):
                 if i == len(masks) or masks[i] != masks[start]:
-                    out.append(_slice(piece, start, i, masks[start]))
+                    out.append(cut(piece, start, i)._replace(skip=masks[start]))
                     start = i
         return out
 
@@ -83,7 +83,7 @@ def by_level(pieces: list[Piece]) -> list[Piece]:
         start = 0
         for i in range(1, len(levels) + 1):
             if i == len(levels) or levels[i] != levels[start]:
-                out.append(_slice(piece, start, i, piece.skip)._replace(level=levels[start]))
+                out.append(cut(piece, start, i)._replace(level=levels[start]))
                 start = i
     return out
 
@@ -91,17 +91,3 @@ def by_level(pieces: list[Piece]) -> list[Piece]:
 def _fields(text: bytes | None) -> dict[str, Any] | None:
     """An entry's fields for a condition (the one place the dispatcher decodes them)."""
     return None if text is None else msgspec.json.decode(text)
-
-
-def _slice(piece: Piece, start: int, end: int, skip: int) -> Piece:
-    if start == 0 and end == len(piece.messages):
-        return piece._replace(skip=skip)
-    stamps = piece.stamps[start:end]
-    return piece._replace(
-        timestamp_ns=stamps[0] if stamps else piece.timestamp_ns,
-        messages=piece.messages[start:end],
-        stamps=stamps,
-        levels=None if piece.levels is None else piece.levels[start:end],
-        fields=None if piece.fields is None else piece.fields[start:end],
-        skip=skip,
-    )

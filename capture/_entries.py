@@ -128,35 +128,28 @@ def rich_runs(entries: Sequence[Any]) -> list[list[Any]]:
     """Consecutive pipeline entries (capture/pipeline/entry.py) with equal labels as
     ``[labels, stamps, messages, levels, fields]`` runs (levels or fields None when no
     entry of the run has one)."""
-    if entries and all(e.labels is entries[0].labels for e in entries):  # one run: columns
-        levels = [e.level for e in entries]
-        fields = [_json(e.fields) if e.fields else None for e in entries]
-        return [
-            [
-                entries[0].labels,
-                [e.timestamp_ns for e in entries],
-                [e.message for e in entries],
-                levels if any(level is not None for level in levels) else None,
-                fields if any(fields) else None,
-            ]
-        ]
     runs: list[list[Any]] = []
-    last: dict[str, str] | None = None
-    for e in entries:
-        if e.labels is not last and e.labels != last:
-            runs.append([e.labels, [], [], [], []])
-            last = e.labels
-        run = runs[-1]
-        run[1].append(e.timestamp_ns)
-        run[2].append(e.message)
-        run[3].append(e.level)
-        run[4].append(_json(e.fields) if e.fields else None)
-    for run in runs:
-        if not any(level is not None for level in run[3]):
-            run[3] = None
-        if not any(run[4]):
-            run[4] = None
+    start = 0
+    for i in range(1, len(entries) + 1):
+        if i == len(entries) or (
+            entries[i].labels is not entries[start].labels
+            and entries[i].labels != entries[start].labels
+        ):
+            runs.append(_rich_run(entries[start:i]))
+            start = i
     return runs
+
+
+def _rich_run(entries: Sequence[Any]) -> list[Any]:
+    levels = [e.level for e in entries]
+    fields = [_json(e.fields) if e.fields else None for e in entries]
+    return [
+        entries[0].labels,
+        [e.timestamp_ns for e in entries],
+        [e.message for e in entries],
+        levels if any(level is not None for level in levels) else None,
+        fields if any(fields) else None,
+    ]
 
 
 def pack_rich(entries: Sequence[Any], capacity: int, counters: CounterBlock) -> list[bytes]:

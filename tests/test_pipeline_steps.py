@@ -276,3 +276,21 @@ def test_the_rfc3339_fast_path_gives_the_right_times_and_leaves_other_shapes() -
         "x" * 25,
     ):
         assert _rfc3339_with_offset(shape) is None, shape
+
+
+def test_entries_are_packed_in_runs_of_equal_labels_with_their_levels_and_fields() -> None:
+    from logcap.capture._entries import rich_runs
+
+    other = {"host": "h", "stream": "stderr"}
+    entries = [
+        Entry("app", LABELS, 1, "a", "info", {"k": 1}),
+        Entry("app", dict(LABELS), 2, "b"),  # equal labels, another mapping: the same run
+        Entry("app", other, 3, "c"),
+        Entry("app", LABELS, 4, "d"),
+    ]
+    assert rich_runs(entries) == [
+        [LABELS, [1, 2], ["a", "b"], ["info", None], [b'{"k":1}', None]],
+        [other, [3], ["c"], None, None],
+        [LABELS, [4], ["d"], None, None],
+    ]
+    assert rich_runs([]) == []

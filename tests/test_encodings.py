@@ -112,3 +112,12 @@ def test_binary_and_invalid_utf8_are_replaced_and_nothing_stops(
     assert messages[0] == "before" and messages[-1] == "after" and messages[-2] == ""
     assert "\ufffd" in messages[1] and messages[2] == "\ufffd\ufffd\ufffd broken"
     assert messages[3] == "\x00\x01 nul and controls"
+
+
+def test_newlines_are_counted_at_aligned_offsets_only() -> None:
+    from logcap.capture.file.encoding import line_codec
+
+    wide = "a\nb\n\u0a00\n".encode("utf-16-le")  # U+0A00 is 00 0A: a 0x0A byte, no newline
+    assert line_codec("utf-16-le").count(wide, len(wide)) == 3
+    assert line_codec("utf-16-le").count(wide, 4) == 1
+    assert line_codec("utf-8").count(b"a\nb\nc", 5) == 2

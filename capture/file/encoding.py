@@ -43,6 +43,17 @@ class LineCodec:
                 return at
             at += 1
 
+    def count(self, data: bytes, end: int) -> int:
+        """Aligned newlines in ``data[:end]``."""
+        if self.unit == 1:
+            return data.count(self.newline, 0, end)
+        block = data[:end]
+        count, at = 0, self.find(block)
+        while at >= 0:
+            count += 1
+            at = self.find(block, at + len(self.newline))
+        return count
+
 
 def line_codec(name: str) -> LineCodec:
     """The :class:`LineCodec` for a Python codec name; ValueError if unusable for logs."""

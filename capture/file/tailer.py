@@ -157,8 +157,8 @@ class FileTailer:
         cut after the lines there are tokens for (``wait``: the rest is read later), or
         with ``drop`` all read, the lines over the limit dropped and counted. Multiline
         events are never split: a block of them goes whole or waits."""
-        newline, unit = self.codec.newline, self.codec.unit
-        lines = data.count(newline, 0, cut) if unit == 1 else _count_aligned(data, cut, self.codec)
+        newline = self.codec.newline
+        lines = self.codec.count(data, cut)
         if self.multiline is not None and not limiter.drop:
             return (cut, cut) if limiter.take_all(lines) else (0, 0)
         granted = limiter.take_up_to(lines)
@@ -280,12 +280,3 @@ class FileTailer:
     def close(self) -> None:
         """Close the file descriptor."""
         os.close(self.fd)
-
-
-def _count_aligned(data: bytes, cut: int, codec: LineCodec) -> int:
-    block = data[:cut]
-    count, at = 0, codec.find(block)
-    while at >= 0:
-        count += 1
-        at = codec.find(block, at + len(codec.newline))
-    return count

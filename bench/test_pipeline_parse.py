@@ -30,9 +30,8 @@ import pytest
 from bench import pipeline_peers as pp
 from bench.conftest import LINES, RESULTS, record
 from bench.harness import RunResult, level_the_field, run_logcap
-from logcap.capture._entries import decode_runs, pack_records
+from logcap.capture._entries import decode_runs, pack_records, rich_runs
 from logcap.capture._record import HEADER_SIZE
-from logcap.capture.file.entries import rich_runs
 from logcap.capture.labels import file_labels
 from logcap.capture.pipeline.config import PipelineConfig
 from logcap.capture.pipeline.engine import Processor

@@ -15,3 +15,6 @@ for f in logcap/*; do ln -s "$PWD/$f" "$view/logcap/"; done
 for d in capture dispatch sinks ringbuf retry dlq metrics configs; do ln -s "$PWD/$d" "$view/logcap/$d"; done
 (cd "$view" && python3 -m mypy --strict --no-incremental --cache-dir=/dev/null \
    --config-file "$OLDPWD/pyproject.toml" -p logcap)
+# Every test and benchmark module must import: a benchmark runs only at the end of CI, so a
+# broken import there would otherwise surface after twenty minutes of tests.
+python3 -m pytest --collect-only -q -p no:cacheprovider tests bench >/dev/null

@@ -32,14 +32,19 @@ STAMP_BYTES = 9  # one int64 in a group's msgpack timestamps
 
 
 def group_meta_bound(
-    source: str, labels: dict[str, str], skip: int = 0, level: str | None = None
+    source: str,
+    labels: dict[str, str],
+    skip: int = 0,
+    level: str | None = None,
+    keys: dict[str, str] | None = None,
 ) -> int:
-    """Upper bound of the msgpack of a :class:`Group` of ``source``, ``labels``, ``skip``
-    and ``level``, apart from its timestamps (:data:`STAMP_BYTES` each): encoded with
+    """Upper bound of the msgpack of a :class:`Group` of ``source``, ``labels``, ``skip``,
+    ``level`` and ``keys``, apart from its timestamps (:data:`STAMP_BYTES` each): encoded with
     every other number 0 (1 byte), plus what the real numbers and the timestamps array
     header may add."""
     # timestamp_ns up to 9 bytes (+8), count and nbytes up to 5 (+4 each), array header +4
-    return len(_encode(Group(source, labels, 0, 0, 0, [], skip, level))) + 8 + 4 + 4 + 4
+    group = Group(source, labels, 0, 0, 0, [], skip, level, keys or {})
+    return len(_encode(group)) + 8 + 4 + 4 + 4
 
 
 def position_bytes(position: FilePosition | None) -> int:
@@ -81,9 +86,7 @@ class Run:
     def final_group(self) -> Group:
         """The group as the batch meta holds it, with its count and byte length."""
         g = self.group
-        return Group(
-            g.source, g.labels, g.timestamp_ns, self.count, self.size, g.timestamps, g.skip, g.level
-        )
+        return msgspec.structs.replace(g, count=self.count, nbytes=self.size)
 
     def split(self, room: int) -> tuple[Run | None, Run | None]:
         """(the longest head of whole entries costing at most ``room``, the rest)."""
@@ -114,9 +117,9 @@ class Run:
     def _cut(self, end: int, count: int) -> tuple[Run, Run]:
         g = self.group
         stamps, later = g.timestamps[:count], g.timestamps[count:]
-        first = Group(g.source, g.labels, g.timestamp_ns, count, 0, stamps, g.skip, g.level)
+        first = msgspec.structs.replace(g, count=count, nbytes=0, timestamps=stamps)
         rest_ns = later[0] if later else g.timestamp_ns
-        rest = Group(g.source, g.labels, rest_ns, 0, 0, later, g.skip, g.level)
+        rest = msgspec.structs.replace(g, timestamp_ns=rest_ns, count=0, nbytes=0, timestamps=later)
         return (
             Run(first, self.head, self.body, self.lo, end, count, self.meta),
             Run(rest, b"", self.body, end, self.hi, self.count - count, self.meta),

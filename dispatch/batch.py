@@ -50,6 +50,9 @@ class Group(msgspec.Struct, array_like=True, gc=False, frozen=True):
     # the level every entry of the group has, from a pipeline (None: not one level, or
     # none): what sinks route and label by, '{level}' in their templates
     level: str | None = None
+    # the values of the fields that sinks' templates name ('{fields.x}'), which every
+    # entry of the group shares (dispatch/route.py regroup); rendered as text, by path
+    keys: dict[str, str] = {}
 
 
 class BatchMeta(msgspec.Struct, array_like=True, gc=False):

@@ -35,7 +35,7 @@ from logcap.dispatch.batch import Batch, BatchMeta, Group, write_batch
 from logcap.dispatch.checkpoint import CheckpointStore, FilePosition
 from logcap.dispatch.encode import encode_entries, encode_rich, encode_stamped
 from logcap.dispatch.records import Piece, SourceInput, cut, read_record
-from logcap.dispatch.route import Router, by_level
+from logcap.dispatch.route import Router, regroup
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
@@ -58,9 +58,11 @@ class Dispatcher:
         frontier: Callable[[], int] | None = None,
         largest_batch: int | None = None,
         routes: dict[int, Condition] | None = None,
+        routed: tuple[str, ...] = (),
     ) -> None:
         self.config = config
         self.router = Router(routes or {})  # sinks' `when`, by sink index
+        self.routed = routed  # the fields sinks' templates name: groups share their values
         self.inputs = inputs
         self.output = output
         self.counters = counters
@@ -126,7 +128,7 @@ class Dispatcher:
         view = source.consumer.read(seq)
         try:
             pieces, position = read_record(source, read_header(view), view, self.counters)
-            pieces = by_level(pieces)
+            pieces = regroup(pieces, self.routed)
             if self.router.active:
                 pieces = self.router.split(pieces)
         except Exception:  # a damaged record must not stop the pipeline: log, count, skip
@@ -161,10 +163,18 @@ class Dispatcher:
     @staticmethod
     def _encode(piece: Piece) -> Run:
         messages, stamps = piece.messages, piece.stamps
-        meta = group_meta_bound(piece.source, piece.labels, piece.skip, piece.level)
+        meta = group_meta_bound(piece.source, piece.labels, piece.skip, piece.level, piece.keys)
         if stamps:
             group = Group(
-                piece.source, piece.labels, stamps[0], 0, 0, stamps, piece.skip, piece.level
+                piece.source,
+                piece.labels,
+                stamps[0],
+                0,
+                0,
+                stamps,
+                piece.skip,
+                piece.level,
+                piece.keys,
             )
             if piece.levels is None and piece.fields is None:
                 body = encode_stamped(piece.head, stamps, messages)

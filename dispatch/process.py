@@ -63,6 +63,9 @@ def run_dispatcher(ctx: ChildContext) -> None:
             for index, name in enumerate(plan.sinks)
             if (sink := plan.config.sinks[name]).when is not None
         },
+        routed=tuple(
+            sorted(set().union(*(plan.config.sinks[name].routed_fields() for name in plan.sinks)))
+        ),
     )
     while True:
         moved = dispatcher.step()

@@ -56,6 +56,7 @@ class Piece(NamedTuple):
     fields: list[bytes | None] | None = None  # from pipelines: each entry's fields (JSON)
     skip: int = 0  # sinks whose `when` these entries fail, by bit (dispatch/route.py)
     level: str | None = None  # the level every entry of the piece has (dispatch/route.py)
+    keys: dict[str, str] = {}  # fields sinks' templates name, shared by every entry (same)
 
 
 def cut(piece: Piece, start: int, end: int) -> Piece:

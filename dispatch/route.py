@@ -68,24 +68,55 @@ class Router:
         return mask
 
 
-def by_level(pieces: list[Piece]) -> list[Piece]:
-    """Pieces whose entries a pipeline gave levels, cut where the level changes, each
-    with its ``level``: the group-level value sinks route and label by (a level is one of
-    a few names, so this adds few groups). Pieces without levels pass untouched."""
-    if all(piece.levels is None for piece in pieces):
-        return pieces
+def regroup(pieces: list[Piece], routed: tuple[str, ...] = ()) -> list[Piece]:
+    """Pieces whose entries a pipeline gave levels or fields, cut where the level or the
+    value of a ``routed`` field (a path 'NAME.SUB' that a sink's template names as
+    '{fields.NAME.SUB}') changes, each with its ``level`` and ``keys``: the group-level
+    values sinks route, name files and label by (sinks/template.py). A level is one of a
+    few names, so levels add few groups; routed fields add as many as they have values
+    in a batch. Pieces without levels and fields pass untouched."""
     out: list[Piece] = []
     for piece in pieces:
         levels = piece.levels
-        if levels is None:
+        if levels is None and (piece.fields is None or not routed):
             out.append(piece)
             continue
+        count = len(piece.messages)
+        marks: list[tuple[str | None, dict[str, str]]] = [
+            (
+                None if levels is None else levels[i],
+                {} if not routed or piece.fields is None else _keys(piece.fields[i], routed),
+            )
+            for i in range(count)
+        ]
         start = 0
-        for i in range(1, len(levels) + 1):
-            if i == len(levels) or levels[i] != levels[start]:
-                out.append(cut(piece, start, i)._replace(level=levels[start]))
+        for i in range(1, count + 1):
+            if i == count or marks[i] != marks[start]:
+                level, keys = marks[start]
+                out.append(cut(piece, start, i)._replace(level=level, keys=keys))
                 start = i
     return out
+
+
+MAX_KEY_CHARS = 256  # a routed field's value is cut to this: it names topics and files
+
+
+def _keys(text: bytes | None, routed: tuple[str, ...]) -> dict[str, str]:
+    """The routed fields an entry has, as text: strings as they are, other values as
+    JSON; a field that is absent or null is left out (templates render it as missing)."""
+    fields = _fields(text)
+    keys: dict[str, str] = {}
+    if not fields:
+        return keys
+    for path in routed:
+        value: Any = fields
+        for name in path.split("."):
+            value = value.get(name) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        rendered = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+        keys[path] = rendered[:MAX_KEY_CHARS]
+    return keys
 
 
 def _fields(text: bytes | None) -> dict[str, Any] | None:

@@ -65,6 +65,11 @@ class SinkConfigBase(StrictStruct, kw_only=True, frozen=True):
         """(key path, reason) of every cross-field problem; none unless a type says so."""
         return []
 
+    def routed_fields(self) -> set[str]:
+        """The field paths this sink's templates name ('{fields.NAME.SUB}' → 'NAME.SUB'):
+        the dispatcher cuts groups where their values change (sinks/template.py)."""
+        return set()
+
 
 class State(enum.IntEnum):
     """Exported as the ``logcap_sink_circuit_state`` gauge."""

@@ -616,3 +616,24 @@ def test_a_text_template_renders_level_and_fields_from_pipelines() -> None:
         b'{"timestamp":"t","ingested_at":"t","source":"s","labels":{},"message":"m2"}\n'
     )
     assert renderer.render(memoryview(lines)) == b'error|7|["a"]||m1\n||||m2\n'
+
+
+def test_a_path_template_renders_level_labels_and_fields_one_name_each(tmp_path: Path) -> None:
+    """'{level}', '{labels.x}', '{fields.x}' in a path: the group's values (the dispatcher
+    cut groups by the fields), 'unknown' when it lacks one, and never a '/' or a '..'
+    that would leave the directory."""
+    from logcap.dispatch.batch import Group
+    from logcap.sinks.file.rotation import families
+
+    template = str(tmp_path / "{level}" / "{labels.host}-{fields.svc}.log")
+    sink = FileSink(FileSinkConfig(path=template))
+    group = Group("app", {"host": "h1"}, 0, 1, 1, [], 0, "error", {"svc": "web"})
+    assert sink.render(group) == str(tmp_path / "error" / "h1-web.log")
+    assert sink.render(Group("app", {}, 0, 1, 1)) == str(tmp_path / "unknown/unknown-unknown.log")
+    climbing = Group("app", {"host": ".."}, 0, 1, 1, [], 0, "..", {"svc": "../../etc/passwd"})
+    assert sink.render(climbing) == str(tmp_path / "__" / "__-.._.._etc_passwd.log")
+    # rotated files of every rendered name are found at start, whatever the placeholders
+    rotated = tmp_path / "error" / "h1-web.log.1"
+    rotated.parent.mkdir()
+    rotated.write_text("x\n")
+    assert families(template) == {str(tmp_path / "error" / "h1-web.log")}

@@ -23,7 +23,7 @@ from logcap.dlq import reader as dlq_reader
 from logcap.errors import ConfigError, Permanent, Retryable
 from logcap.metrics import NullBlock
 from logcap.sinks.kafka.config import KafkaSinkConfig
-from logcap.sinks.kafka.sink import KafkaSink, Router, render_topic
+from logcap.sinks.kafka.sink import KafkaSink, Router, topic_renderer
 from tests._component_helpers import batch_view, build_batch
 from tests._kafka_helpers import MockCluster, Tansu, consume_all
 from tests.conftest import free_port, wait_for, write_config
@@ -40,9 +40,10 @@ def kafka_config(bootstrap: str, **keys: object) -> KafkaSinkConfig:
 
 
 def test_topic_templates_level_routes_keys_and_headers() -> None:
-    assert render_topic("logs-{labels.service}", "app", {"service": "web"}) == "logs-web"
-    assert render_topic("logs-{labels.service}", "app", {}) == "logs-unknown"
-    assert render_topic("{source}/{labels.x}", "a b", {"x": "é"}) == "a_b__"
+    topic = topic_renderer("logs-{labels.service}")
+    assert topic(Group("app", {"service": "web"}, TS, 1, 1)) == "logs-web"
+    assert topic(Group("app", {}, TS, 1, 1)) == "logs-unknown"
+    assert topic_renderer("{source}/{labels.x}")(Group("a b", {"x": "é"}, TS, 1, 1)) == "a_b__"
     config = kafka_config(
         "x:1",
         topic="logs-{source}",
@@ -401,7 +402,7 @@ dlq: {{reprocess: {{interval: 5s}}}}
 
 
 def test_a_pipeline_level_routes_and_fills_level_in_topics() -> None:
-    """A level a pipeline set is the group's (dispatch/route.py by_level), not a label:
+    """A level a pipeline set is the group's (dispatch/route.py regroup), not a label:
     level_routes and '{level}' use it, and fall back to the level label."""
     config = kafka_config(
         "x:1",
@@ -413,3 +414,26 @@ def test_a_pipeline_level_routes_and_fills_level_in_topics() -> None:
     assert router.route(Group("app", {}, TS, 1, 10, [], 0, "warning"))[0] == "logs-warning"
     assert router.route(Group("app", {"level": "info"}, TS, 1, 10))[0] == "logs-info"
     assert router.route(Group("app", {}, TS, 1, 10))[0] == "logs-unknown"
+
+
+def test_fields_name_topics_keys_and_headers_per_group() -> None:
+    """'{fields.x}' in topics and 'fields.x' as key_field or header: the group's value
+    (the dispatcher cut groups by it); a group without it gets 'unknown' in topics, the
+    source_id fallback as key, and no header."""
+    config = kafka_config(
+        "x:1",
+        topic="logs-{fields.service}",
+        key_field="fields.user.id",
+        header_labels=["level", "fields.service", "host"],
+    )
+    router = Router(config)
+    group = Group(
+        "app", {"host": "h"}, TS, 1, 10, [], 0, "error", {"service": "web", "user.id": "7"}
+    )
+    assert router.route(group) == (
+        "logs-web",
+        b"7",
+        [("level", b"error"), ("fields.service", b"web"), ("host", b"h")],
+    )
+    bare = Group("app", {"source_id": "abc"}, TS, 1, 10)
+    assert router.route(bare) == ("logs-unknown", b"abc", None)

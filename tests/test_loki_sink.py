@@ -870,9 +870,20 @@ def test_a_level_template_takes_the_group_s_pipeline_level(
 
     sink = make_sink(fake.url, "labels: {job: '{source}', level: '{level}'}")
     assert isinstance(sink.labels, LabelMapper)
-    _, pairs, _ = sink.labels.stream("app", {"host": "h"}, "warning")
+    _, pairs, _ = sink.labels.stream(Group("app", {"host": "h"}, 1, 1, 1, [], 0, "warning"))
     assert dict(pairs)["level"] == "warning"
-    _, pairs, _ = sink.labels.stream("app", {"level": "info"})
+    _, pairs, _ = sink.labels.stream(Group("app", {"level": "info"}, 1, 1, 1))
     assert dict(pairs)["level"] == "info"  # no pipeline level: the entries' label
-    _, pairs, _ = sink.labels.stream("app", {})
+    _, pairs, _ = sink.labels.stream(Group("app", {}, 1, 1, 1))
     assert "level" not in dict(pairs)  # empty: left out
+
+
+def test_a_fields_template_takes_the_group_s_field_value(
+    fake: LokiFake, make_sink: Callable[..., LokiSink]
+) -> None:
+    sink = make_sink(fake.url, "labels: {job: '{source}', service: '{fields.service}'}")
+    keys = {"service": "web"}
+    _, pairs, _ = sink.labels.stream(Group("app", {}, 1, 1, 1, [], 0, None, keys))
+    assert dict(pairs)["service"] == "web"
+    _, pairs, _ = sink.labels.stream(Group("app", {}, 1, 1, 1))
+    assert "service" not in dict(pairs)  # the group lacks it: left out

@@ -5,6 +5,8 @@ are read from ``/metrics``, and a ``kill -9`` mid-run loses nothing."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 import threading
 import time
 import urllib.error
@@ -13,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from tests._docker_helpers import Dockerd, wait_until_exited
+from tests._kafka_helpers import MockCluster, consume_all
+from tests._loki_fake import LokiFake
 from tests._output import read_ndjson as _entries
 from tests.conftest import free_port, wait_for, write_config
 
@@ -305,6 +309,83 @@ dispatcher: {batch_timeout: 20ms}
         f"error|2|{lines[2]}",
         "||plain",
     ]
+
+
+def test_fields_and_levels_name_files_topics_keys_headers_and_loki_streams(
+    tmp_path: Path, start_agent, mock_cluster: MockCluster
+) -> None:
+    """'{fields.x}' and '{level}' in a file sink's path, a Kafka sink's topic, key and
+    headers and a Loki sink's labels, through ``logcap run``: every entry lands where its
+    own field names, an entry without the field where 'unknown' (or no label) says, a
+    value cannot climb out of the directory, and each entry arrives exactly once."""
+    (tmp_path / "logs").mkdir()
+    services = ["web", "db", "web", "../etc", None, "db"]
+    lines = [
+        json.dumps({"lvl": "err" if n % 2 else "info", "n": n, "svc": svc, "user": {"id": n}})
+        for n, svc in enumerate(services)
+    ]
+    (tmp_path / "logs" / "app.log").write_text("\n".join(lines) + "\n")
+    for topic in ("logs-web", "logs-db", "logs-.._etc", "logs-unknown"):
+        mock_cluster.create_topic(topic, partitions=1)
+    address = f"127.0.0.1:{free_port()}"
+    with LokiFake() as loki:
+        config = write_config(
+            tmp_path,
+            f"""
+data_dir: ./data
+pipelines:
+  parse: {{steps: [{{type: json_parse}}, {{type: level_extract, field: fields.lvl}}]}}
+sources:
+  app: {{type: file, include: ["./logs/*.log"], pipelines: [parse]}}
+sinks:
+  files: {{type: file, path: "./out/{{level}}/{{fields.svc}}-{{labels.host}}.log"}}
+  kafka: {{type: kafka, bootstrap_servers: "{mock_cluster.bootstrap}",
+          topic: "logs-{{fields.svc}}", key_field: fields.user.id,
+          header_labels: [fields.svc, level]}}
+  loki: {{type: loki, url: "{loki.url}", labels: {{job: "{{source}}", svc: "{{fields.svc}}"}},
+         entry_labels: false}}
+dispatcher: {{batch_timeout: 20ms}}
+""",
+            address,
+        )
+        agent = start_agent(config, address)
+        agent.wait_ready()
+        wait_for(lambda: loki.entry_count() == len(lines), 30, "every entry in Loki")
+        messages = consume_all(mock_cluster.bootstrap, ["^logs-.*"], len(lines), timeout=60)
+        assert agent.stop() == 0
+        streams = loki.streams()
+    host = socket.gethostname()
+    out = tmp_path / "out"
+    written = {
+        str(path.relative_to(out)): [e["message"] for e in _entries(path)]
+        for path in sorted(out.rglob("*.log"))
+    }
+    safe_host = re.sub(r"[^A-Za-z0-9_.-]", "_", host)
+    assert written == {
+        f"error/.._etc-{safe_host}.log": [lines[3]],
+        f"error/db-{safe_host}.log": [lines[1], lines[5]],
+        f"info/unknown-{safe_host}.log": [lines[4]],
+        f"info/web-{safe_host}.log": [lines[0], lines[2]],
+    }
+    assert not (tmp_path / "etc").exists()
+    by_topic = sorted(
+        (m.topic(), m.key(), m.headers(), json.loads(m.value())["message"]) for m in messages
+    )
+    assert by_topic == sorted(
+        (
+            f"logs-{(svc or 'unknown').replace('/', '_')}",
+            str(n).encode(),
+            [*([("fields.svc", svc.encode())] if svc else []), ("level", level.encode())],
+            lines[n],
+        )
+        for n, (svc, level) in enumerate(zip(services, ["info", "error"] * 3, strict=True))
+    )
+    assert {labels: [line for _, line in entries] for labels, entries in streams.items()} == {
+        (("job", "app"), ("svc", "web")): [lines[0], lines[2]],
+        (("job", "app"), ("svc", "db")): [lines[1], lines[5]],
+        (("job", "app"), ("svc", "../etc")): [lines[3]],
+        (("job", "app"),): [lines[4]],
+    }
 
 
 def test_an_entry_the_steps_grow_past_a_slot_loses_its_fields_not_itself(

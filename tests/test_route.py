@@ -59,13 +59,44 @@ def test_without_conditions_the_router_is_inactive() -> None:
 
 
 def test_pieces_with_levels_are_cut_where_the_level_changes() -> None:
-    from logcap.dispatch.route import by_level
+    from logcap.dispatch.route import regroup
 
     piece = Piece("app", LABELS, b"", 1, ["a", "b", "c"], [1, 2, 3], ["info", "info", None])
-    out = by_level([piece])
+    out = regroup([piece])
     assert [(p.messages, p.level, p.levels) for p in out] == [
         (["a", "b"], "info", ["info", "info"]),
         (["c"], None, [None]),
     ]
     plain = Piece("app", LABELS, b"", 1, ["x"], [])
-    assert by_level([plain]) == [plain]
+    assert regroup([plain]) == [plain]
+    assert regroup([plain], ("service",)) == [plain]  # no fields: nothing to cut by
+
+
+def test_pieces_are_cut_where_a_routed_field_changes_and_carry_its_value() -> None:
+    """'{fields.x}' in a sink's template: the dispatcher cuts where x changes, so the
+    sink renders once per group; values are text (numbers, objects as JSON), absent or
+    null fields are left out, and a value is cut to MAX_KEY_CHARS."""
+    from logcap.dispatch.route import MAX_KEY_CHARS, regroup
+
+    fields: list[bytes | None] = [
+        b'{"svc":"web","http":{"code":200}}',
+        b'{"svc":"web","http":{"code":200},"other":1}',
+        b'{"svc":"db","http":{"code":500}}',
+        b'{"svc":null}',
+        None,
+        b'{"svc":"' + b"x" * 1000 + b'"}',
+        b'{"svc":true,"http":[1]}',
+    ]
+    messages = [str(i) for i in range(len(fields))]
+    stamps = list(range(len(fields)))
+    piece = Piece("app", LABELS, b"", 0, messages, stamps, None, fields)
+    out = regroup([piece], ("http.code", "svc"))
+    assert [(p.messages, p.keys) for p in out] == [
+        (["0", "1"], {"http.code": "200", "svc": "web"}),
+        (["2"], {"http.code": "500", "svc": "db"}),
+        (["3", "4"], {}),
+        (["5"], {"svc": "x" * MAX_KEY_CHARS}),
+        (["6"], {"svc": "true"}),
+    ]
+    assert [p.stamps for p in out] == [[0, 1], [2], [3, 4], [5], [6]]
+    assert regroup([piece]) == [piece]  # no sink names a field: untouched

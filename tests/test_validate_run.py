@@ -82,12 +82,14 @@ def test_a_zero_max_file_bytes_is_refused(tmp_path: Path) -> None:
 
 # -- templates ---------------------------------------------------------------------------
 
+USE = "use '{source}', '{level}', '{labels.NAME}' or '{fields.NAME[.SUB]}'"
+
 
 def test_unknown_placeholders_in_a_file_sink_path_are_refused(tmp_path: Path) -> None:
     text = HEAD + '  out: {type: file, path: "out/{sorce}.log"}\n'
     assert refused(tmp_path, text) == [
-        "7: sinks.out.path: unknown placeholder '{sorce}' (the only one is '{source}'; "
-        "dates use strftime fields such as '%Y-%m-%d')",
+        f"7: sinks.out.path: unknown placeholder '{{sorce}}' ({USE}); "
+        "dates use strftime fields such as '%Y-%m-%d'",
     ]
 
 
@@ -100,10 +102,25 @@ def test_unknown_placeholders_in_kafka_topics_are_refused(tmp_path: Path) -> Non
         "    level_routes: [{levels: [error], topic: 'errors-{lvl}'}]\n"
     )
     assert refused(tmp_path, text) == [
-        "10: sinks.bus.topic: unknown placeholder '{servce}' in topic (use '{source}', "
-        "'{labels.NAME}' or '{level}')",
-        "11: sinks.bus.level_routes: unknown placeholder '{lvl}' in route 0 topic (use "
-        "'{source}', '{labels.NAME}' or '{level}')",
+        f"10: sinks.bus.topic: unknown placeholder '{{servce}}' ({USE})",
+        f"11: sinks.bus.level_routes: route 0 topic: unknown placeholder '{{lvl}}' ({USE})",
+    ]
+
+
+def test_kafka_keys_and_headers_must_name_a_member(tmp_path: Path) -> None:
+    text = HEAD + (
+        "  bus:\n"
+        "    type: kafka\n"
+        "    bootstrap_servers: k:9092\n"
+        "    topic: logs-{fields.service}\n"
+        "    key_field: 'fields.'\n"
+        "    header_labels: [host, 'a b', fields.user.id]\n"
+    )
+    assert refused(tmp_path, text) == [
+        "12: sinks.bus.header_labels: 'a b' is neither a label name nor 'level', "
+        "'labels.NAME' or 'fields.NAME[.SUB]'",
+        "11: sinks.bus.key_field: 'fields.' is neither a label name nor 'level', "
+        "'labels.NAME' or 'fields.NAME[.SUB]'",
     ]
 
 
@@ -272,8 +289,8 @@ def test_an_unknown_key_does_not_hide_the_rules_across_the_component_s_other_key
     )
     assert refused(tmp_path, text) == [
         "7: sinks.out.colur: unknown key 'colur'",
-        "7: sinks.out.path: unknown placeholder '{sorce}' (the only one is '{source}'; "
-        "dates use strftime fields such as '%Y-%m-%d')",
+        f"7: sinks.out.path: unknown placeholder '{{sorce}}' ({USE}); "
+        "dates use strftime fields such as '%Y-%m-%d'",
         "7: sinks.out.fsync_interval: only applies with fsync: interval (fsync is batch)",
     ]
 
@@ -486,8 +503,8 @@ def test_a_components_own_rules_are_checked_even_when_other_sections_are_bad(
         "dispatcher: {batch_timeout: soon}\n"
     )
     assert refused(tmp_path, text) == [
-        "7: sinks.out.path: unknown placeholder '{sorce}' (the only one is '{source}'; "
-        "dates use strftime fields such as '%Y-%m-%d')",
+        f"7: sinks.out.path: unknown placeholder '{{sorce}}' ({USE}); "
+        "dates use strftime fields such as '%Y-%m-%d'",
         "7: sinks.out.fsync_interval: only applies with fsync: interval (fsync is batch)",
         "8: dispatcher.batch_timeout: expected a duration like '200ms' or '5s', got 'soon'",
     ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -12,8 +11,7 @@ from logcap.config._base import doc, resolve_path
 from logcap.config._units import FileBytes, PositiveDuration
 from logcap.sinks.breaker import SinkConfigBase
 from logcap.sinks.file.text import compile_template
-
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+from logcap.sinks.template import template_fields, template_problems
 
 if TYPE_CHECKING:
     from logcap.metrics import CounterBlock
@@ -26,9 +24,11 @@ class FileSinkConfig(SinkConfigBase, tag_field="type", tag="file", frozen=True):
     path: Annotated[
         str,
         doc(
-            "Output file template: '{source}' is the source name, strftime fields "
-            "('%Y-%m-%d') use the entry's timestamp in UTC. Relative paths resolve "
-            "against the config file's directory.",
+            "Output file template: '{source}', '{level}', '{labels.NAME}', "
+            "'{fields.NAME[.SUB]}' (a value the entries lack is 'unknown'; characters "
+            "other than letters, digits, '.', '_' and '-' become '_', so a value never "
+            "leaves its directory), strftime fields ('%Y-%m-%d') use the entry's "
+            "timestamp in UTC. Relative paths resolve against the config file's directory.",
             min_length=1,
         ),
     ]
@@ -94,15 +94,8 @@ class FileSinkConfig(SinkConfigBase, tag_field="type", tag="file", frozen=True):
     def check(self) -> list[tuple[tuple[str, ...], str]]:
         """Cross-field rules (pure): every problem, each at its key."""
         problems: list[tuple[tuple[str, ...], str]] = []
-        for field in _PLACEHOLDER.findall(self.path):
-            if field != "source":
-                problems.append(
-                    (
-                        ("path",),
-                        f"unknown placeholder '{{{field}}}' (the only one is '{{source}}'; "
-                        "dates use strftime fields such as '%Y-%m-%d')",
-                    )
-                )
+        for problem in template_problems(self.path):
+            problems.append((("path",), f"{problem}; dates use strftime fields such as '%Y-%m-%d'"))
         if self.format == "text":
             if self.text_template is None:
                 problems.append((("text_template",), "format: text needs a text_template"))
@@ -120,6 +113,10 @@ class FileSinkConfig(SinkConfigBase, tag_field="type", tag="file", frozen=True):
                     ((key,), "compression and max_files need max_file_bytes or rotate_every")
                 )
         return problems
+
+    def routed_fields(self) -> set[str]:
+        """The fields the path template names."""
+        return template_fields(self.path)
 
     def inapplicable(self) -> dict[str, str]:
         """Keys that cannot apply with these settings (an error if the config sets them)."""

@@ -14,6 +14,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from logcap.sinks.template import PLACEHOLDER
+
 SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}
 _ROTATED = re.compile(r"^(?P<base>.+)\.(?P<n>\d+)(?P<ext>\.gz|\.zst)?(?P<tmp>\.tmp)?$")
 _STRFTIME = re.compile(r"%.")
@@ -74,7 +76,7 @@ def interrupted(files: list[Rotated]) -> bool:
 def families(template: str) -> set[str]:
     """Output paths of ``template`` that have rotated files on disk (found at start, so
     work a previous run left unfinished is done even for paths no longer written to)."""
-    pattern = glob.escape(template.replace("{source}", "\0"))
+    pattern = glob.escape(PLACEHOLDER.sub("\0", template))
     pattern = _STRFTIME.sub("*", pattern.replace("\0", "*"))
     found = set()
     for name in glob.glob(pattern + ".*"):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from logcap.dispatch.batch import Batch
+from logcap.dispatch.batch import Batch, Group
 from logcap.durable import fsync_directory
 from logcap.errors import DeliveryError, Permanent
 from logcap.metrics import Counter, CounterBlock, NullBlock
@@ -47,6 +47,7 @@ from logcap.sinks.file.housekeeper import Housekeeper
 from logcap.sinks.file.output import cut_torn_tail, lock, names, open_output, unlock
 from logcap.sinks.file.rotation import families, highest_number, interrupted, rotated_files
 from logcap.sinks.file.text import TextRenderer
+from logcap.sinks.template import GroupKey, compile_template, group_key
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 IDLE_CLOSE_SECONDS = 300.0
@@ -58,6 +59,13 @@ class _OpenFile:
     fd: int
     size: int
     last_write: float
+
+
+def path_part(value: str) -> str:
+    """``value`` as part of one file name: only letters, digits, '.', '_' and '-', and
+    never '.' or '..' (a field's value must not climb out of the directory)."""
+    clean = _UNSAFE.sub("_", value)
+    return "_" * len(clean) if clean.strip(".") == "" else clean
 
 
 class FileSink:
@@ -73,8 +81,9 @@ class FileSink:
         self.counters = counters or NullBlock()
         self.clock = clock
         self._files: dict[str, _OpenFile] = {}
-        self._paths: dict[tuple[str, int], str] = {}
+        self._paths: dict[tuple[GroupKey, int], str] = {}
         self._timed = "%" in config.path
+        self._path_of = compile_template(config.path, "unknown", path_part)
         self._text = TextRenderer(config.text_template) if config.text_template else None
         self._started: dict[str, float] = {}  # path → first opened by this process
         self._numbers: dict[str, int] = {}  # path → its last rotation number
@@ -98,13 +107,13 @@ class FileSink:
             if tidying or interrupted(rotated_files(path)):
                 self.housekeeper.submit(path)
 
-    def render(self, source: str, timestamp_ns: int) -> str:
-        """The output path for entries of ``source`` stamped ``timestamp_ns``."""
-        second = timestamp_ns // 1_000_000_000 if self._timed else 0
-        key = (source, second)
+    def render(self, group: Group) -> str:
+        """The output path for the entries of ``group`` (stamped as its first)."""
+        second = group.timestamp_ns // 1_000_000_000 if self._timed else 0
+        key = (group_key(group), second)
         path = self._paths.get(key)
         if path is None:
-            path = self.config.path.replace("{source}", _UNSAFE.sub("_", source))
+            path = self._path_of(group)
             if self._timed:
                 path = time.strftime(path, time.gmtime(second))
             if len(self._paths) > 4096:
@@ -119,7 +128,7 @@ class FileSink:
         # next to each other in the payload: a batch narrowed to its inputs has gaps)
         run_path, run_start, run_end = "", 0, 0
         for group, start, end in batch.spans():
-            path = self.render(group.source, group.timestamp_ns)
+            path = self.render(group)
             if (path != run_path or start != run_end) and run_end > run_start:
                 self._append(run_path, batch.payload[run_start:run_end], index)
                 run_start = start

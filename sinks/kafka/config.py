@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -12,9 +11,7 @@ import msgspec
 from logcap.config._base import StrictStruct, doc, resolve_path
 from logcap.config._units import PositiveDuration
 from logcap.sinks.breaker import SinkConfigBase
-
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_TOPIC_FIELD = re.compile(r"^(source|level|labels\.[^{}]+)$")
+from logcap.sinks.template import member_problem, template_fields, template_problems
 
 if TYPE_CHECKING:
     from logcap.metrics import CounterBlock
@@ -61,8 +58,8 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
         str,
         doc(
             "Topic template: '{source}', '{labels.NAME}', '{level}' (a pipeline's level, "
-            "else the level label; e.g. 'logs-{labels.service}'); "
-            "a label an entry lacks renders as 'unknown'.",
+            "else the level label), '{fields.NAME[.SUB]}' (a pipeline's field); e.g. "
+            "'logs-{labels.service}'. A member an entry lacks renders as 'unknown'.",
             min_length=1,
         ),
     ]
@@ -77,12 +74,18 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
     key_field: Annotated[
         str | None,
         doc(
-            "Label whose value is the message key; entries without it are keyed by "
-            "their source_id label, then the source name. Null: no key (spread evenly)."
+            "What the message key is: a label name, or 'labels.NAME', 'level' or "
+            "'fields.NAME[.SUB]'; entries without it are keyed by their source_id "
+            "label, then the source name. Null: no key (spread evenly)."
         ),
     ] = "source_id"
     header_labels: Annotated[
-        list[str], doc("Labels copied into message headers (name = label name).")
+        list[str],
+        doc(
+            "Members copied into message headers, each a label name or 'labels.NAME', "
+            "'level', 'fields.NAME[.SUB]' (header name = the entry as written; left out "
+            "when the entry lacks it)."
+        ),
     ] = []
     compression: Annotated[
         Literal["none", "gzip", "snappy", "lz4", "zstd"], doc("Message set compression.")
@@ -153,15 +156,16 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
         from logcap.sinks.kafka.producer import config_problems
 
         problems: list[tuple[tuple[str, ...], str]] = []
-        templates = [("topic", self.topic)]
-        templates += [(f"route {i} topic", r.topic) for i, r in enumerate(self.level_routes)]
-        for where, template in templates:
-            key = "topic" if where == "topic" else "level_routes"
-            for field in _PLACEHOLDER.findall(template):
-                if not _TOPIC_FIELD.match(field):
-                    unknown = f"unknown placeholder '{{{field}}}' in {where}"
-                    use = "(use '{source}', '{labels.NAME}' or '{level}')"
-                    problems.append(((key,), f"{unknown} {use}"))
+        problems += [(("topic",), problem) for problem in template_problems(self.topic)]
+        for i, route in enumerate(self.level_routes):
+            for problem in template_problems(route.topic):
+                problems.append((("level_routes",), f"route {i} topic: {problem}"))
+        members = [("header_labels", name) for name in self.header_labels]
+        if self.key_field is not None:
+            members.append(("key_field", self.key_field))
+        for key, member in members:
+            if (refused := member_problem(member)) is not None:
+                problems.append(((key,), refused))
         for key in ("ca_file", "cert_file", "key_file"):
             file = getattr(self.tls, key, None)
             if file is not None and not (os.path.isfile(file) and os.access(file, os.R_OK)):
@@ -172,6 +176,16 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
             if not (missing_file and problem.startswith("refused by librdkafka")):
                 problems.append(((key,), problem))
         return problems
+
+    def routed_fields(self) -> set[str]:
+        """The fields the topics, the key and the headers name."""
+        names = set().union(
+            *(template_fields(t) for t in [self.topic] + [r.topic for r in self.level_routes])
+        )
+        for member in [self.key_field or "", *self.header_labels]:
+            if member.startswith("fields."):
+                names.add(member[len("fields.") :])
+        return names
 
     def build(self, counters: CounterBlock) -> Sink:
         """The sink this config describes. A librdkafka producer."""

@@ -27,9 +27,9 @@ from logcap.metrics import CounterBlock
 from logcap.sinks.base import Failures
 from logcap.sinks.kafka.config import KafkaSinkConfig
 from logcap.sinks.kafka.producer import delivery_error, librdkafka_config
+from logcap.sinks.template import GroupKey, Render, compile_template, group_key, member_getter
 
 log = logging.getLogger(__name__)
-_FIELD = re.compile(r"\{(source|level|labels\.[^{}]+)\}")
 _NOT_TOPIC_CHAR = re.compile(r"[^A-Za-z0-9._-]")
 CLOSE_TIMEOUT = 10.0
 _CACHED_REFUSALS = frozenset(
@@ -44,23 +44,11 @@ Headers = list[tuple[str, str | bytes | None]]
 Route = tuple[str, bytes | None, Headers | None]  # topic, key, headers
 
 
-def render_topic(
-    template: str, source: str, labels: dict[str, str], level: str | None = None
-) -> str:
-    """A topic name from a template; characters Kafka does not allow become '_'.
-    ``{level}`` is the level a pipeline gave the group, else its ``level`` label."""
-
-    def field(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name == "source":
-            value = source
-        elif name == "level":
-            value = level or labels.get("level", "unknown")
-        else:
-            value = labels.get(name[len("labels.") :], "unknown")
-        return value or "unknown"
-
-    return _NOT_TOPIC_CHAR.sub("_", _FIELD.sub(field, template))[:249]
+def topic_renderer(template: str) -> Render:
+    """A topic name per group from a template (sinks/template.py); a member the group
+    lacks is 'unknown', characters Kafka does not allow become '_'."""
+    render = compile_template(template, "unknown")
+    return lambda group: _NOT_TOPIC_CHAR.sub("_", render(group))[:249]
 
 
 class Router:
@@ -68,34 +56,38 @@ class Router:
 
     def __init__(self, config: KafkaSinkConfig) -> None:
         self.config = config
+        self.topic = topic_renderer(config.topic)
         self.routes = [
-            ({level.lower() for level in route.levels}, route.topic)
+            ({level.lower() for level in route.levels}, topic_renderer(route.topic))
             for route in config.level_routes
         ]
-        self.cache: dict[tuple[str, tuple[tuple[str, str], ...], str | None], Route] = {}
+        # key_field / header_labels: a label name, or 'level', 'labels.X', 'fields.X'
+        key = config.key_field
+        self.key = None if key is None else member_getter(key, "")
+        self.headers = [(name, member_getter(name, "")) for name in config.header_labels]
+        self.cache: dict[GroupKey, Route] = {}
 
     def route(self, group: Group) -> Route:
-        labels = group.labels
-        cache_key = (group.source, tuple(labels.items()), group.level)
+        cache_key = group_key(group)
         found = self.cache.get(cache_key)
         if found is not None:
             return found
-        config = self.config
-        template = config.topic
-        # a pipeline's level for the group (dispatch/route.py by_level), else the label
+        labels = group.labels
+        render = self.topic
+        # a pipeline's level for the group (dispatch/route.py regroup), else the label
         level = (group.level or labels.get("level", "")).lower()
         for levels, topic in self.routes:
             if level in levels:
-                template = topic
+                render = topic
                 break
         key: bytes | None = None
-        if config.key_field is not None:
-            value = labels.get(config.key_field) or labels.get("source_id") or group.source
+        if self.key is not None:
+            value = self.key(group) or labels.get("source_id") or group.source
             key = value.encode()
         headers: Headers = [
-            (name, labels[name].encode()) for name in config.header_labels if name in labels
+            (name, value.encode()) for name, get in self.headers if (value := get(group))
         ]
-        found = (render_topic(template, group.source, labels, group.level), key, headers or None)
+        found = (render(group), key, headers or None)
         if len(self.cache) > 10_000:
             self.cache.clear()
         self.cache[cache_key] = found

@@ -18,6 +18,7 @@ from logcap.sinks._http import (
     tls_problems,
 )
 from logcap.sinks.breaker import SinkConfigBase
+from logcap.sinks.template import template_fields, template_problems
 
 if TYPE_CHECKING:
     from logcap.metrics import CounterBlock
@@ -32,8 +33,6 @@ HeaderName = Annotated[
 ]
 
 #: Where templates may take values from: '{source}', '{labels.NAME}' and '{level}'.
-PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_FIELD = re.compile(r"^(source|level|labels\.[^{}\s]+)$")
 
 #: Label names never sent as Loki labels when they come from the entries themselves: values
 #: that differ per line, per request or per process make a stream per value, which is what
@@ -130,9 +129,11 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
         dict[str, str],
         doc(
             "Loki label name -> template: '{source}' is the source name, "
-            "'{labels.NAME}' an entry label (empty if the entry lacks it), '{level}' the "
-            "level a pipeline gave the entries (else their level label), e.g. "
-            "{level: '{level}'}. Labels whose value is empty are left out.",
+            "'{labels.NAME}' an entry label, '{level}' the level a pipeline gave the "
+            "entries (else their level label), '{fields.NAME[.SUB]}' a field a pipeline "
+            "set (each value a stream: only low-cardinality fields), e.g. "
+            "{level: '{level}'}. A member an entry lacks is empty; labels whose value "
+            "is empty are left out.",
         ),
     ] = msgspec.field(default_factory=lambda: dict(DEFAULT_LABELS))
     entry_labels: Annotated[
@@ -185,15 +186,7 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
                         "not starting with '__')",
                     )
                 )
-            for field in PLACEHOLDER.findall(template):
-                if not _FIELD.match(field):
-                    problems.append(
-                        (
-                            ("labels", name),
-                            f"unknown placeholder '{{{field}}}' (use '{{source}}', "
-                            "'{labels.NAME}' or '{level}')",
-                        )
-                    )
+            problems += [(("labels", name), problem) for problem in template_problems(template)]
         reserved = set(_RESERVED_HEADERS)
         if self.tenant_id is not None:
             reserved.add("x-scope-orgid")
@@ -203,6 +196,10 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
             if header.lower() in reserved:
                 problems.append((("headers", header), f"{header} is set by the sink itself"))
         return problems
+
+    def routed_fields(self) -> set[str]:
+        """The fields the label templates name."""
+        return set().union(*(template_fields(t) for t in self.labels.values()))
 
     def inapplicable(self) -> dict[str, str]:
         """Keys that cannot apply with these settings (an error if the config sets them)."""

@@ -12,15 +12,15 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
-from collections.abc import Callable
 
-from logcap.sinks.loki.config import PLACEHOLDER, LokiSinkConfig
+from logcap.dispatch.batch import Group
+from logcap.sinks.loki.config import LokiSinkConfig
 from logcap.sinks.loki.wire import label_set
+from logcap.sinks.template import GroupKey, compile_template, group_key
 
 log = logging.getLogger(__name__)
 
 Pairs = tuple[tuple[str, str], ...]
-Render = Callable[[str, dict[str, str], str | None], str]
 _NOT_NAME_CHAR = re.compile(r"[^a-zA-Z0-9_]")
 _CACHE_LIMIT = 4096
 
@@ -35,49 +35,11 @@ def sanitise(name: str) -> str:
     return "" if clean.strip("_") == "" else clean
 
 
-_SOURCE, _LEVEL = ("",), ("\0level",)  # the parts '{source}' and '{level}'
-
-
-def compile_template(template: str) -> Render:
-    """A function of (source, labels, level) for a '{source}' / '{labels.NAME}' /
-    '{level}' template (the level a pipeline gave the group's entries, else the
-    entries' ``level`` label)."""
-    parts: list[str | tuple[str]] = []  # literal text, or (label name,), _SOURCE, _LEVEL
-    at = 0
-    for match in PLACEHOLDER.finditer(template):
-        parts.append(template[at : match.start()])
-        field = match.group(1)
-        if field == "source":
-            parts.append(_SOURCE)
-        elif field == "level":
-            parts.append(_LEVEL)
-        else:
-            parts.append((field[len("labels.") :],))
-        at = match.end()
-    parts.append(template[at:])
-    parts = [part for part in parts if part != ""]
-
-    def render(source: str, labels: dict[str, str], level: str | None = None) -> str:
-        out = []
-        for part in parts:
-            if isinstance(part, str):
-                out.append(part)
-            elif part is _SOURCE:
-                out.append(source)
-            elif part is _LEVEL:
-                out.append(level or labels.get("level", ""))
-            else:
-                out.append(labels.get(part[0], ""))
-        return "".join(out)
-
-    return render
-
-
 class LabelMapper:
     """Chooses the label set of each group; remembers which names it stopped sending."""
 
     def __init__(self, config: LokiSinkConfig) -> None:
-        self.templates = {name: compile_template(t) for name, t in config.labels.items()}
+        self.templates = {name: compile_template(t, "") for name, t in config.labels.items()}
         self.entry_labels = config.entry_labels
         self.max_values = config.max_label_values
         patterns = [fnmatch.translate(p.lower()) for p in config.drop_labels]
@@ -85,20 +47,17 @@ class LabelMapper:
         self._names: dict[str, str] = {}  # entry label name -> sanitised name, "" if dropped
         self._values: dict[str, set[str]] = {}
         self.dropped: set[str] = set()  # names past max_label_values
-        self._cache: dict[tuple[str, Pairs, str | None], tuple[str, Pairs, bool]] = {}
+        self._cache: dict[GroupKey, tuple[str, Pairs, bool]] = {}
 
-    def stream(
-        self, source: str, labels: dict[str, str], level: str | None = None
-    ) -> tuple[str, Pairs, bool]:
-        """The label set in Loki's syntax, its pairs sorted by name, and whether a name
-        past ``max_label_values`` was left out of it (``level``: the group's, from a
-        pipeline)."""
-        key = (source, tuple(labels.items()), level)
+    def stream(self, group: Group) -> tuple[str, Pairs, bool]:
+        """The label set of ``group``'s entries in Loki's syntax, its pairs sorted by
+        name, and whether a name past ``max_label_values`` was left out of it."""
+        key = group_key(group)
         found = self._cache.get(key)
         if found is None:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            found = self._cache[key] = self._build(source, labels, level)
+            found = self._cache[key] = self._build(group)
         return found
 
     def _name(self, name: str) -> str:
@@ -110,17 +69,15 @@ class LabelMapper:
             self._names[name] = clean
         return clean
 
-    def _build(
-        self, source: str, labels: dict[str, str], level: str | None
-    ) -> tuple[str, Pairs, bool]:
+    def _build(self, group: Group) -> tuple[str, Pairs, bool]:
         chosen: dict[str, str] = {}
         if self.entry_labels:
-            for name, value in sorted(labels.items()):
+            for name, value in sorted(group.labels.items()):
                 clean = self._name(name)
                 if clean and value and clean not in chosen:
                     chosen[clean] = value
         for name, render in self.templates.items():
-            chosen[name] = render(source, labels, level)
+            chosen[name] = render(group)
         pruned = False
         for name, value in list(chosen.items()):
             if not value:
@@ -129,7 +86,7 @@ class LabelMapper:
                 del chosen[name]
                 pruned = True
         if not chosen:  # Loki refuses a stream without labels
-            chosen["source"] = source
+            chosen["source"] = group.source
         pairs = tuple(sorted(chosen.items()))
         return label_set(pairs), pairs, pruned
 

@@ -118,7 +118,7 @@ class LokiSink:
         streams: dict[str, Stream] = {}
         at = 0
         for group in batch.meta.groups:
-            key, pairs, pruned = self.labels.stream(group.source, group.labels, group.level)
+            key, pairs, pruned = self.labels.stream(group)
             if pruned:
                 self.entries_pruned += group.count
             stream = streams.get(key)

@@ -44,6 +44,8 @@ class CollectorEnv:
     should_stop: Callable[[], bool]
     # the pipelines the source names, in its order, with their configs
     pipelines: tuple[tuple[str, PipelineConfig], ...] = ()
+    # its words of the counter table's step area (per pipeline step and outcome)
+    steps: CounterBlock | None = None
 
     def processor(self) -> Processor | None:
         """The source's pipelines, compiled; None if it names none."""
@@ -51,7 +53,7 @@ class CollectorEnv:
             return None
         from logcap.capture.pipeline.engine import Processor
 
-        return Processor(self.name, list(self.pipelines), self.counters)
+        return Processor(self.name, list(self.pipelines), self.counters, steps=self.steps)
 
     @property
     def started_marker(self) -> Path:

@@ -6,10 +6,15 @@ that may have changed since the run started.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from logcap.config import Config
 from logcap.config._units import dec_hook, enc_hook
+
+if TYPE_CHECKING:
+    from logcap.capture.pipeline.engine import Series
 
 DISPATCHER = "dispatcher"
 RETRY = "retry"
@@ -21,6 +26,25 @@ def batch_slot_bytes(config: Config) -> int:
     from logcap.dispatch.bounds import largest_batch_bytes
 
     return largest_batch_bytes(config)
+
+
+def step_areas(config: Config, sources: list[str]) -> dict[str, tuple[int, list[Series]]]:
+    """Per source, where its words start in the counter table's step area and the
+    (pipeline, step, outcome) of each: sources in plan order, each after the last."""
+    from logcap.capture.pipeline.engine import step_series
+
+    areas: dict[str, tuple[int, list[Series]]] = {}
+    offset = 0
+    for name in sources:
+        series = step_series([(p, config.pipelines[p]) for p in config.sources[name].pipelines])
+        areas[name] = (offset, series)
+        offset += len(series)
+    return areas
+
+
+def step_words(config: Config, sources: list[str]) -> int:
+    """Words of the counter table's step area (every source's series)."""
+    return sum(len(series) for _, series in step_areas(config, sources).values())
 
 
 class RunPlan(msgspec.Struct, kw_only=True):
@@ -47,6 +71,11 @@ class RunPlan(msgspec.Struct, kw_only=True):
     def components(self) -> list[str]:
         """Every component in counter-table order."""
         return [*self.sources, DISPATCHER, *self.sinks, RETRY]
+
+    def step_area(self, source: str) -> tuple[int, list[Series]]:
+        """Where ``source``'s words start in the counter table's step area, and the
+        (pipeline, step, outcome) of each."""
+        return step_areas(self.config, self.sources)[source]
 
     def encode(self) -> bytes:
         """Bytes for a child's stdin."""

@@ -35,7 +35,7 @@ from logcap.child import quiet_third_party_loggers
 from logcap.config import Config, component_type
 from logcap.metrics import NOTHING, Counter, CounterTable
 from logcap.operator_log import config_origin, drain_line, start_lines
-from logcap.plan import DISPATCHER, RETRY, RunPlan, batch_slot_bytes
+from logcap.plan import DISPATCHER, RETRY, RunPlan, batch_slot_bytes, step_words
 from logcap.ringbuf import Doorbell, Ring, run_prefix, sweep_stale, unlink
 from logcap.runstate import RunState
 
@@ -122,7 +122,9 @@ class Supervisor:
                 names[sink] = name
                 self.segments.append(name)
         counters_name, state_name = f"{self.prefix}counters", f"{self.prefix}state"
-        self.table = CounterTable.create(counters_name, len(sources) + len(sinks) + 2)
+        self.table = CounterTable.create(
+            counters_name, len(sources) + len(sinks) + 2, step_words(cfg, sources)
+        )
         self.state = RunState.create(state_name)
         self.segments += [counters_name, state_name]
         for component in [*sources, DISPATCHER, *sinks, RETRY]:

@@ -7,8 +7,13 @@ Layout (little-endian int64 words)::
 
     word 0                     magic 0x4C4F47434150434E ("LOGCAPCN")
     word 1                     number of components
-    word 2..7                  reserved
+    word 2                     words of the step area
+    word 3..7                  reserved
     word 8 + c*WORDS + k       counter k (see :class:`Counter`) of component c
+    word 8 + C*WORDS + i       step area word i (C components): one word per
+                               (source, pipeline, step, outcome), each source's words
+                               in the order capture/pipeline/engine.py step_series gives
+                               (offsets: logcap/plan.py RunPlan.step_area)
 
 The component order is fixed by the run plan (sources, dispatcher, sinks, retry), so
 every process finds its block by index. A sink's block holds words written by the sink
@@ -107,18 +112,20 @@ class CounterTable:
         if self._words[0] != MAGIC:
             raise RingCorrupt(f"segment {shm.name!r} is not a logcap counter table")
         self.components = self._words[1]
+        self.step_words = self._words[2]
 
     @staticmethod
-    def size(components: int) -> int:
-        """Bytes needed for ``components`` blocks."""
-        return (HEADER_WORDS + components * WORDS) * 8
+    def size(components: int, step_words: int = 0) -> int:
+        """Bytes needed for ``components`` blocks and the step area."""
+        return (HEADER_WORDS + components * WORDS + step_words) * 8
 
     @classmethod
-    def create(cls, name: str, components: int) -> CounterTable:
+    def create(cls, name: str, components: int, step_words: int = 0) -> CounterTable:
         """Create a zeroed table."""
-        shm = _shm.create(name, cls.size(components))
+        shm = _shm.create(name, cls.size(components, step_words))
         words = _shm.buffer(shm).cast("q")
         words[1] = components
+        words[2] = step_words
         words[0] = MAGIC
         words.release()
         return cls(shm)
@@ -133,6 +140,18 @@ class CounterTable:
         if not 0 <= component < self.components:
             raise IndexError(f"no component {component} of {self.components}")
         return CounterBlock(self._words, HEADER_WORDS + component * WORDS)
+
+    def steps_block(self, offset: int, count: int) -> CounterBlock:
+        """The ``count`` step-area words from ``offset`` (one source's): word i of the
+        block is step-area word ``offset + i``."""
+        if not (offset >= 0 and offset + count <= self.step_words):
+            raise IndexError(f"no step words {offset}..{offset + count} of {self.step_words}")
+        return CounterBlock(self._words, HEADER_WORDS + self.components * WORDS + offset)
+
+    def read_steps(self, offset: int, count: int) -> list[int]:
+        """A snapshot of ``count`` step-area words from ``offset``."""
+        base = HEADER_WORDS + self.components * WORDS + offset
+        return list(self._words[base : base + count])
 
     def read(self, component: int) -> dict[Counter, int]:
         """A snapshot of one component's named counters."""

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from logcap.capture.pipeline.engine import DROPPED
 from logcap.errors import REASON_CODES
 from logcap.metrics._counters import Counter
-from logcap.plan import DISPATCHER, RETRY
+from logcap.plan import DISPATCHER, RETRY, step_areas
 
 if TYPE_CHECKING:
     from logcap.supervisor import Supervisor
@@ -211,6 +212,39 @@ def _retry_families(sup: Supervisor) -> Iterator[Metric]:
         yield total
 
 
+def _step_families(sup: Supervisor) -> Iterator[Metric]:
+    """Per pipeline step: failures by reason, entries dropped, event times out of range
+    (the counter table's step area; a series per outcome the step can have, so each
+    exists from the start at 0)."""
+    errors = CounterMetricFamily(
+        "logcap_pipeline_errors",
+        "Entries a pipeline step failed on, by reason (each went on unchanged).",
+        labels=["component", "pipeline", "step", "reason"],
+    )
+    dropped = CounterMetricFamily(
+        "logcap_pipeline_dropped",
+        "Entries a pipeline step removed (drop, dedup, timestamp_limits with action: drop).",
+        labels=["component", "pipeline", "step"],
+    )
+    out_of_range = CounterMetricFamily(
+        "logcap_pipeline_timestamps_out_of_range",
+        "Event times outside a pipeline's timestamp_limits, by the action taken.",
+        labels=["component", "pipeline", "action"],
+    )
+    for source, (offset, series) in step_areas(sup.plan.config, sup.plan.sources).items():
+        values = sup.table.read_steps(offset, len(series))
+        for (pipeline, step, outcome), value in zip(series, values, strict=True):
+            if step == "timestamp_limits":
+                out_of_range.add_metric([source, pipeline, outcome], value)
+                if outcome == "drop":
+                    dropped.add_metric([source, pipeline, step], value)
+            elif outcome == DROPPED:
+                dropped.add_metric([source, pipeline, step], value)
+            else:
+                errors.add_metric([source, pipeline, step, outcome], value)
+    yield from (errors, dropped, out_of_range)
+
+
 class PipelineCollector(Collector):
     """Reads everything at scrape time from the supervisor's view of the run."""
 
@@ -272,6 +306,7 @@ class PipelineCollector(Collector):
             cpu.add_metric(["supervisor", "supervisor"], supervisor_stats[0])
             rss.add_metric(["supervisor", "supervisor"], supervisor_stats[1])
         yield from _retry_families(sup)
+        yield from _step_families(sup)
         used = GaugeMetricFamily(
             "logcap_ring_used_slots",
             "Slots published and not yet released by the slowest consumer.",

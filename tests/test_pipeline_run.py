@@ -91,6 +91,33 @@ dispatcher: {batch_timeout: 20ms}
     # the broken JSON line, and the unknown level 'bogus'
     assert agent.metric("logcap_source_pipeline_errors_total", component="app") == 2
     assert agent.metric("logcap_source_timestamps_out_of_range_total", component="app") == 1
+    # per pipeline step and reason: a series for every outcome each step can have
+    errors = _samples(
+        agent, "logcap_pipeline_errors_total", "component", "pipeline", "step", "reason"
+    )
+    assert {key: value for key, value in errors.items() if value} == {
+        ("app", "parse", "0:json_parse", "invalid_json"): 1,
+        ("app", "parse", "4:level_extract", "unknown_level"): 1,
+    }
+    assert set(errors) == {
+        ("app", "parse", step, reason)
+        for step, reasons in [
+            ("0:json_parse", ["not_text", "invalid_json", "not_an_object"]),
+            ("1:regex_extract", ["no_match"]),
+            ("2:timestamp_parse", ["no_format_matched"]),
+            ("3:timestamp_parse", ["no_format_matched"]),
+            ("4:level_extract", ["unknown_level"]),
+            ("5:level_extract", ["unknown_level"]),
+        ]
+        for reason in reasons
+    }
+    assert _samples(agent, "logcap_pipeline_dropped_total", "component", "pipeline", "step") == {
+        ("app", "tidy", "0:drop"): 1,
+        ("app", "tidy", "1:dedup"): 1,
+    }
+    assert _samples(
+        agent, "logcap_pipeline_timestamps_out_of_range_total", "component", "pipeline", "action"
+    ) == {("app", "tidy", "clamp"): 1}
     assert agent.stop() == 0
 
     entries = _entries(out)
@@ -141,6 +168,18 @@ dispatcher: {batch_timeout: 20ms}
     # an event time 970 years ahead is clamped to the read time; 'bogus' is no level
     assert future["timestamp"] == future["ingested_at"] and "level" not in future
     assert future["message"] == "from the future"
+
+
+def _samples(agent, name: str, *labels: str) -> dict[tuple[str, ...], float]:
+    """Every sample of ``name`` on /metrics, by the values of ``labels``."""
+    _, body = agent.get("/metrics")
+    found = {}
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{"):
+            text, value = line[len(name) + 1 :].rsplit("} ", 1)
+            pairs = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', text))
+            found[tuple(pairs[label] for label in labels)] = float(value)
+    return found
 
 
 def _epoch(stamp: str) -> float:

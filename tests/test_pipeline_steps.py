@@ -294,3 +294,43 @@ def test_entries_are_packed_in_runs_of_equal_labels_with_their_levels_and_fields
         [LABELS, [4], ["d"], None, None],
     ]
     assert rich_runs([]) == []
+
+
+def test_every_step_outcome_is_counted_in_its_own_step_area_word() -> None:
+    """The words of a source's step area (capture/pipeline/engine.py step_series): one
+    per (pipeline, step, outcome), in order; a staged run counts nothing until commit,
+    and a rolled-back one never."""
+    from logcap.capture.pipeline.engine import step_series
+
+    pipelines = [
+        ("p", pipeline([{"type": "json_parse"}, {"type": "dedup", "key": ["message"]}])),
+        (
+            "q",
+            pipeline(
+                [{"type": "timestamp_parse", "field": "message", "formats": ["unix"]}],
+                timestamp_limits={"max_past": "1s", "max_future": "1s", "action": "keep"},
+            ),
+        ),
+    ]
+    series = step_series(pipelines)
+    assert series == [
+        ("p", "0:json_parse", "not_text"),
+        ("p", "0:json_parse", "invalid_json"),
+        ("p", "0:json_parse", "not_an_object"),
+        ("p", "1:dedup", "dropped"),
+        ("q", "0:timestamp_parse", "no_format_matched"),
+        ("q", "timestamp_limits", "keep"),
+    ]
+    steps = Counts()
+    processor = Processor("app", pipelines, Counts(), steps=steps)  # type: ignore[arg-type]
+    entries = [Entry("app", {}, 10**18, text) for text in ["x", "x", "[1]", "{}"]]
+    processor.run(entries, 10**18, commit=False)
+    assert steps.values == {}
+    processor.rollback()
+    processor.run([Entry("app", {}, 10**18, text) for text in ["x", "x", "[1]", "{}"]], 10**18)
+    assert steps.values == {
+        1: 2,  # invalid_json: both "x" (dedup comes after)
+        2: 1,  # not_an_object: [1]
+        3: 1,  # dedup dropped the second "x"
+        4: 3,  # no unix time in "x", "[1]", "{}"
+    }

@@ -3,9 +3,12 @@
 Steps run in order, pipeline after pipeline, on each entry. A step that fails leaves the
 entry as it was and the entry goes on; a ``drop`` or ``dedup`` step, or a
 ``timestamp_limits`` with ``action: drop``, removes it. Every failure, drop and
-out-of-range event time is counted in the source's counter block (exported per source),
-and each (pipeline, step, reason) is logged at most once a minute with how often it
-happened meanwhile, so a stream of junk lines tells the operator without flooding the log.
+out-of-range event time is counted in the source's counter block (exported per source)
+and per (pipeline, step, outcome) in the counter table's step area (:func:`step_series`
+fixes its words; exported as ``logcap_pipeline_errors_total{pipeline, step, reason}`` and
+``logcap_pipeline_dropped_total``), and each (pipeline, step, outcome) is logged at most
+once a minute with how often it happened meanwhile, so a stream of junk lines tells the
+operator without flooding the log.
 """
 
 from __future__ import annotations
@@ -17,11 +20,29 @@ from collections.abc import Callable
 
 from logcap.capture.pipeline.config import PipelineConfig
 from logcap.capture.pipeline.entry import Entry
-from logcap.capture.pipeline.steps import Dedup, Step, compile_step
+from logcap.capture.pipeline.steps import Dedup, Step, compile_step, step_label, step_type
 from logcap.metrics import Counter, CounterBlock
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 60.0
+DROPPED = "dropped"  # the outcome of an entry a drop or dedup step removed
+Series = tuple[str, str, str]  # (pipeline, step, outcome)
+
+
+def step_series(pipelines: list[tuple[str, PipelineConfig]]) -> list[Series]:
+    """Every (pipeline, step, outcome) a :class:`Processor` of ``pipelines`` counts, in a
+    fixed order: the words of the source's part of the counter table's step area. An
+    outcome is a failure reason of the step, ``dropped`` for drop and dedup steps, and
+    the action ('clamp', 'keep', 'drop') for a pipeline's ``timestamp_limits``."""
+    series: list[Series] = []
+    for name, config in pipelines:
+        for index, step in enumerate(config.steps):
+            kind = step_type(step)
+            outcomes = (*kind.reasons, DROPPED) if kind.drops else kind.reasons
+            series += [(name, step_label(index, kind.kind), outcome) for outcome in outcomes]
+        if config.timestamp_limits is not None:
+            series.append((name, "timestamp_limits", config.timestamp_limits.action))
+    return series
 
 
 class _Compiled:
@@ -44,10 +65,14 @@ class Processor:
         pipelines: list[tuple[str, PipelineConfig]],
         counters: CounterBlock,
         clock: Callable[[], float] = time.monotonic,
+        steps: CounterBlock | None = None,
     ) -> None:
         self.source = source
         self.pipelines = [_Compiled(name, config) for name, config in pipelines]
         self.counters = counters
+        # the source's words of the step area, one per series (None: not counted there)
+        self.steps = steps
+        self._word = {series: i for i, series in enumerate(step_series(pipelines))}
         self.clock = clock
         self._unlogged: Tally[tuple[str, str, str]] = Tally()
         self._next_log = 0.0
@@ -89,10 +114,10 @@ class Processor:
                 entries = step.apply_all(entries, failures)
                 if len(entries) < before:
                     dropped += before - len(entries)
-                    staged[(pipeline.name, _name(step), "dropped")] += before - len(entries)
+                    staged[(pipeline.name, step.label, DROPPED)] += before - len(entries)
                 for reason, count in failures.items():
                     errors += count
-                    staged[(pipeline.name, _name(step), reason)] += count
+                    staged[(pipeline.name, step.label, reason)] += count
             limits = pipeline.limits
             if limits is not None:
                 low, high = read_ns - pipeline.max_past_ns, read_ns + pipeline.max_future_ns
@@ -127,6 +152,9 @@ class Processor:
             self.counters.add(Counter.PIPELINE_DROPPED, dropped)
         if out_of_range:
             self.counters.add(Counter.TIMESTAMPS_OUT_OF_RANGE, out_of_range)
+        if self.steps is not None:
+            for series, count in self._tally.items():
+                self.steps.add(self._word[series], count)
         self._unlogged.update(self._tally)
         self._staged = self._tally = None
         for pipeline in self.pipelines:
@@ -144,7 +172,7 @@ class Processor:
 
     def _log(self) -> None:
         for (pipeline, step, reason), count in sorted(self._unlogged.items()):
-            level = logging.INFO if reason in ("dropped", "keep", "clamp") else logging.WARNING
+            level = logging.INFO if reason in (DROPPED, "keep", "clamp") else logging.WARNING
             log.log(
                 level,
                 "source %s: pipeline %s step %s: %s, %d entr%s",
@@ -157,7 +185,3 @@ class Processor:
             )
         self._unlogged.clear()
         self._next_log = self.clock() + LOG_EVERY
-
-
-def _name(step: Step) -> str:
-    return f"{step.index} ({step.kind})"

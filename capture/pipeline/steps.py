@@ -24,6 +24,11 @@ Outcome = str | None
 _decode_json = msgspec.json.Decoder().decode
 
 
+def step_label(index: int, kind: str) -> str:
+    """A step as metrics and the log name it: its position in the pipeline and type."""
+    return f"{index}:{kind}"
+
+
 class Step:
     """A compiled step; ``kind`` and ``index`` name it in counters and the log.
 
@@ -33,9 +38,11 @@ class Step:
 
     kind = "step"
     drops = False  # whether apply may return DROP
+    reasons: tuple[str, ...] = ()  # every failure reason apply may return (its counters)
 
     def __init__(self, index: int, when: cfg.Condition | None) -> None:
         self.index = index
+        self.label = step_label(index, self.kind)
         self.when = None if when is None else condition(when)
 
     def apply(self, entry: Entry) -> Outcome:
@@ -105,6 +112,7 @@ def _into(into: str) -> Callable[[Entry, dict[str, Any]], None]:
 
 class JsonParse(Step):
     kind = "json_parse"
+    reasons = ("not_text", "invalid_json", "not_an_object")
 
     def __init__(self, index: int, config: cfg.JsonParse) -> None:
         super().__init__(index, config.when)
@@ -148,6 +156,7 @@ class JsonParse(Step):
 
 class RegexExtract(Step):
     kind = "regex_extract"
+    reasons = ("no_match",)
 
     def __init__(self, index: int, config: cfg.RegexExtract) -> None:
         super().__init__(index, config.when)
@@ -170,6 +179,7 @@ class RegexExtract(Step):
 
 class TimestampParse(Step):
     kind = "timestamp_parse"
+    reasons = ("no_format_matched",)
 
     def __init__(self, index: int, config: cfg.TimestampParse) -> None:
         super().__init__(index, config.when)
@@ -190,6 +200,7 @@ class TimestampParse(Step):
 
 class LevelExtract(Step):
     kind = "level_extract"
+    reasons = ("unknown_level",)
 
     def __init__(self, index: int, config: cfg.LevelExtract) -> None:
         super().__init__(index, config.when)
@@ -264,6 +275,9 @@ class Drop(Step):
     kind = "drop"
     drops = True
 
+    def __init__(self, index: int, config: cfg.Drop) -> None:
+        super().__init__(index, config.when)
+
     def apply(self, entry: Entry) -> Outcome:
         return DROP
 
@@ -312,7 +326,7 @@ class Dedup(Step):
         self.undo.clear()
 
 
-_KINDS: dict[type[Any], Callable[[int, Any], Step]] = {
+_KINDS: dict[type[Any], type[Step]] = {
     cfg.JsonParse: JsonParse,
     cfg.RegexExtract: RegexExtract,
     cfg.TimestampParse: TimestampParse,
@@ -320,11 +334,17 @@ _KINDS: dict[type[Any], Callable[[int, Any], Step]] = {
     cfg.FieldAdd: FieldAdd,
     cfg.FieldRemove: FieldRemove,
     cfg.FieldRename: FieldRename,
-    cfg.Drop: lambda index, config: Drop(index, config.when),
+    cfg.Drop: Drop,
     cfg.Dedup: Dedup,
 }
 
 
 def compile_step(index: int, config: cfg.Step) -> Step:
     """The runnable step for ``config`` (validated)."""
-    return _KINDS[type(config)](index, config)
+    make: Callable[[int, Any], Step] = _KINDS[type(config)]
+    return make(index, config)
+
+
+def step_type(config: cfg.Step) -> type[Step]:
+    """The class ``config`` compiles to: its ``kind``, ``drops`` and ``reasons``."""
+    return _KINDS[type(config)]

@@ -29,8 +29,10 @@ system_packages=()
 if [ "$with_tests" = 1 ]; then
   # docker.io: the docker source's tests start their own dockerd; busybox-static: the
   # static busybox their test image is made of (no registry is needed); systemd: the
-  # unit is checked with systemd-analyze (no systemd runs)
-  system_packages+=(procps util-linux docker.io busybox-static systemd)
+  # unit is checked with systemd-analyze (no systemd runs); prometheus (with promtool):
+  # the dashboards' and alerts' proof against a running agent; tmux: `logcap top` is
+  # tested in a real terminal
+  system_packages+=(procps util-linux docker.io busybox-static systemd prometheus tmux)
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()

@@ -44,8 +44,10 @@ def validate(config_path: Path | None) -> None:
 
 def _register_subcommands() -> None:
     from logcap.cli_dlq import dlq
+    from logcap.cli_top import top
 
     main.add_command(dlq)
+    main.add_command(top)
 
 
 _register_subcommands()

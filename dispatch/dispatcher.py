@@ -136,6 +136,9 @@ class Dispatcher:
             self.counters.add(Counter.ERRORS)
             pieces, position = [], None
         del view
+        if position is not None and position.ino and source.byte_positions:
+            # how far the file is read: what the checkpoint lag counts from
+            self.acks.read((position.source, position.dev, position.ino), position.offset)
         self._place(index, seq, pieces, position)
 
     def _place(

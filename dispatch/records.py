@@ -38,6 +38,7 @@ class SourceInput:
     multiline: MultilineRule | None = None  # blocks hold whole events; join their lines
     static_labels: dict[str, str] = field(default_factory=dict)  # the source's `labels`
     path_labels: PathLabels | None = None  # a file source's `path_labels`
+    byte_positions: bool = False  # positions are byte offsets (files): checkpoint lag counts
     # sequence of the newest record fully placed into a published batch
     releasable: int = -1
     labels_by_path: dict[bytes, tuple[str, dict[str, str]]] = field(default_factory=dict)
@@ -113,6 +114,9 @@ def _lines(
     if overlong:
         counter = Counter.LINES_SKIPPED if source.skip_long_lines else Counter.LINES_TRUNCATED
         source.counters.add(counter, overlong)
+    # the source's entries read (a line long_lines: skip dropped among them) and sent on;
+    # a file source with pipelines counts what it read itself (capture/file/entries.py)
+    source.counters.add(Counter.EVENTS_IN, len(lines) + (overlong if source.skip_long_lines else 0))
     source.counters.add(Counter.EVENTS_OUT, len(lines))
     counters.add(Counter.EVENTS_IN, len(lines))
     counters.add(Counter.BYTES_IN, header.data_len)

@@ -31,6 +31,12 @@ class ApiServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: ApiServer
+    _head_only = False  # answering HEAD: headers as for GET, no body
+
+    def do_HEAD(self) -> None:
+        """What GET would answer, without the body (load balancers and probes use it)."""
+        self._head_only = True
+        self.do_GET()
 
     def do_GET(self) -> None:
         sup = self.server.supervisor
@@ -68,7 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if not self._head_only:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         """Scrapes every few seconds would flood the log; stay quiet."""

@@ -101,6 +101,15 @@ class Counter(enum.IntEnum):
     # a running total) and entries it dropped (when_exceeded: drop) for its rate_limit
     RATE_LIMITED_MS = 48
     RATE_LIMIT_DROPPED = 49
+    # file sink blocks, written by its housekeeper thread (the sink's own thread never
+    # writes these): rotated files compressed and deleted (max_files), tidying failures
+    FILES_COMPRESSED = 50
+    FILES_DELETED = 51
+    HOUSEKEEPING_FAILURES = 52
+    # loki sink blocks: entries sent without a label max_label_values stopped sending,
+    # and entries left out of a retry because an earlier attempt delivered them
+    LOKI_ENTRIES_PRUNED = 53
+    LOKI_ENTRIES_SKIPPED = 54
 
 
 class CounterTable:

@@ -6,14 +6,19 @@ nothing is copied between processes in between.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from logcap import __version__
 from logcap.capture.pipeline.engine import DROPPED
 from logcap.errors import REASON_CODES
 from logcap.metrics._counters import Counter
@@ -28,78 +33,226 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 # counters kept in milliseconds, exported in seconds
 _IN_MILLISECONDS = {Counter.RATE_LIMITED_MS}
 _MILLIS = 0.001
-# (metric name, counter, help) for the counters every component kind may have
-_COMPONENT_COUNTERS = [
-    ("logcap_component_received_events", Counter.EVENTS_IN, "Entries received."),
-    ("logcap_component_received_bytes", Counter.BYTES_IN, "Bytes received."),
-    ("logcap_component_sent_events", Counter.EVENTS_OUT, "Entries sent on."),
-    ("logcap_component_sent_bytes", Counter.BYTES_OUT, "Bytes sent on."),
-    ("logcap_component_errors", Counter.ERRORS, "Errors (failed reads, deliveries)."),
-    ("logcap_component_batches", Counter.BATCHES, "Batches produced or delivered."),
-    ("logcap_source_lines_truncated", Counter.LINES_TRUNCATED, "Lines cut to max_line_bytes."),
+ROLES = {"collector": "source", "sink": "sink", "dispatcher": "dispatcher", "retry": "retry"}
+
+
+@dataclass(frozen=True)
+class Part:
+    """A component as the catalog sees it: its role, type and config (None for the
+    dispatcher and the retry process)."""
+
+    role: str  # source, sink, dispatcher, retry
+    kind: str
+    config: Any
+    timestamp_limits: bool = False  # a source with a pipeline that has timestamp_limits
+
+
+Applies = Callable[[Part], bool]
+
+
+def _roles(*roles: str) -> Applies:
+    return lambda part: part.role in roles
+
+
+def _failable(*roles: str) -> Applies:
+    """Components of ``roles`` that can fail (a blackhole sink never does)."""
+    return lambda part: part.role in roles and part.kind != "blackhole"
+
+
+def _sources(*kinds: str, having: Callable[[Any], bool] = lambda config: True) -> Applies:
+    return lambda part: part.role == "source" and part.kind in kinds and having(part.config)
+
+
+def _sinks(kind: str, having: Callable[[Any], bool] = lambda config: True) -> Applies:
+    return lambda part: part.role == "sink" and part.kind == kind and having(part.config)
+
+
+_ALL_SOURCES = ("file", "http", "docker")
+_LINE_SOURCES = ("file", "docker")
+
+
+def _rotates(config: Any) -> bool:
+    return config.max_file_bytes is not None or config.rotate_every is not None
+
+
+def _limited(config: Any) -> bool:
+    return config.rate_limit is not None
+
+
+# (metric name, counter, help, which components have it): a series is exported only for
+# components whose config lets it change
+_COMPONENT_COUNTERS: list[tuple[str, Counter, str, Applies]] = [
     (
-        "logcap_source_http_throttled",
-        Counter.HTTP_THROTTLED,
-        "HTTP ingest requests refused with 429 while the pipeline was backpressured.",
+        "logcap_component_received_events",
+        Counter.EVENTS_IN,
+        "Entries received: read by a source (before its pipelines), taken in by the "
+        "dispatcher, or given to a sink in fresh batches.",
+        _roles("source", "dispatcher", "sink"),
+    ),
+    (
+        "logcap_component_received_bytes",
+        Counter.BYTES_IN,
+        "Bytes received (read by a source, taken in by the dispatcher, given to a sink).",
+        _roles("source", "dispatcher", "sink"),
+    ),
+    (
+        "logcap_component_sent_events",
+        Counter.EVENTS_OUT,
+        "Entries sent on: by a source to the dispatcher, in published batches, or "
+        "delivered by a sink.",
+        _roles("source", "dispatcher", "sink"),
+    ),
+    (
+        "logcap_component_sent_bytes",
+        Counter.BYTES_OUT,
+        "Bytes of published batches (dispatcher) or delivered batches (sink).",
+        _roles("dispatcher", "sink"),
+    ),
+    (
+        "logcap_component_errors",
+        Counter.ERRORS,
+        "Errors: failed reads, refused records, failed deliveries, failed housekeeping.",
+        _failable("source", "dispatcher", "sink", "retry"),
+    ),
+    (
+        "logcap_component_batches",
+        Counter.BATCHES,
+        "Batches published (dispatcher) or delivered (sink).",
+        _roles("dispatcher", "sink"),
+    ),
+    (
+        "logcap_source_lines_truncated",
+        Counter.LINES_TRUNCATED,
+        "Lines cut to max_line_bytes.",
+        _sources(*_LINE_SOURCES, having=lambda c: c.long_lines == "truncate"),
     ),
     (
         "logcap_source_lines_skipped",
         Counter.LINES_SKIPPED,
         "Lines over max_line_bytes dropped (long_lines: skip).",
+        _sources(*_LINE_SOURCES, having=lambda c: c.long_lines == "skip"),
+    ),
+    (
+        "logcap_source_http_throttled",
+        Counter.HTTP_THROTTLED,
+        "HTTP ingest requests refused with 429 while the pipeline was backpressured.",
+        _sources("http"),
     ),
     (
         "logcap_source_docker_reconnects",
         Counter.DOCKER_RECONNECTS,
         "Reconnection attempts after losing the Docker daemon.",
+        _sources("docker"),
     ),
     (
         "logcap_source_lines_joined",
         Counter.LINES_JOINED,
         "Lines joined from Docker's 16 KiB partial pieces.",
+        _sources("docker"),
     ),
     (
         "logcap_source_file_resets",
         Counter.FILE_RESETS,
         "Files found shorter than their read position and read again from 0.",
+        _sources("file"),
     ),
     (
         "logcap_source_pipeline_errors",
         Counter.PIPELINE_ERRORS,
         "Pipeline steps that failed on an entry (it went on unchanged).",
+        _sources(*_ALL_SOURCES, having=lambda c: bool(c.pipelines)),
     ),
     (
         "logcap_source_pipeline_dropped",
         Counter.PIPELINE_DROPPED,
         "Entries dropped by pipeline rules (drop, dedup, timestamp_limits).",
+        _sources(*_ALL_SOURCES, having=lambda c: bool(c.pipelines)),
     ),
     (
         "logcap_source_timestamps_out_of_range",
         Counter.TIMESTAMPS_OUT_OF_RANGE,
         "Event times outside a pipeline's timestamp_limits (clamped, kept or dropped).",
+        lambda part: part.timestamp_limits,
     ),
     (
         "logcap_source_rate_limited_seconds",
         Counter.RATE_LIMITED_MS,
         "Time the source held back reading, or refused requests, for its rate_limit.",
+        _sources(*_ALL_SOURCES, having=_limited),
     ),
     (
         "logcap_source_rate_limit_dropped",
         Counter.RATE_LIMIT_DROPPED,
         "Entries dropped over the source's rate_limit (when_exceeded: drop).",
+        _sources(
+            *_ALL_SOURCES, having=lambda c: _limited(c) and c.rate_limit.when_exceeded == "drop"
+        ),
     ),
-    ("logcap_checkpoints_written", Counter.CHECKPOINTS, "Checkpoint files written."),
-    ("logcap_sink_file_rotations", Counter.ROTATIONS, "Output files rotated (by size or age)."),
+    (
+        "logcap_checkpoints_written",
+        Counter.CHECKPOINTS,
+        "Checkpoint files written.",
+        _roles("dispatcher"),
+    ),
+    (
+        "logcap_sink_file_rotations",
+        Counter.ROTATIONS,
+        "Output files rotated (by size or age).",
+        _sinks("file", _rotates),
+    ),
+    (
+        "logcap_sink_file_compressed",
+        Counter.FILES_COMPRESSED,
+        "Rotated files compressed.",
+        _sinks("file", lambda c: _rotates(c) and c.compression != "none"),
+    ),
+    (
+        "logcap_sink_file_deleted",
+        Counter.FILES_DELETED,
+        "Rotated files deleted beyond max_files.",
+        _sinks("file", lambda c: _rotates(c) and c.max_files is not None),
+    ),
+    (
+        "logcap_sink_loki_entries_pruned",
+        Counter.LOKI_ENTRIES_PRUNED,
+        "Entries sent without a label that max_label_values stopped sending.",
+        _sinks("loki"),
+    ),
+    (
+        "logcap_sink_loki_entries_skipped",
+        Counter.LOKI_ENTRIES_SKIPPED,
+        "Entries left out of a retry because an earlier attempt delivered them.",
+        _sinks("loki"),
+    ),
     (
         "logcap_sink_retry_handoffs",
         Counter.RETRY_HANDOFFS,
         "Failed batches a sink handed to the retry process.",
+        _failable("sink"),
     ),
-    ("logcap_retry_delivered", Counter.RETRY_DELIVERED, "Batches delivered by a retry (per sink)."),
-    ("logcap_dlq_bytes", Counter.DLQ_BYTES, "Bytes written to the dead letter queue (per sink)."),
+    (
+        "logcap_retry_scheduled",
+        Counter.RETRY_SCHEDULED,
+        "Retries put on the retry process's timer (per sink), spool reloads included.",
+        _failable("sink"),
+    ),
+    (
+        "logcap_retry_delivered",
+        Counter.RETRY_DELIVERED,
+        "Batches delivered by a retry (per sink).",
+        _failable("sink"),
+    ),
+    (
+        "logcap_dlq_bytes",
+        Counter.DLQ_BYTES,
+        "Bytes written to the dead letter queue (per sink).",
+        _failable("sink"),
+    ),
     (
         "logcap_dlq_entries",
         Counter.DLQ_ENTRIES,
         "Entries written to the dead letter queue (per sink).",
+        _failable("sink"),
     ),
 ]
 _DLQ_KINDS = [
@@ -118,6 +271,12 @@ def _proc_stats(pid: int) -> tuple[float, int] | None:
     except (OSError, IndexError, ValueError):
         return None
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, resident * _PAGE
+
+
+def _failable_sinks(sup: Supervisor) -> list[str]:
+    """Sinks whose deliveries can fail: a blackhole's never do, so it has no retry,
+    circuit, DLQ or error series."""
+    return [c.name for c in sup.children if c.role == "sink" and c.kind != "blackhole"]
 
 
 def _retry_families(sup: Supervisor) -> Iterator[Metric]:
@@ -142,7 +301,7 @@ def _retry_families(sup: Supervisor) -> Iterator[Metric]:
         "Dead-lettered batches moved back to the retry spool by dlq.reprocess (per sink).",
         labels=["component"],
     )
-    for sink in sup.plan.sinks:
+    for sink in _failable_sinks(sup):
         values = sup.table.read_all(sup.plan.counter_index(sink))
         reprocessed.add_metric([sink], values[Counter.DLQ_REPROCESSED])
         for code, name in enumerate(REASON_CODES):
@@ -156,7 +315,28 @@ def _retry_families(sup: Supervisor) -> Iterator[Metric]:
     yield reprocessed
     retry = sup.table.read_all(sup.plan.counter_index(RETRY))
     dispatcher = sup.table.read_all(sup.plan.counter_index(DISPATCHER))
+    config = sup.plan.config
     gauges = [
+        (
+            "logcap_retry_heap_capacity_entries",
+            "Entries the retry heap holds at most (retry.max_entries).",
+            config.retry.max_entries,
+        ),
+        (
+            "logcap_retry_heap_capacity_bytes",
+            "Bytes the retry heap holds at most (retry.max_bytes); beyond, the spool.",
+            int(config.retry.max_bytes),
+        ),
+        (
+            "logcap_retry_spool_capacity_bytes",
+            "Bytes the retry spool holds at most (retry.spool_max_bytes); beyond, the DLQ.",
+            int(config.retry.spool_max_bytes),
+        ),
+        (
+            "logcap_dlq_capacity_bytes",
+            "Bytes the dead letter queue holds at most (dlq.max_bytes).",
+            int(config.dlq.max_bytes),
+        ),
         (
             "logcap_retry_heap_entries",
             "Entries waiting in the retry heap.",
@@ -245,18 +425,37 @@ def _step_families(sup: Supervisor) -> Iterator[Metric]:
     yield from (errors, dropped, out_of_range)
 
 
+def _part(sup: Supervisor, role: str, name: str, kind: str) -> Part:
+    config = sup.plan.config
+    if role == "source":
+        source = config.sources[name]
+        limits = any(config.pipelines[p].timestamp_limits is not None for p in source.pipelines)
+        return Part(role, kind, source, limits)
+    return Part(role, kind, config.sinks[name] if role == "sink" else None)
+
+
+def _open_fds(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
 class PipelineCollector(Collector):
     """Reads everything at scrape time from the supervisor's view of the run."""
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
+        self.loaded = time.time()  # when this run's config took effect
+        effective = msgspec.json.encode(supervisor.config, enc_hook=str)
+        self.config_hash = hashlib.sha256(effective).hexdigest()[:12]
 
     def collect(self) -> Iterator[Metric]:
         sup = self.supervisor
-        labels = ["component", "kind"]
+        labels = ["component", "kind", "role"]
         families = {
             name: CounterMetricFamily(name, text, labels=labels)
-            for name, _, text in _COMPONENT_COUNTERS
+            for name, _, text, _ in _COMPONENT_COUNTERS
         }
         watched = GaugeMetricFamily(
             "logcap_source_files_watched",
@@ -286,37 +485,101 @@ class PipelineCollector(Collector):
             "Resident memory of the component's process.",
             labels=labels,
         )
+        fds = GaugeMetricFamily(
+            "logcap_process_open_fds",
+            "Open file descriptors of the component's process.",
+            labels=labels,
+        )
         for child in sup.children:
-            key = [child.name, child.kind]
+            role = ROLES[child.role]
+            key = [child.name, child.kind, role]
+            part = _part(sup, role, child.name, child.kind)
             values = sup.table.read(sup.plan.counter_index(child.name))
-            for name, counter, _ in _COMPONENT_COUNTERS:
+            for name, counter, _, applies in _COMPONENT_COUNTERS:
+                if not applies(part):
+                    continue
+                value = values[counter]
+                if counter is Counter.ERRORS and part.kind == "file" and role == "sink":
+                    value += values[Counter.HOUSEKEEPING_FAILURES]  # its housekeeper's own word
                 scale = _MILLIS if counter in _IN_MILLISECONDS else 1
-                families[name].add_metric(key, values[counter] * scale)
-            if child.role == "collector":
+                families[name].add_metric(key, value * scale)
+            if role == "source" and child.kind in _LINE_SOURCES:
                 watched.add_metric(key, values[Counter.FILES_WATCHED])
             up.add_metric(key, 1 if child.running else 0)
             restarts.add_metric(key, child.restarts)
             crash_loop.add_metric(key, child.crash_loop(now))
-            stats = _proc_stats(child.process.pid) if child.process is not None else None
+            pid = child.process.pid if child.process is not None and child.running else None
+            stats = _proc_stats(pid) if pid is not None else None
             if stats is not None:
                 cpu.add_metric(key, stats[0])
                 rss.add_metric(key, stats[1])
+            opened = _open_fds(pid) if pid is not None else None
+            if opened is not None:
+                fds.add_metric(key, opened)
+        me = ["supervisor", "supervisor", "supervisor"]
         supervisor_stats = _proc_stats(os.getpid())
         if supervisor_stats is not None:
-            cpu.add_metric(["supervisor", "supervisor"], supervisor_stats[0])
-            rss.add_metric(["supervisor", "supervisor"], supervisor_stats[1])
+            cpu.add_metric(me, supervisor_stats[0])
+            rss.add_metric(me, supervisor_stats[1])
+        opened = _open_fds(os.getpid())
+        if opened is not None:
+            fds.add_metric(me, opened)
         yield from _retry_families(sup)
         yield from _step_families(sup)
-        used = GaugeMetricFamily(
-            "logcap_ring_used_slots",
-            "Slots published and not yet released by the slowest consumer.",
-            labels=["ring"],
+        yield from _ring_families(sup)
+        yield from self._run_families()
+        # a family no component of this config has is left out, not shown empty
+        yield from (family for family in families.values() if family.samples)
+        yield from (watched, up, restarts, crash_loop, cpu, rss, fds)
+
+    def _run_families(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily(
+            "logcap_build_info",
+            "1, labelled with the running logcap's version and Python.",
+            labels=["version", "python"],
         )
-        capacity = GaugeMetricFamily(
-            "logcap_ring_capacity_slots", "Slots in the ring.", labels=["ring"]
+        build.add_metric([__version__, platform.python_version()], 1)
+        info = GaugeMetricFamily(
+            "logcap_config_info",
+            "1, labelled with a hash of the effective config (sha256, first 12 hex).",
+            labels=["hash"],
         )
-        for name, ring in sup.rings.items():
-            used.add_metric([name], ring.occupancy())
-            capacity.add_metric([name], ring.slot_count)
-        yield from families.values()
-        yield from (watched, up, restarts, crash_loop, cpu, rss, used, capacity)
+        info.add_metric([self.config_hash], 1)
+        loaded = GaugeMetricFamily(
+            "logcap_config_load_timestamp_seconds", "When the running config took effect."
+        )
+        loaded.add_metric([], self.loaded)
+        yield from (build, info, loaded)
+
+
+def _ring_families(sup: Supervisor) -> Iterator[Metric]:
+    used = GaugeMetricFamily(
+        "logcap_ring_used_slots",
+        "Slots published and not yet released by the slowest consumer.",
+        labels=["ring"],
+    )
+    capacity = GaugeMetricFamily(
+        "logcap_ring_capacity_slots", "Slots in the ring.", labels=["ring"]
+    )
+    fill = GaugeMetricFamily(
+        "logcap_ring_fill_ratio",
+        "Used slots over capacity (1: the producer waits).",
+        labels=["ring"],
+    )
+    for name, ring in sup.rings.items():
+        occupied = ring.occupancy()
+        used.add_metric([name], occupied)
+        capacity.add_metric([name], ring.slot_count)
+        fill.add_metric([name], occupied / ring.slot_count)
+    behind = GaugeMetricFamily(
+        "logcap_batch_ring_consumer_lag_slots",
+        "Batches published that a sink has not released yet: the largest gates the "
+        "dispatcher once the ring is full.",
+        labels=["component"],
+    )
+    batches = sup.rings.get("batches")
+    if batches is not None:
+        published = batches.published
+        for index, sink in enumerate(sup.plan.sinks):
+            behind.add_metric([sink], max(0, published - batches.consumer_cursor(index)))
+    yield from (used, capacity, fill, behind)

@@ -94,6 +94,7 @@ class SinkRunner:
         self.max_backoff = max_backoff
         self.wall_ns = wall_ns
         self.wait = wait or SleepWait()
+        self._received_seq = -1  # the last fresh batch whose entries were counted in
 
     def _open(self, data: memoryview, fresh: bool = True) -> Batch:
         """The batch in ``data`` (a batch slot, or a redelivered copy) as this sink sees
@@ -182,6 +183,7 @@ class SinkRunner:
             if nothing_for_sink(batch):
                 pass  # released with the others: this sink has delivered all it had to
             else:
+                self._received(seq, batch)
                 try:
                     self.sink.write(batch)
                 except DeliveryError as exc:
@@ -219,6 +221,7 @@ class SinkRunner:
             view = self.consumer.read(seq)
             batch = self._open(view)
             if not nothing_for_sink(batch):
+                self._received(seq, batch)
                 # attempts 0: the destination was not tried, so no attempt is used up
                 handed = self._hand_off(
                     error,
@@ -233,8 +236,15 @@ class SinkRunner:
         # published one after another, taken in (and spooled with one fsync) together
         self._await_taken(handed)
 
+    def _received(self, seq: int, batch: Batch) -> None:
+        """Count what a fresh batch holds for this sink, once (a retry in place reads it
+        again; a redelivery was counted when it first came)."""
+        if seq > self._received_seq:
+            self._received_seq = seq
+            self.counters.add(Counter.EVENTS_IN, batch.meta.count)
+            self.counters.add(Counter.BYTES_IN, batch.nbytes)
+
     def _count(self, entries: int, size: int) -> None:
-        self.counters.add(Counter.EVENTS_IN, entries)
         self.counters.add(Counter.EVENTS_OUT, entries)
         self.counters.add(Counter.BYTES_OUT, size)
         self.counters.add(Counter.BATCHES)
@@ -253,6 +263,7 @@ class SinkRunner:
                 if nothing_for_sink(batch):
                     batches.append(None)
                     continue
+                self._received(seq, batch)
                 batches.append(batch)
                 writes.append(index)
                 try:

@@ -75,7 +75,11 @@ class Publisher:
                     self.producer.publish(seq)
             container.published = container.safe
             self.counters.add(Counter.EVENTS_IN, len(entries))
-            self.counters.add(Counter.BYTES_IN, sum(len(text) for _, _, text in entries))
+            # bytes as read (UTF-8), not characters
+            self.counters.add(
+                Counter.BYTES_IN,
+                sum(len(text.encode("utf-8", "surrogatepass")) for _, _, text in entries),
+            )
 
     def _processed(
         self, processor: Processor, entries: list[Entry], capacity: int, read_ns: int

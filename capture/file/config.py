@@ -212,6 +212,7 @@ class FileSourceConfig(StrictStruct, tag_field="type", tag="file", frozen=True):
             "multiline": multiline_rule(self),
             "static_labels": dict(self.labels),
             "path_labels": None if self.path_labels is None else PathLabels(self.path_labels),
+            "byte_positions": True,
         }
 
     def longest_entry_bytes(self, collector_slot_bytes: int) -> int:

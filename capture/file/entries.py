@@ -93,6 +93,10 @@ class FileEntries:
         if overlong:
             skipped = Counter.LINES_SKIPPED if self.skip_long_lines else Counter.LINES_TRUNCATED
             self.counters.add(skipped, overlong)
+        # read: the entries cut, and a line long_lines: skip dropped (pipelines drop later)
+        self.counters.add(
+            Counter.EVENTS_IN, len(messages) + (overlong if self.skip_long_lines else 0)
+        )
         labels = self.labels(path)
         read_ns = header.read_ns
         entries = self.processor.run(

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 
+from logcap.metrics import Counter, CounterBlock, NullBlock
 from logcap.sinks.file.compress import Busy, Interrupted, compress_file, compressing
 from logcap.sinks.file.rotation import SUFFIXES, Rotated, expired, rotated_files
 
@@ -22,18 +23,38 @@ log = logging.getLogger(__name__)
 class Housekeeper:
     """Tidies the rotated files of output paths, one path at a time, in a thread."""
 
-    def __init__(self, compression: str, max_files: int | None, lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        compression: str,
+        max_files: int | None,
+        lock: threading.Lock,
+        counters: CounterBlock | None = None,
+    ) -> None:
         self.compression = compression
         self.max_files = max_files
         self.lock = lock  # held while rotated names change: the sink numbers rotations
-        self.compressed = 0
-        self.deleted = 0
-        self.failures = 0
+        # its own words of the sink's block (this thread is their one writer)
+        self.counters = counters or NullBlock()
         self._pending: list[str] = []
         self._busy = False
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def compressed(self) -> int:
+        """Rotated files compressed."""
+        return self.counters.get(Counter.FILES_COMPRESSED)
+
+    @property
+    def deleted(self) -> int:
+        """Rotated files deleted beyond max_files."""
+        return self.counters.get(Counter.FILES_DELETED)
+
+    @property
+    def failures(self) -> int:
+        """Tidying runs that failed (retried with the next rotation or start)."""
+        return self.counters.get(Counter.HOUSEKEEPING_FAILURES)
 
     def submit(self, path: str) -> None:
         """Tidy the rotated files of ``path`` soon."""
@@ -75,10 +96,10 @@ class Housekeeper:
             except Interrupted:
                 return
             except OSError as exc:
-                self.failures += 1
+                self.counters.add(Counter.HOUSEKEEPING_FAILURES)
                 log.warning("tidying rotated files of %s: %s (retried later)", path, exc)
             except Exception:  # a bug must not stop tidying for good, nor the sink
-                self.failures += 1
+                self.counters.add(Counter.HOUSEKEEPING_FAILURES)
                 log.exception("tidying rotated files of %s failed (retried later)", path)
 
     def tidy(self, path: str) -> None:
@@ -95,7 +116,7 @@ class Housekeeper:
         if self.max_files is not None:
             for rotated in expired(rotated_files(path), self.max_files):
                 self._delete(rotated)
-                self.deleted += 1
+                self.counters.add(Counter.FILES_DELETED)
         if self.compression == "none":
             return
         for rotated in rotated_files(path):
@@ -104,7 +125,7 @@ class Housekeeper:
                     compress_file(rotated.path, self.compression, self._stop, self.lock)
                 except (FileNotFoundError, Busy):
                     continue  # gone meanwhile, or another process is compressing it
-                self.compressed += 1
+                self.counters.add(Counter.FILES_COMPRESSED)
 
     @staticmethod
     def _delete(rotated: Rotated) -> None:

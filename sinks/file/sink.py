@@ -96,7 +96,7 @@ class FileSink:
         self._last_sync = clock()
         self.fsyncs = 0  # fsync calls made for delivered data (files and directories)
         lock = threading.Lock()  # rotation numbering vs. the housekeeper's renames
-        self.housekeeper = Housekeeper(config.compression, config.max_files, lock)
+        self.housekeeper = Housekeeper(config.compression, config.max_files, lock, self.counters)
         self._recover()
 
     def _recover(self) -> None:

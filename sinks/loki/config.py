@@ -220,4 +220,4 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
         """The sink this config describes. The push API client."""
         from logcap.sinks.loki.sink import LokiSink  # http.client, ssl: loaded only where used
 
-        return LokiSink(self)
+        return LokiSink(self, counters=counters)

@@ -29,6 +29,7 @@ import msgspec
 
 from logcap.dispatch.batch import Batch
 from logcap.errors import DeliveryError, Permanent
+from logcap.metrics import Counter, CounterBlock, NullBlock
 from logcap.sinks.base import Failures
 from logcap.sinks.loki.client import LokiClient
 from logcap.sinks.loki.config import LokiSinkConfig
@@ -96,17 +97,29 @@ def restamp(entries: list[tuple[int, bytes]], clock: Clock) -> list[Clock]:
 class LokiSink:
     """Pushes batches to Loki; every write is finished when it returns."""
 
-    def __init__(self, config: LokiSinkConfig, client: LokiClient | None = None) -> None:
+    def __init__(
+        self,
+        config: LokiSinkConfig,
+        client: LokiClient | None = None,
+        counters: CounterBlock | None = None,
+    ) -> None:
         self.config = config
         self.client = client or LokiClient(config)
         self.labels = LabelMapper(config)
-        # entries sent without a label that max_label_values stopped sending
-        self.entries_pruned = 0
-        # entries left out of a retry because an earlier attempt delivered them
-        self.entries_skipped = 0
+        self.counters = counters or NullBlock()
         self._clocks: dict[str, Clock] = {}
         # batch identity -> stream -> leading entries already delivered
         self._delivered: OrderedDict[Identity, dict[str, int]] = OrderedDict()
+
+    @property
+    def entries_pruned(self) -> int:
+        """Entries sent without a label that max_label_values stopped sending."""
+        return self.counters.get(Counter.LOKI_ENTRIES_PRUNED)
+
+    @property
+    def entries_skipped(self) -> int:
+        """Entries left out of a retry because an earlier attempt delivered them."""
+        return self.counters.get(Counter.LOKI_ENTRIES_SKIPPED)
 
     def streams(self, batch: Batch) -> list[Stream]:
         """The batch's entries per label set, each stream sorted by (original) time."""
@@ -115,12 +128,19 @@ class LokiSink:
             lines = bytes(data).split(b"\n")
         else:
             lines = [m.message.encode() for m in _decode_messages(data)]
+        groups = batch.meta.groups
+        dropped = len(self.labels.dropped)
+        label_sets = [self.labels.stream(group) for group in groups]
+        if len(self.labels.dropped) != dropped:
+            # a label stopped being sent partway: its earlier groups still had it. Every
+            # group of a batch gets its label set once, the same on every attempt, or a
+            # retry could not tell which streams an earlier attempt delivered
+            label_sets = [self.labels.stream(group) for group in groups]
         streams: dict[str, Stream] = {}
         at = 0
-        for group in batch.meta.groups:
-            key, pairs, pruned = self.labels.stream(group)
+        for group, (key, pairs, pruned) in zip(groups, label_sets, strict=True):
             if pruned:
-                self.entries_pruned += group.count
+                self.counters.add(Counter.LOKI_ENTRIES_PRUNED, group.count)
             stream = streams.get(key)
             if stream is None:
                 stream = streams[key] = Stream(key, pairs)
@@ -143,7 +163,7 @@ class LokiSink:
             skip = done.get(stream.key, 0)
             if skip:
                 del stream.entries[:skip]
-                self.entries_skipped += skip
+                self.counters.add(Counter.LOKI_ENTRIES_SKIPPED, skip)
             clocks[stream.key] = restamp(stream.entries, self._clocks.get(stream.key, _NEVER))
         progress: dict[str, int] = {}  # entries of each stream delivered by this attempt
         for request in split(

@@ -186,6 +186,7 @@ data_dir: /srv/logcap
 api:
   address: 0.0.0.0:9000
   enabled: false
+  token: api-t0ken
 sources:
   app:
     type: file
@@ -919,6 +920,7 @@ def test_interpolation_reaches_nested_lists_and_mappings() -> None:
     text = """\
 api:
   address: ${HOST}:${PORT:-9598}
+  token: ${API_TOKEN:-t0ken}
 sources:
   app:
     type: file

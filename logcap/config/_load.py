@@ -310,6 +310,8 @@ def parse_config(
         sinks={n: s.with_base(base) for n, s in config.sinks.items()},
     )
     _check_limits(doc, config)
+    for path, problem in config.api.check():
+        doc.problem(("api", *path), problem)
     check_inapplicable(doc.problem, config, data)
     check_pipelines(doc.problem, config)
     check_listeners(doc.problem, config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
 from logcap.capture.config import SourceConfig
@@ -14,20 +15,54 @@ from logcap.config._units import (
     PositiveDuration,
     SlotBytes,
 )
+from logcap.sinks._http import Token
 from logcap.sinks.config import SinkConfig
 
 
 class ApiConfig(StrictStruct, frozen=True):
-    """The HTTP endpoint serving /metrics, /health and /ready."""
+    """The HTTP endpoint (logcap/api.py): GET /metrics, /health, /ready, /config, /positions,
+    /dlq, /stats, /tap; POST /dlq/replay."""
 
     address: Annotated[
         str,
         doc(
-            "host:port to listen on; keep it on 127.0.0.1 unless it must be remote.",
+            "host:port to listen on; keep it on 127.0.0.1 unless it must be remote (then "
+            "api.token is required).",
             pattern=r"^[^:\s]+:\d{1,5}\Z",
         ),
     ] = "127.0.0.1:9598"
     enabled: Annotated[bool, doc("Serve the HTTP endpoint at all.")] = True
+    token: Annotated[
+        Token | None,
+        doc(
+            "Every POST must carry 'Authorization: Bearer <token>' (use ${VAR}); unset, every "
+            "POST is refused. Required when address is not loopback (127.0.0.0/8, localhost)."
+        ),
+    ] = None
+
+    def check(self) -> list[tuple[tuple[str, ...], str]]:
+        """Cross-field rules (pure): a listener other hosts can reach needs a token."""
+        if not self.enabled or self.token is not None or is_loopback(self.address):
+            return []
+        return [
+            (
+                ("address",),
+                f"{self.address} is not a loopback address (127.0.0.0/8, localhost), so other "
+                "hosts can reach the API: set api.token (use ${VAR}), or listen on 127.0.0.1",
+            )
+        ]
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` listens on this host only. A host name other than localhost
+    counts as reachable: validation is pure and does not resolve it."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class DispatcherConfig(StrictStruct, frozen=True):

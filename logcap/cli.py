@@ -44,9 +44,11 @@ def validate(config_path: Path | None) -> None:
 
 def _register_subcommands() -> None:
     from logcap.cli_dlq import dlq
+    from logcap.cli_tap import tap
     from logcap.cli_top import top
 
     main.add_command(dlq)
+    main.add_command(tap)
     main.add_command(top)
 
 

@@ -1,0 +1,369 @@
+"""``GET /tap``: the entries passing through the batch ring, live, without gating it.
+
+A tap is for a person watching: it must never slow the pipeline, so it holds no consumer
+cursor. The dispatcher gates only on the sinks' cursors and may rewrite a slot while a
+tap copies it; the tap finds out afterwards and drops that copy (:class:`RingFollower`).
+It runs in the API server's request thread, in the supervisor process, reading the ring
+the supervisor created.
+
+Query parameters (each optional): ``source`` (repeatable: entries of these sources),
+``sink`` (what that sink receives: its ``inputs`` and its ``when``, the same narrowing its
+runner does, sinks/routing.py), ``when`` (repeatable, all must match: ``FIELD=VALUE`` or
+``FIELD~REGEX`` on the entry's message, level, source, labels.x or fields.x, the
+conditions of pipeline steps), ``limit`` (end after this many entries). A bad one is
+answered 400 with ``{"error": "..."}``.
+
+The stream (``application/x-ndjson``, close-delimited) is one JSON object per line:
+
+* an entry: the very bytes the sinks receive, so it starts with ``{"timestamp":``;
+* a control line, whose first key is ``tap``:
+  ``{"tap":"missed","batches":N}``: N batches went by unread since the last such line,
+  because the tap fell behind or the dispatcher rewrote a slot during its copy (at most
+  one a second; batches, because the entry count of an overwritten batch is gone with
+  it); ``{"tap":"end","reason":"limit"|"stopping"}``: the stream ends cleanly. A stream
+  that stops without an ``end`` line was cut.
+
+It ends at the limit, when the agent stops, or when the client goes away (a failed write,
+an EOF seen while idle, or a write that waits more than :data:`WRITE_TIMEOUT`).
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import socket
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, NamedTuple
+
+import msgspec
+
+from logcap.capture.pipeline.config import Condition, check_when
+from logcap.capture.pipeline.entry import Entry
+from logcap.capture.pipeline.steps import condition
+from logcap.dispatch.batch import Batch
+from logcap.ringbuf import Ring
+from logcap.sinks.routing import narrow, sink_routes
+
+if TYPE_CHECKING:
+    from logcap.config import Config
+    from logcap.supervisor import Supervisor
+
+IDLE_POLL = 0.01  # seconds between looks at the ring when nothing new was published
+MISSED_EVERY = 1.0  # seconds between two "missed" lines at most
+GONE_CHECK_EVERY = 0.5  # how often a busy tap whose filters pass nothing looks for EOF
+WRITE_TIMEOUT = 30.0  # a client that takes nothing for this long is gone
+PARAMETERS = ("source", "sink", "when", "limit")
+
+
+class Copied(NamedTuple):
+    """One slot's bytes, copied whole and checked not to have changed meanwhile."""
+
+    seq: int
+    data: bytes
+
+
+class RingFollower:
+    """Follows a ring's ``published`` cursor and copies each new slot, seqlock-style,
+    holding no cursor: the producer never waits for it; what it could not copy intact
+    is counted in ``missed``.
+
+    A slot ``seq`` is copied as: read its stamped sequence (ring layout: ``+8`` of the
+    slot header), which must be ``seq``; copy ``length`` payload bytes; check again
+    that the stamp is ``seq`` and that ``published - seq < slot_count - claim_ahead``.
+    The stamp alone is not enough: the producer rewrites the payload of ``seq +
+    slot_count`` *before* it stamps it, so a stamp still reading ``seq`` says nothing
+    about a rewrite in progress. What bounds that is the producer's order: it claims at
+    most ``claim_ahead`` sequences past ``published`` (the dispatcher claims one batch,
+    writes it, publishes it), so before writing any byte of ``seq + slot_count`` it has
+    published ``seq + slot_count - claim_ahead``. x86-64 (TSO) makes stores visible in
+    the order they were made and does not reorder loads with older loads: if the copy
+    saw a byte of the rewrite, the ``published`` read after it sees that publish, and
+    the copy is dropped. The ring's own docstring (ringbuf/_ring.py) makes the same
+    assumption; on ARM this would need fences.
+    """
+
+    def __init__(self, ring: Ring, claim_ahead: int = 1) -> None:
+        if not 0 < claim_ahead < ring.slot_count:
+            raise ValueError(f"claim_ahead must be 1..{ring.slot_count - 1}, got {claim_ahead}")
+        self.ring = ring
+        # the distance behind ``published`` at which a slot may be mid-rewrite
+        self.window = ring.slot_count - claim_ahead
+        self.next_sequence = ring.published + 1  # live: from the next batch on
+        self.missed = 0
+
+    def take(self) -> Copied | None:
+        """The next intact batch's bytes, or None when nothing new is published."""
+        ring = self.ring
+        while True:
+            published = ring.published
+            seq = self.next_sequence
+            if seq > published:
+                return None
+            if published - seq >= self.window:
+                # behind by (nearly) the whole ring: what is unread may be rewritten
+                # already, and a live view wants the newest, so jump to it
+                self.missed += published - seq
+                seq = published
+            self.next_sequence = seq + 1
+            data = self._copy(seq)
+            if data is not None:
+                return Copied(seq, data)
+            self.missed += 1
+
+    def _copy(self, seq: int) -> bytes | None:
+        ring = self.ring
+        if ring.slot_sequence(seq) != seq:
+            return None  # rewritten for a later lap already
+        length = ring.slot_length(seq)
+        data = bytes(ring.payload(seq)[: max(0, length)])
+        if ring.slot_sequence(seq) != seq or ring.published - seq >= self.window:
+            return None  # the producer came round during the copy
+        return data
+
+
+class TapRequestError(ValueError):
+    """A query the tap cannot serve (answered 400 with this message)."""
+
+
+EntryTest = Callable[[Entry], bool]
+
+
+class Selection:
+    """Which entries of a batch the tap passes on, and how many it still may."""
+
+    def __init__(
+        self,
+        sources: frozenset[str] | None,
+        route: tuple[frozenset[str] | None, int],
+        tests: list[EntryTest],
+        limit: int | None,
+    ) -> None:
+        self.sources = sources
+        self.route = route  # the sink's (inputs, skip bit); (None, 0): every entry
+        self.tests = tests
+        self.remaining = limit
+
+    @property
+    def done(self) -> bool:
+        """The limit is reached."""
+        return self.remaining is not None and self.remaining <= 0
+
+    def select(self, batch: Batch) -> bytes:
+        """The NDJSON lines of ``batch`` that pass, at most the remaining limit."""
+        batch = narrow(batch, *self.route)
+        if self.sources is not None:
+            batch = narrow(batch, self.sources)
+        out = bytearray()
+        for group, data in batch.groups():
+            if self.done:
+                break
+            if self.tests:
+                out += self._tested(data)
+            elif self.remaining is None or group.count <= self.remaining:
+                out += data  # a whole group: no per-entry work
+                if self.remaining is not None:
+                    self.remaining -= group.count
+            else:
+                out += data[: _end_of_line(data, self.remaining)]
+                self.remaining = 0
+        return bytes(out)
+
+    def _tested(self, data: memoryview) -> bytes:
+        out = bytearray()
+        # JSON strings hold no raw newline: every b"\n" ends an entry (dispatch/batch.py)
+        for line in bytes(data).split(b"\n")[:-1]:
+            if self.done:
+                break
+            if all(test(_entry(line)) for test in self.tests):
+                out += line + b"\n"
+                if self.remaining is not None:
+                    self.remaining -= 1
+        return bytes(out)
+
+
+def _end_of_line(data: memoryview, lines: int) -> int:
+    """The offset just past the ``lines``-th newline of ``data``."""
+    raw = bytes(data)
+    at = 0
+    for _ in range(lines):
+        at = raw.index(b"\n", at) + 1
+    return at
+
+
+def _entry(line: bytes) -> Entry:
+    """An entry line (dispatch/encode.py) as the conditions of pipeline steps read it."""
+    value = msgspec.json.decode(line)
+    return Entry(
+        value.get("source", ""),
+        value.get("labels") or {},
+        0,
+        value.get("message", ""),
+        value.get("level"),
+        value.get("fields"),
+    )
+
+
+def parse_when(text: str) -> EntryTest:
+    """``FIELD=VALUE`` (equal, as text or as the JSON number/boolean it spells) or
+    ``FIELD~REGEX`` (searched in the member as text) as a test of an entry."""
+    found = re.search(r"[=~]", text)
+    if found is None:
+        raise TapRequestError(f"when {text!r}: write FIELD=VALUE or FIELD~REGEX")
+    field, op, value = text[: found.start()], found.group(), text[found.end() :]
+    raw: dict[str, object] = {"field": field}
+    if op == "~":
+        raw["matches"] = value
+    else:
+        candidates: list[object] = [value]
+        try:  # fields.status=500 is meant to match the number 500 too
+            decoded = msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            decoded = None
+        if isinstance(decoded, int | float | bool):
+            candidates.append(decoded)
+        raw["in"] = candidates
+    try:
+        when = msgspec.convert(raw, Condition)
+    except msgspec.ValidationError as exc:
+        raise TapRequestError(f"when {text!r}: {exc}") from exc
+    problems = check_when(when, ("when",))
+    if problems:
+        raise TapRequestError(f"when {text!r}: {problems[0][1]}")
+    test: EntryTest = condition(when)
+    return test
+
+
+def parse_params(
+    params: dict[str, list[str]], config: Config, sources: list[str], sinks: list[str]
+) -> Selection:
+    """The :class:`Selection` a query asks for, or :class:`TapRequestError`."""
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise TapRequestError(f"unknown parameter {unknown[0]!r} (known: {', '.join(PARAMETERS)})")
+    wanted = params.get("source")
+    for name in wanted or ():
+        if name not in sources:
+            raise TapRequestError(f"no source named {name!r} (sources: {', '.join(sources)})")
+    route: tuple[frozenset[str] | None, int] = (None, 0)
+    if params.get("sink"):
+        if len(params["sink"]) > 1:
+            raise TapRequestError("give one sink")
+        name = params["sink"][0]
+        if name not in sinks:
+            raise TapRequestError(f"no sink named {name!r} (sinks: {', '.join(sinks)})")
+        route = sink_routes(config, sinks)[sinks.index(name)]
+    limit = None
+    if params.get("limit"):
+        text = params["limit"][-1]
+        if not text.isdigit() or int(text) < 1:
+            raise TapRequestError(f"limit {text!r}: give a whole number of entries, 1 or more")
+        limit = int(text)
+    tests = [parse_when(text) for text in params.get("when", [])]
+    return Selection(None if wanted is None else frozenset(wanted), route, tests, limit)
+
+
+def serve(
+    handler: BaseHTTPRequestHandler, supervisor: Supervisor, params: dict[str, list[str]]
+) -> None:
+    """Answer ``GET /tap``: stream entries as the module docstring says, until the
+    limit, the agent's stop, or the client's leaving."""
+    plan = supervisor.plan
+    try:
+        selection = parse_params(params, supervisor.config, plan.sources, plan.sinks)
+    except TapRequestError as exc:
+        _error(handler, 400, str(exc))
+        return
+    # a mapping of its own: the supervisor unmaps its rings when it stops, maybe while
+    # this thread still reads (this one stays valid until closed, unlinked or not)
+    try:
+        if supervisor.stop_requested:
+            raise FileNotFoundError(plan.batch_ring)
+        ring = Ring.attach(plan.batch_ring)
+    except FileNotFoundError:
+        _error(handler, 503, "the agent is stopping")
+        return
+    try:
+        _answer(handler, supervisor, ring, selection)
+    finally:
+        ring.close()
+
+
+def _error(handler: BaseHTTPRequestHandler, status: int, message: str) -> None:
+    body = msgspec.json.encode({"error": message})
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
+def _answer(
+    handler: BaseHTTPRequestHandler, supervisor: Supervisor, ring: Ring, selection: Selection
+) -> None:
+    follower = RingFollower(ring)  # before the headers: a client that has them sees all after
+    handler.close_connection = True
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/x-ndjson")
+    handler.send_header("Cache-Control", "no-store")
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    if handler.command == "HEAD":
+        return
+    sock: socket.socket = handler.connection
+    sock.settimeout(WRITE_TIMEOUT)
+    try:
+        _stream(handler, supervisor, ring, follower, selection, sock)
+    except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        return  # the client went away
+
+
+def _stream(
+    handler: BaseHTTPRequestHandler,
+    supervisor: Supervisor,
+    ring: Ring,
+    follower: RingFollower,
+    selection: Selection,
+    sock: socket.socket,
+) -> None:
+    write = handler.wfile.write
+    reported = 0
+    next_report = next_gone_check = time.monotonic()
+    while True:
+        if supervisor.stop_requested or ring.closed:
+            # draining: the last batches go to the sinks, not to a tap
+            write(b'{"tap":"end","reason":"stopping"}\n')
+            return
+        copied = follower.take()
+        now = time.monotonic()
+        if follower.missed > reported and now >= next_report:
+            write(b'{"tap":"missed","batches":%d}\n' % (follower.missed - reported))
+            reported, next_report = follower.missed, now + MISSED_EVERY
+        if copied is None:
+            if _client_gone(sock, IDLE_POLL):
+                return
+            continue
+        lines = selection.select(Batch.from_slot(memoryview(copied.data)))
+        if lines:
+            write(lines)
+        elif now >= next_gone_check:
+            next_gone_check = now + GONE_CHECK_EVERY
+            if _client_gone(sock, 0):
+                return
+        if selection.done:
+            write(b'{"tap":"end","reason":"limit"}\n')
+            return
+
+
+def _client_gone(sock: socket.socket, timeout: float) -> bool:
+    """Wait up to ``timeout`` for the client to close its end (it sends nothing more
+    after its request; whatever it does send is discarded)."""
+    readable, _, _ = select.select([sock], [], [], timeout)
+    if not readable:
+        return False
+    try:
+        return not sock.recv(4096)
+    except (ConnectionResetError, TimeoutError):
+        return True

@@ -19,7 +19,7 @@ def run_collector(ctx: ChildContext, source: str) -> None:
         ctx.plan.config.data_dir,
         should_stop=lambda: ctx.stop.is_set() or ctx.state.draining,
         pipelines=tuple((name, ctx.plan.config.pipelines[name]) for name in config.pipelines),
-        steps=ctx.table.steps_block(offset, len(series)),
+        steps=ctx.table.area_block(offset, len(series)),
     )
     if env.pipelines:
         # steps make a few dicts per line: collect young objects far less often (measured

@@ -26,8 +26,9 @@ from logcap.dispatch.checkpoint import FilePosition
 
 _encode = msgspec.msgpack.Encoder().encode
 # the batch meta around its groups: array header (1), created_ns (9), count (5),
-# headers of the groups and progress arrays (5 each); plus the slot's 8-byte prefix
-BATCH_OVERHEAD = PREFIX.size + 1 + 9 + 5 + 5 + 5
+# headers of the groups and progress arrays (5 each), read_ns (9); plus the slot's
+# 8-byte prefix
+BATCH_OVERHEAD = PREFIX.size + 1 + 9 + 5 + 5 + 5 + 9
 STAMP_BYTES = 9  # one int64 in a group's msgpack timestamps
 
 
@@ -55,10 +56,18 @@ def position_bytes(position: FilePosition | None) -> int:
 class Run:
     """Encoded entries of one group: the bytes ``head + body[lo:hi]``, ``count`` entries."""
 
-    __slots__ = ("body", "count", "group", "head", "hi", "lo", "meta")
+    __slots__ = ("body", "count", "group", "head", "hi", "lo", "meta", "read_ns")
 
     def __init__(
-        self, group: Group, head: bytes, body: bytes, lo: int, hi: int, count: int, meta: int
+        self,
+        group: Group,
+        head: bytes,
+        body: bytes,
+        lo: int,
+        hi: int,
+        count: int,
+        meta: int,
+        read_ns: int = 0,
     ) -> None:
         self.group = group
         self.head = head
@@ -67,6 +76,7 @@ class Run:
         self.hi = hi
         self.count = count
         self.meta = meta  # group_meta_bound of the group
+        self.read_ns = read_ns  # when its entries were read (wall ns)
 
     @property
     def size(self) -> int:
@@ -121,8 +131,8 @@ class Run:
         rest_ns = later[0] if later else g.timestamp_ns
         rest = msgspec.structs.replace(g, timestamp_ns=rest_ns, count=0, nbytes=0, timestamps=later)
         return (
-            Run(first, self.head, self.body, self.lo, end, count, self.meta),
-            Run(rest, b"", self.body, end, self.hi, self.count - count, self.meta),
+            Run(first, self.head, self.body, self.lo, end, count, self.meta, self.read_ns),
+            Run(rest, b"", self.body, end, self.hi, self.count - count, self.meta, self.read_ns),
         )
 
 
@@ -138,12 +148,15 @@ class OpenBatch:
     # per input index: the last sequence whose lines are all in this batch
     completes: dict[int, int] = field(default_factory=dict)
     awaited: bool = False  # completes an HTTP request whose client waits for it
+    read_ns: int = 0  # its oldest entry's read time (wall ns; 0: none yet)
 
     def add(self, run: Run) -> None:
         """Append a run that fits."""
         self.runs.append(run)
         self.count += run.count
         self.cost += run.cost
+        if run.read_ns and (not self.read_ns or run.read_ns < self.read_ns):
+            self.read_ns = run.read_ns
 
     def complete(self, index: int, seq: int, position: FilePosition | None) -> None:
         """Record ``seq`` of input ``index`` (and its file position) goes with this batch."""

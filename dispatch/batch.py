@@ -62,6 +62,9 @@ class BatchMeta(msgspec.Struct, array_like=True, gc=False):
     count: int
     groups: list[Group]
     progress: list[FilePosition]
+    # wall-clock ns its oldest entry was read (0: unknown, a batch of an older version):
+    # what the sinks' delivery latency counts from
+    read_ns: int = 0
 
 
 _encode_meta = msgspec.msgpack.Encoder().encode

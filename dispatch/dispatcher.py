@@ -39,6 +39,7 @@ from logcap.dispatch.route import Router, regroup
 from logcap.errors import BufferFull
 from logcap.metrics import Counter, CounterBlock
 from logcap.ringbuf import Producer
+from logcap.sinks.routing import entries_for
 
 __all__ = ["Dispatcher", "SourceInput"]
 log = logging.getLogger(__name__)
@@ -59,10 +60,14 @@ class Dispatcher:
         largest_batch: int | None = None,
         routes: dict[int, Condition] | None = None,
         routed: tuple[str, ...] = (),
+        ledger: list[tuple[CounterBlock, frozenset[str] | None, int]] | None = None,
     ) -> None:
         self.config = config
         self.router = Router(routes or {})  # sinks' `when`, by sink index
         self.routed = routed  # the fields sinks' templates name: groups share their values
+        # per sink: its block, inputs and skip bit, to count what each batch holds for it
+        # (the events ledger, metrics/ledger.py)
+        self.ledger = ledger or []
         self.inputs = inputs
         self.output = output
         self.counters = counters
@@ -183,10 +188,10 @@ class Dispatcher:
                 body = encode_stamped(piece.head, stamps, messages)
             else:  # entries from pipelines: their levels and fields go along
                 body = encode_rich(piece.head, stamps, messages, piece.levels, piece.fields)
-            return Run(group, b"", body, 0, len(body), len(messages), meta)
+            return Run(group, b"", body, 0, len(body), len(messages), meta, piece.read_ns)
         group = Group(piece.source, piece.labels, piece.timestamp_ns, 0, 0, [], piece.skip)
         body, end = encode_entries(piece.head, messages)
-        return Run(group, piece.head, body, 0, end, len(messages), meta)
+        return Run(group, piece.head, body, 0, end, len(messages), meta, piece.read_ns)
 
     def _add(self, run: Run, reserve: int) -> None:
         """Add ``run`` to the open batch, publishing each batch it fills; what does not fit
@@ -234,11 +239,16 @@ class Dispatcher:
         if not batch.count:
             return
         groups = [run.final_group() for run in batch.runs]
-        meta = BatchMeta(time.time_ns(), batch.count, groups, list(batch.progress.values()))
+        progress = list(batch.progress.values())
+        meta = BatchMeta(time.time_ns(), batch.count, groups, progress, batch.read_ns)
         seq = self._claim()
         length = write_batch(self.output.payload(seq), meta, [run.pieces() for run in batch.runs])
         self.output.commit(seq, length)
         self.output.publish(seq)
+        # counted once published, never before: the ledger reads these first, then the
+        # ring, so an entry is never in neither
+        for block, inputs, skip_bit in self.ledger:
+            block.add(Counter.LEDGER_PUBLISHED, entries_for(groups, inputs, skip_bit))
         self.acks.published(seq, meta.progress, meta.created_ns)
         self.counters.add(Counter.EVENTS_OUT, batch.count)
         self.counters.add(Counter.BYTES_OUT, length)

@@ -12,6 +12,7 @@ from logcap.dispatch.dispatcher import Dispatcher, SourceInput
 from logcap.memory import set_malloc_thresholds
 from logcap.metrics import Counter
 from logcap.plan import DISPATCHER
+from logcap.sinks.routing import sink_routes
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,12 @@ def run_dispatcher(ctx: ChildContext) -> None:
             for index, name in enumerate(plan.sinks)
             if (sink := plan.config.sinks[name]).when is not None
         },
+        ledger=[
+            (block, inputs, skip_bit)
+            for block, (inputs, skip_bit) in zip(
+                sink_blocks, sink_routes(plan.config, plan.sinks), strict=True
+            )
+        ],
         routed=tuple(
             sorted(set().union(*(plan.config.sinks[name].routed_fields() for name in plan.sinks)))
         ),

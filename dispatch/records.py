@@ -58,6 +58,7 @@ class Piece(NamedTuple):
     skip: int = 0  # sinks whose `when` these entries fail, by bit (dispatch/route.py)
     level: str | None = None  # the level every entry of the piece has (dispatch/route.py)
     keys: dict[str, str] = {}  # fields sinks' templates name, shared by every entry (same)
+    read_ns: int = 0  # when the collector read them (wall ns): latency counts from it
 
 
 def cut(piece: Piece, start: int, end: int) -> Piece:
@@ -126,7 +127,8 @@ def _lines(
     if not lines:  # e.g. one skipped line: nothing to send, a position to checkpoint
         return [], position
     prefix = entry_prefix(source.name, labels, header.read_ns)
-    return [Piece(source.name, labels, prefix, header.read_ns, lines, [])], position
+    piece = Piece(source.name, labels, prefix, header.read_ns, lines, [], read_ns=header.read_ns)
+    return [piece], position
 
 
 def _entries(
@@ -155,9 +157,10 @@ def _entries(
             continue
         merged = {**run.labels, **source.static_labels, "host": source.host}
         rest = entry_rest(source.name, merged, header.read_ns)
-        pieces.append(
-            Piece(source.name, merged, rest, stamps[0], messages, stamps, run.levels, run.fields)
+        piece = Piece(
+            source.name, merged, rest, stamps[0], messages, stamps, run.levels, run.fields
         )
+        pieces.append(piece._replace(read_ns=header.read_ns))
         total += len(messages)
     source.counters.add(Counter.EVENTS_OUT, total)
     counters.add(Counter.EVENTS_IN, total)

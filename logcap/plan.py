@@ -47,6 +47,13 @@ def step_words(config: Config, sources: list[str]) -> int:
     return sum(len(series) for _, series in step_areas(config, sources).values())
 
 
+def area_words(config: Config, sources: list[str], sinks: list[str]) -> int:
+    """Words of the counter table's areas: the step area, then every sink's histograms."""
+    from logcap.metrics.histogram import SINK_WORDS
+
+    return step_words(config, sources) + len(sinks) * SINK_WORDS
+
+
 class RunPlan(msgspec.Struct, kw_only=True):
     """Names of the shared segments, doorbell fds and component order of one run."""
 
@@ -76,6 +83,13 @@ class RunPlan(msgspec.Struct, kw_only=True):
         """Where ``source``'s words start in the counter table's step area, and the
         (pipeline, step, outcome) of each."""
         return step_areas(self.config, self.sources)[source]
+
+    def histogram_offset(self, sink: str) -> int:
+        """Where ``sink``'s histograms start in the counter table's areas (after the
+        step area, sinks in plan order)."""
+        from logcap.metrics.histogram import SINK_WORDS
+
+        return step_words(self.config, self.sources) + self.sinks.index(sink) * SINK_WORDS
 
     def encode(self) -> bytes:
         """Bytes for a child's stdin."""

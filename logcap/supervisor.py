@@ -35,7 +35,7 @@ from logcap.child import quiet_third_party_loggers
 from logcap.config import Config, component_type
 from logcap.metrics import NOTHING, Counter, CounterTable
 from logcap.operator_log import config_origin, drain_line, start_lines
-from logcap.plan import DISPATCHER, RETRY, RunPlan, batch_slot_bytes, step_words
+from logcap.plan import DISPATCHER, RETRY, RunPlan, area_words, batch_slot_bytes
 from logcap.ringbuf import Doorbell, Ring, run_prefix, sweep_stale, unlink
 from logcap.runstate import RunState
 
@@ -123,7 +123,7 @@ class Supervisor:
                 self.segments.append(name)
         counters_name, state_name = f"{self.prefix}counters", f"{self.prefix}state"
         self.table = CounterTable.create(
-            counters_name, len(sources) + len(sinks) + 2, step_words(cfg, sources)
+            counters_name, len(sources) + len(sinks) + 2, area_words(cfg, sources, sinks)
         )
         self.state = RunState.create(state_name)
         self.segments += [counters_name, state_name]

@@ -7,13 +7,14 @@ Layout (little-endian int64 words)::
 
     word 0                     magic 0x4C4F47434150434E ("LOGCAPCN")
     word 1                     number of components
-    word 2                     words of the step area
+    word 2                     A: words of the areas after the blocks
     word 3..7                  reserved
     word 8 + c*WORDS + k       counter k (see :class:`Counter`) of component c
-    word 8 + C*WORDS + i       step area word i (C components): one word per
-                               (source, pipeline, step, outcome), each source's words
-                               in the order capture/pipeline/engine.py step_series gives
-                               (offsets: logcap/plan.py RunPlan.step_area)
+    word 8 + C*WORDS + i       area word i (C components, 0 <= i < A), first the step
+                               area: one word per (source, pipeline, step, outcome), each
+                               source's words in the order capture/pipeline/engine.py
+                               step_series gives; then the histogram area: per sink, its
+                               histograms (metrics/histogram.py); offsets: logcap/plan.py
 
 The component order is fixed by the run plan (sources, dispatcher, sinks, retry), so
 every process finds its block by index. A sink's block holds words written by the sink
@@ -31,7 +32,7 @@ from logcap.ringbuf import _shm
 
 MAGIC = 0x4C4F47434150434E
 HEADER_WORDS = 8
-WORDS = 56
+WORDS = 64
 NOTHING = (1 << 63) - 1  # OWNED_LOW when the retry process holds nothing for a sink
 
 
@@ -110,6 +111,18 @@ class Counter(enum.IntEnum):
     # and entries left out of a retry because an earlier attempt delivered them
     LOKI_ENTRIES_PRUNED = 53
     LOKI_ENTRIES_SKIPPED = 54
+    # sink blocks, the events ledger (metrics/ledger.py). Written by the dispatcher:
+    # entries published in batches for this sink (its inputs, its `when`)
+    LEDGER_PUBLISHED = 55
+    # written by the sink: the last fresh batch whose entries it counted as received and
+    # as delivered (a restarted sink process counts none of them twice)
+    RECEIVED_SEQ = 56
+    DELIVERED_SEQ = 57
+    # written by the retry process: entries it holds for the sink (spooled, due, handed
+    # back and not yet reported; a gauge), and dead-lettered entries dlq.reprocess
+    # took back from the DLQ
+    RETRY_HELD_ENTRIES = 58
+    DLQ_REPROCESSED_ENTRIES = 59
 
 
 class CounterTable:
@@ -121,20 +134,20 @@ class CounterTable:
         if self._words[0] != MAGIC:
             raise RingCorrupt(f"segment {shm.name!r} is not a logcap counter table")
         self.components = self._words[1]
-        self.step_words = self._words[2]
+        self.area_words = self._words[2]
 
     @staticmethod
-    def size(components: int, step_words: int = 0) -> int:
-        """Bytes needed for ``components`` blocks and the step area."""
-        return (HEADER_WORDS + components * WORDS + step_words) * 8
+    def size(components: int, area_words: int = 0) -> int:
+        """Bytes needed for ``components`` blocks and the areas after them."""
+        return (HEADER_WORDS + components * WORDS + area_words) * 8
 
     @classmethod
-    def create(cls, name: str, components: int, step_words: int = 0) -> CounterTable:
+    def create(cls, name: str, components: int, area_words: int = 0) -> CounterTable:
         """Create a zeroed table."""
-        shm = _shm.create(name, cls.size(components, step_words))
+        shm = _shm.create(name, cls.size(components, area_words))
         words = _shm.buffer(shm).cast("q")
         words[1] = components
-        words[2] = step_words
+        words[2] = area_words
         words[0] = MAGIC
         words.release()
         return cls(shm)
@@ -150,15 +163,15 @@ class CounterTable:
             raise IndexError(f"no component {component} of {self.components}")
         return CounterBlock(self._words, HEADER_WORDS + component * WORDS)
 
-    def steps_block(self, offset: int, count: int) -> CounterBlock:
-        """The ``count`` step-area words from ``offset`` (one source's): word i of the
-        block is step-area word ``offset + i``."""
-        if not (offset >= 0 and offset + count <= self.step_words):
-            raise IndexError(f"no step words {offset}..{offset + count} of {self.step_words}")
+    def area_block(self, offset: int, count: int) -> CounterBlock:
+        """The ``count`` area words from ``offset`` (one source's steps, one sink's
+        histograms): word i of the block is area word ``offset + i``."""
+        if not (offset >= 0 and offset + count <= self.area_words):
+            raise IndexError(f"no area words {offset}..{offset + count} of {self.area_words}")
         return CounterBlock(self._words, HEADER_WORDS + self.components * WORDS + offset)
 
-    def read_steps(self, offset: int, count: int) -> list[int]:
-        """A snapshot of ``count`` step-area words from ``offset``."""
+    def read_area(self, offset: int, count: int) -> list[int]:
+        """A snapshot of ``count`` area words from ``offset``."""
         base = HEADER_WORDS + self.components * WORDS + offset
         return list(self._words[base : base + count])
 
@@ -201,5 +214,5 @@ class CounterBlock:
 class NullBlock(CounterBlock):
     """A block that counts into a private array (tools and tests without a table)."""
 
-    def __init__(self) -> None:
-        super().__init__(memoryview(bytearray(WORDS * 8)).cast("q"), 0)
+    def __init__(self, words: int = WORDS) -> None:
+        super().__init__(memoryview(bytearray(words * 8)).cast("q"), 0)

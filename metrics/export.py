@@ -22,6 +22,8 @@ from logcap import __version__
 from logcap.capture.pipeline.engine import DROPPED
 from logcap.errors import REASON_CODES
 from logcap.metrics._counters import Counter
+from logcap.metrics.histogram import histogram_families
+from logcap.metrics.ledger import ledger_families
 from logcap.plan import DISPATCHER, RETRY, step_areas
 
 if TYPE_CHECKING:
@@ -412,7 +414,7 @@ def _step_families(sup: Supervisor) -> Iterator[Metric]:
         labels=["component", "pipeline", "action"],
     )
     for source, (offset, series) in step_areas(sup.plan.config, sup.plan.sources).items():
-        values = sup.table.read_steps(offset, len(series))
+        values = sup.table.read_area(offset, len(series))
         for (pipeline, step, outcome), value in zip(series, values, strict=True):
             if step == "timestamp_limits":
                 out_of_range.add_metric([source, pipeline, outcome], value)
@@ -527,6 +529,8 @@ class PipelineCollector(Collector):
         yield from _retry_families(sup)
         yield from _step_families(sup)
         yield from _ring_families(sup)
+        yield from ledger_families(sup)
+        yield from histogram_families(sup)
         yield from self._run_families()
         # a family no component of this config has is left out, not shown empty
         yield from (family for family in families.values() if family.samples)

@@ -104,4 +104,5 @@ class DlqReprocessor:
         mark(stored)
         service.schedule(item)
         lane.counters.add(Counter.DLQ_REPROCESSED)
+        lane.counters.add(Counter.DLQ_REPROCESSED_ENTRIES, record.entries)
         return True

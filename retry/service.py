@@ -64,6 +64,20 @@ class SinkLane:
     publish_low: Callable[[int], None]
     live: dict[Key, Spooled] = field(default_factory=dict)  # spooled, not yet done
     in_flight: set[int] = field(default_factory=set)  # spool ids handed back, unreported
+    held: int = 0  # entries of ``live`` (kept with it: see hold/let_go)
+
+    def hold(self, key: Key, spooled: Spooled) -> None:
+        """``spooled`` is this sink's, not yet done."""
+        self.let_go(key)
+        self.live[key] = spooled
+        self.held += spooled.entries
+
+    def let_go(self, key: Key) -> Spooled | None:
+        """Done with ``key`` (delivered or dead-lettered); what was held, if anything."""
+        spooled = self.live.pop(key, None)
+        if spooled is not None:
+            self.held -= spooled.entries
+        return spooled
 
 
 class RetryService:
@@ -105,7 +119,7 @@ class RetryService:
             if lane is None:
                 self._to_dlq(item, "permanent", f"sink {spooled.sink!r} is no longer configured")
                 continue
-            lane.live[(spooled.batch_seq, spooled.first_failure_ns)] = spooled
+            lane.hold((spooled.batch_seq, spooled.first_failure_ns), spooled)
             if (spooled.batch_seq, spooled.first_failure_ns) in in_rings[lane.name]:
                 lane.in_flight.add(spooled.id)
             elif spooled.permanent:
@@ -167,6 +181,9 @@ class RetryService:
             return False
         self.spool.sync()  # on disk before the slot is released (module docstring)
         lane.publish_low(NOTHING)
+        # held before released, so the sink frees its batch slot only after: the ledger
+        # (metrics/ledger.py) never finds these entries in neither place
+        self._publish_held(lane)
         consumer.release(taken)
         return True
 
@@ -177,7 +194,7 @@ class RetryService:
         if message.kind == DELIVERED:
             if known is not None:
                 self.spool.done(known)
-                del lane.live[key]
+                lane.let_go(key)
                 lane.in_flight.discard(known.id)
                 lane.counters.add(Counter.RETRY_DELIVERED)
             return True
@@ -229,7 +246,7 @@ class RetryService:
             self.counters.add(Counter.ERRORS)
             return False
         item.spooled = spooled
-        lane.live[(item.batch_seq, item.first_failure_ns)] = spooled
+        lane.hold((item.batch_seq, item.first_failure_ns), spooled)
         return True
 
     def schedule(self, item: RetryItem, not_before: float = 0.0) -> None:
@@ -332,7 +349,7 @@ class RetryService:
         if item.spooled is not None:
             self.spool.done(item.spooled)
             if lane is not None:
-                lane.live.pop((item.batch_seq, item.first_failure_ns), None)
+                lane.let_go((item.batch_seq, item.first_failure_ns))
         if lane is not None:
             lane.counters.add(DLQ_RECORDS[kind])
             lane.counters.add(Counter.DLQ_BYTES, size)
@@ -350,7 +367,15 @@ class RetryService:
                 self._to_dlq(item, kind, reason)
         return len(self.waiting_for_dlq) < len(backlog)
 
+    @staticmethod
+    def _publish_held(lane: SinkLane) -> None:
+        """Entries held for the lane's sink: every batch it spooled and is not done with
+        (due, waiting for the DLQ, or handed back and not yet reported)."""
+        lane.counters.set(Counter.RETRY_HELD_ENTRIES, lane.held)
+
     def _publish_gauges(self) -> None:
+        for lane in self.lanes:
+            self._publish_held(lane)
         self.counters.set(Counter.RETRY_HEAP_ENTRIES, self.heap.entries)
         self.counters.set(Counter.RETRY_HEAP_BYTES, self.heap.bytes)
         self.counters.set(Counter.SPOOL_BYTES, self.spool.total_bytes)

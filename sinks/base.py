@@ -21,7 +21,8 @@ from typing import Protocol
 
 from logcap.dispatch.batch import Batch
 from logcap.errors import REASON_CODES, DeliveryError, Permanent, Retryable
-from logcap.metrics import Counter, CounterBlock
+from logcap.metrics import Counter, CounterBlock, NullBlock
+from logcap.metrics.histogram import SINK_WORDS, sink_histograms
 from logcap.retry.messages import DELIVERED, PERMANENT, RETRYABLE, read_message, send
 from logcap.ringbuf import Consumer, Producer, SleepWait, WaitStrategy
 from logcap.sinks.breaker import CircuitBreaker
@@ -78,8 +79,13 @@ class SinkRunner:
         breaker: CircuitBreaker | None = None,
         inputs: frozenset[str] | None = None,
         skip_bit: int = 0,
+        histograms: CounterBlock | None = None,
     ) -> None:
         self.name = name
+        # delivery latency, send duration, batch size (metrics/histogram.py)
+        self.latency, self.send_time, self.batch_size = sink_histograms(
+            histograms or NullBlock(SINK_WORDS)
+        )
         self.inputs = inputs
         # this sink's bit in each group's skip mask (its `when`; 0: none): fresh batches
         # only, a redelivery holds what this sink's first delivery already kept
@@ -94,7 +100,6 @@ class SinkRunner:
         self.max_backoff = max_backoff
         self.wall_ns = wall_ns
         self.wait = wait or SleepWait()
-        self._received_seq = -1  # the last fresh batch whose entries were counted in
 
     def _open(self, data: memoryview, fresh: bool = True) -> Batch:
         """The batch in ``data`` (a batch slot, or a redelivered copy) as this sink sees
@@ -136,9 +141,13 @@ class SinkRunner:
     def _deliver(self, first: int, last: int) -> int:
         """Write the ready batches, flush once, hand the failed ones to the retry process;
         return the last sequence handled (its slots may then be released)."""
+        began = time.monotonic()
         written, last, handed = self._write_ready(first, last)
         # a sink may buffer or await acknowledgements: delivered means flushed
-        handed = max(handed, self._settle(written, dict(self.sink.flush())))
+        failed = dict(self.sink.flush())
+        if written:
+            self.send_time.observe(time.monotonic() - began)
+        handed = max(handed, self._settle(written, failed))
         del written  # drop the views into the slots before handing them back
         self._await_taken(handed)
         return last
@@ -159,7 +168,8 @@ class SinkRunner:
                 handed = self._hand_off(failed[index], seq, wire, 1, first_ns, count)
             else:
                 self._judged(None)
-                self._count(count, batch.nbytes)
+                self._count(count, batch.nbytes, seq)
+                self._observe(batch, count)
         return handed
 
     def _write_ready(
@@ -237,14 +247,29 @@ class SinkRunner:
         self._await_taken(handed)
 
     def _received(self, seq: int, batch: Batch) -> None:
-        """Count what a fresh batch holds for this sink, once (a retry in place reads it
-        again; a redelivery was counted when it first came)."""
-        if seq > self._received_seq:
-            self._received_seq = seq
+        """Count what a fresh batch holds for this sink, once: a retry in place reads it
+        again, a restarted process reads what its predecessor had not released (the
+        word keeps the last counted sequence + 1 across restarts); a redelivery was
+        counted when it first came."""
+        if seq + 1 > self.counters.get(Counter.RECEIVED_SEQ):
+            self.counters.set(Counter.RECEIVED_SEQ, seq + 1)
             self.counters.add(Counter.EVENTS_IN, batch.meta.count)
             self.counters.add(Counter.BYTES_IN, batch.nbytes)
 
-    def _count(self, entries: int, size: int) -> None:
+    def _observe(self, batch: Batch, entries: int) -> None:
+        """A delivered batch in the histograms: its entries' latency from their read
+        (timed from its oldest entry) and its size."""
+        if batch.meta.read_ns:
+            self.latency.observe(max(0, self.wall_ns() - batch.meta.read_ns) / 1e9, entries)
+        self.batch_size.observe(entries)
+
+    def _count(self, entries: int, size: int, seq: int | None = None) -> None:
+        """Count a delivered batch; a fresh one (``seq``) once, like :meth:`_received`
+        (the events ledger needs each delivery once: metrics/ledger.py)."""
+        if seq is not None:
+            if seq + 1 <= self.counters.get(Counter.DELIVERED_SEQ):
+                return
+            self.counters.set(Counter.DELIVERED_SEQ, seq + 1)
         self.counters.add(Counter.EVENTS_OUT, entries)
         self.counters.add(Counter.BYTES_OUT, size)
         self.counters.add(Counter.BATCHES)
@@ -258,6 +283,7 @@ class SinkRunner:
             batches: list[Batch | None] = []  # None: nothing in it for this sink
             writes: list[int] = []  # index in pending of each write call
             errors: dict[int, DeliveryError] = {}
+            began = time.monotonic()
             for index, seq in enumerate(pending):
                 batch = self._open(self.consumer.read(seq))
                 if nothing_for_sink(batch):
@@ -272,10 +298,15 @@ class SinkRunner:
                     errors[index] = exc
                     break  # later batches wait: order is kept while a sink fails
             errors.update((writes[index], exc) for index, exc in self.sink.flush())
+            if writes:
+                self.send_time.observe(time.monotonic() - began)
             written = len(batches)
             for index, kept in enumerate(batches):
                 if kept is not None and index not in errors:
+                    # not by sequence: a flush may fail an earlier batch and a later
+                    # one go through (without a retry process; no ledger here)
                     self._count(kept.meta.count, kept.nbytes)
+                    self._observe(kept, kept.meta.count)
             del batches
             if not errors:
                 return
@@ -381,8 +412,10 @@ class SinkRunner:
             skip = nothing_for_sink(batch)
             try:
                 if not skip:
+                    began = time.monotonic()
                     self.sink.write(batch)
                     failed = self.sink.flush()
+                    self.send_time.observe(time.monotonic() - began)
                     if failed:
                         raise failed[0][1]
             except DeliveryError as exc:
@@ -401,6 +434,7 @@ class SinkRunner:
                 if not skip:
                     self._judged(None)
                     self._count(batch.meta.count, batch.nbytes)
+                    self._observe(batch, batch.meta.count)
                 self._report(
                     DELIVERED,
                     message.batch_seq,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from logcap.child import ChildContext
 from logcap.memory import set_malloc_thresholds
 from logcap.metrics import Counter, CounterBlock
+from logcap.metrics.histogram import SINK_WORDS
 from logcap.sinks.base import SinkRunner
 from logcap.sinks.breaker import CircuitBreaker, State
 from logcap.sinks.registry import build_sink
-from logcap.sinks.routing import inputs_of
+from logcap.sinks.routing import sink_routes
 
 
 def run_sink(ctx: ChildContext, name: str) -> None:
@@ -17,6 +18,7 @@ def run_sink(ctx: ChildContext, name: str) -> None:
     # own mappings, returned on free, so a catch-up after an outage leaves no bloat
     set_malloc_thresholds(64 * 1024, 1024 * 1024)
     config = ctx.plan.config.sinks[name]
+    inputs, skip_bit = sink_routes(ctx.plan.config, ctx.plan.sinks)[ctx.plan.sinks.index(name)]
     sink = build_sink(config, ctx.counters)
     counters = ctx.counters
     counters.set(Counter.CIRCUIT_STATE, 0)  # a restarted sink process starts closed
@@ -34,8 +36,9 @@ def run_sink(ctx: ChildContext, name: str) -> None:
         redeliveries=ctx.redelivery_consumer(name),
         wait=ctx.bell,
         breaker=breaker,
-        inputs=inputs_of(config.inputs),
-        skip_bit=0 if config.when is None else 1 << ctx.plan.sinks.index(name),
+        inputs=inputs,
+        skip_bit=skip_bit,
+        histograms=ctx.table.area_block(ctx.plan.histogram_offset(name), SINK_WORDS),
     ).run()
 
 

@@ -69,7 +69,7 @@ def narrow(batch: Batch, inputs: frozenset[str] | None, skip_bit: int = 0) -> Ba
     groups = batch.meta.groups
 
     def keep(group: Group) -> bool:
-        return (inputs is None or group.source in inputs) and not group.skip & skip_bit
+        return receives(group, inputs, skip_bit)
 
     if all(keep(group) for group in groups):
         return batch
@@ -83,6 +83,28 @@ def narrow(batch: Batch, inputs: frozenset[str] | None, skip_bit: int = 0) -> Ba
         batch.meta, groups=kept, count=sum(group.count for group in kept)
     )
     return RoutedBatch(meta, batch.payload, starts)
+
+
+def receives(group: Group, inputs: frozenset[str] | None, skip_bit: int) -> bool:
+    """Whether the sink with ``inputs`` and ``skip_bit`` (see :func:`narrow`) receives
+    ``group``'s entries."""
+    return (inputs is None or group.source in inputs) and not group.skip & skip_bit
+
+
+def entries_for(groups: list[Group], inputs: frozenset[str] | None, skip_bit: int) -> int:
+    """How many entries of a fresh batch with ``groups`` the sink receives."""
+    if inputs is None and not skip_bit:
+        return sum(group.count for group in groups)
+    return sum(group.count for group in groups if receives(group, inputs, skip_bit))
+
+
+def sink_routes(config: Config, sinks: list[str]) -> list[tuple[frozenset[str] | None, int]]:
+    """Each sink's (inputs, skip bit) in run-plan order, as its runner narrows by."""
+    routes: list[tuple[frozenset[str] | None, int]] = []
+    for index, name in enumerate(sinks):
+        sink = config.sinks[name]
+        routes.append((inputs_of(sink.inputs), 0 if sink.when is None else 1 << index))
+    return routes
 
 
 def nothing_for_sink(batch: Batch) -> bool:

@@ -4,7 +4,10 @@ from ``/metrics`` (the last test here checks that no family is left unread)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
 import threading
 import time
 import urllib.request
@@ -211,6 +214,22 @@ retry: {{initial_backoff: 200ms, max_backoff: 1s}}
     assert agent.metric("logcap_sink_file_rotations_total", component="archive") >= 5
     assert agent.metric("logcap_sink_file_compressed_total", component="archive") >= 2
     assert agent.metric("logcap_process_cpu_seconds_total", component="dispatcher") > cpu_before
+    # histograms: every entry's latency once per sink; the slow sink's entries waited
+    for sink in ("archive", "collector", "devnull"):
+        assert agent.metric("logcap_delivery_latency_seconds_count", component=sink) == lines
+        batches = agent.metric("logcap_component_batches_total", component=sink)
+        assert agent.metric("logcap_sink_batch_size_events_count", component=sink) == batches
+        assert agent.metric("logcap_sink_batch_size_events_sum", component=sink) == lines
+        assert agent.metric("logcap_sink_send_duration_seconds_count", component=sink) >= 1
+    slow = samples(agent, "logcap_delivery_latency_seconds_bucket")
+    quick = {dict(p)["le"]: v for p, v in slow.items() if dict(p)["component"] == "devnull"}
+    late = {dict(p)["le"]: v for p, v in slow.items() if dict(p)["component"] == "collector"}
+    assert late["+Inf"] == quick["+Inf"] == lines
+    assert late["1.0"] < quick["1.0"]  # the slow sink's entries waited longer
+    mean = agent.metric("logcap_sink_send_duration_seconds_sum", component="collector") / (
+        agent.metric("logcap_sink_send_duration_seconds_count", component="collector")
+    )
+    assert mean >= 0.2  # most rounds waited for a 0.3 s answer (3 were a quick 503)
     assert agent.stop() == 0
 
 
@@ -298,7 +317,7 @@ def test_every_exported_family_is_read_from_metrics_by_a_test() -> None:
     test fails here."""
     from logcap.metrics import export
 
-    source = (TESTS.parent / "metrics" / "export.py").read_text()
+    source = "\n".join(path.read_text() for path in (TESTS.parent / "metrics").glob("*.py"))
     names = set(re.findall(r'"(logcap_[a-z_]+)"', source))
     counters = {name for name, *_ in export._COMPONENT_COUNTERS}
     counters |= set(re.findall(r'CounterMetricFamily\(\s*"(logcap_[a-z_]+)"', source))
@@ -308,5 +327,128 @@ def test_every_exported_family_is_read_from_metrics_by_a_test() -> None:
         for path in TESTS.glob("test_*.py")
         if path.name not in ("test_top.py", "test_cockpit_rules.py")
     )
-    sample_names = {name + "_total" if name in counters else name for name in names}
+    from logcap.metrics.histogram import SINK_HISTOGRAMS
+
+    histograms = {name for name, _, _ in SINK_HISTOGRAMS}
+    sample_names = {
+        name + "_total" if name in counters else name + "_count" if name in histograms else name
+        for name in names
+    }
     assert sorted(name for name in sample_names if f'"{name}"' not in tests) == []
+
+
+def ledger(agent) -> dict[str, dict[str, float]]:
+    """Per sink: published, ring, retry, dead, unaccounted (one scrape each family)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, key in (
+        ("logcap_ledger_published_events_total", "published"),
+        ("logcap_ledger_dead_lettered_events", "dead"),
+        ("logcap_events_unaccounted", "unaccounted"),
+        ("logcap_component_sent_events_total", "delivered"),
+    ):
+        for pairs, value in samples(agent, name).items():
+            out.setdefault(dict(pairs)["component"], {})[key] = value
+    for pairs, value in samples(agent, "logcap_ledger_in_flight_events").items():
+        labels = dict(pairs)
+        out.setdefault(labels["component"], {})[labels["place"]] = value
+    return out
+
+
+def test_the_ledger_accounts_for_every_entry_while_sinks_fail_refuse_and_route(
+    tmp_path: Path, start_agent, start_server: Callable[..., Server]
+) -> None:
+    """Published = delivered + dead-lettered + in flight, for sinks that fail for a while,
+    refuse everything (the DLQ), take one source (inputs) or some entries (when); the
+    unaccounted count is 0 at every scrape, and in the end nothing is in flight."""
+    flaky, refusing = start_server(), start_server()
+    calls = 0
+    lock = threading.Lock()
+
+    def flaky_answer(request: Request) -> tuple[int, dict[str, str], bytes]:
+        nonlocal calls
+        with lock:
+            calls += 1
+            return (503, {}, b"") if calls <= 5 else (200, {}, b"")
+
+    flaky.answer = flaky_answer
+    refusing.answer = lambda request: (400, {}, b"no")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    app_lines = [f"{'ERR' if n % 10 == 0 else 'ok'} app {n}" for n in range(3000)]
+    (tmp_path / "a" / "app.log").write_text("\n".join(app_lines) + "\n")
+    (tmp_path / "b" / "web.log").write_text("".join(f"web {n}\n" for n in range(1000)))
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+sources:
+  app: {{type: file, include: ["./a/*.log"]}}
+  web: {{type: file, include: ["./b/*.log"]}}
+sinks:
+  flaky: {{type: http, url: "{flaky.url}"}}
+  refusing: {{type: http, url: "{refusing.url}"}}
+  only_app: {{type: file, path: "./out/app.log", inputs: [app]}}
+  errors: {{type: file, path: "./out/errors.log", when: {{field: message, matches: "^ERR"}}}}
+dispatcher: {{batch_max_events: 100, batch_timeout: 20ms}}
+retry: {{initial_backoff: 100ms, max_backoff: 500ms}}
+""",
+        address,
+    )
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    seen_unaccounted = []
+    expected = {"flaky": 4000, "refusing": 4000, "only_app": 3000, "errors": 300}
+
+    def settled() -> bool:
+        books = ledger(agent)
+        seen_unaccounted.extend(books[sink]["unaccounted"] for sink in expected)
+        return all(
+            books[sink]["published"] == want
+            and books[sink]["delivered"] + books[sink]["dead"] == want
+            and books[sink]["ring"] == books[sink]["retry"] == 0
+            for sink, want in expected.items()
+        )
+
+    wait_for(settled, 60, "every entry delivered or dead-lettered")
+    assert len(seen_unaccounted) > 8 and set(seen_unaccounted) == {0}
+    books = ledger(agent)
+    assert books["refusing"]["dead"] == 4000 and books["refusing"]["delivered"] == 0
+    assert books["flaky"]["delivered"] == 4000
+    assert agent.stop() == 0
+
+
+def test_the_ledger_shows_entries_lost_with_the_retry_spool(
+    tmp_path: Path, start_agent, start_server: Callable[..., Server]
+) -> None:
+    """What the number is for: the retry process holds a down sink's batches; it is
+    killed and its spool deleted (a disk lost, an operator's rm): those entries are now
+    nowhere, and logcap_events_unaccounted says how many."""
+    down = start_server()
+    down.answer = lambda request: (503, {}, b"")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.log").write_text("".join(f"line {n}\n" for n in range(500)))
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+sources:
+  app: {{type: file, include: ["./logs/*.log"]}}
+sinks:
+  collector: {{type: http, url: "{down.url}"}}
+dispatcher: {{batch_max_events: 100, batch_timeout: 20ms}}
+retry: {{initial_backoff: 30s, max_backoff: 60s}}
+""",
+        address,
+    )
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    wait_for(
+        lambda: ledger(agent)["collector"]["retry"] == 500, 60, "the retry process to hold all"
+    )
+    assert ledger(agent)["collector"]["unaccounted"] == 0
+    os.kill(agent.children()["retry:retry"], signal.SIGKILL)
+    shutil.rmtree(tmp_path / "data" / "spool", ignore_errors=True)
+    wait_for(lambda: ledger(agent)["collector"]["unaccounted"] == 500, 60, "the loss to be counted")
+    assert agent.stop() == 0

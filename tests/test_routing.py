@@ -608,6 +608,12 @@ class _Counting:
     def add(self, counter: Counter, amount: int = 1) -> None:
         self.values[counter] += amount
 
+    def set(self, counter: Counter, value: int) -> None:
+        self.values[counter] = value
+
+    def get(self, counter: Counter) -> int:
+        return self.values[counter]
+
 
 class _FailsFirstFlush:
     """Records what each write received; its first flush fails the first write."""

@@ -264,10 +264,28 @@ def _checkpoint(sup: Supervisor) -> dict[str, Any]:
 
 #: the members of /stats, each read at request time; a new one (the events ledger) is
 #: one more entry here
+def _ledger(sup: Supervisor) -> dict[str, dict[str, int]]:
+    """Per sink, where its published entries are (metrics/ledger.py)."""
+    from logcap.metrics.ledger import read_ledgers
+
+    return {
+        ledger.sink: {
+            "published": ledger.published,
+            "delivered": ledger.delivered,
+            "dead_lettered": ledger.dead_lettered,
+            "in_ring": ledger.in_ring,
+            "held_by_retry": ledger.held_by_retry,
+            "unaccounted": ledger.unaccounted,
+        }
+        for ledger in read_ledgers(sup)
+    }
+
+
 STATS: dict[str, Callable[[Supervisor], Any]] = {
     "components": _components,
     "rings": _rings,
     "checkpoint": _checkpoint,
+    "ledger": _ledger,
 }
 
 
@@ -314,7 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {name: view(sup) for name, view in STATS.items()})
         elif path == "/tap":
             try:
-                from logcap import tap  # type: ignore[attr-defined,unused-ignore]
+                from logcap import tap
             except ImportError as exc:
                 self._json(501, {"error": f"/tap is not available in this build ({exc})"})
                 return

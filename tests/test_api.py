@@ -215,7 +215,14 @@ def test_stats_give_each_component_its_process_counters_and_the_rings(run: Run) 
         "the checkpoint lag to be fed as 0",
     )
     stats = _json(run.address, "/stats")
-    assert set(stats) == {"components", "rings", "checkpoint"}
+    assert set(stats) == {"components", "rings", "checkpoint", "ledger"}
+    # the events ledger, as /metrics has it: every published entry somewhere
+    for sink, books in stats["ledger"].items():
+        assert books["unaccounted"] == 0, sink
+        assert books["published"] == (
+            books["delivered"] + books["dead_lettered"] + books["in_ring"] + books["held_by_retry"]
+        ), sink
+    assert stats["ledger"]["healthy"]["delivered"] == LINES
     components = stats["components"]
     roles = {name: (c["role"], c["kind"]) for name, c in components.items()}
     assert roles == {

@@ -47,14 +47,8 @@ from logcap.dlq.record import Problem
 from logcap.dlq.segments import dlq_directory, segment_paths
 from logcap.errors import ConfigError
 from logcap.metrics import Counter
-from logcap.metrics.export import (
-    _COMPONENT_COUNTERS,
-    _IN_MILLISECONDS,
-    _MILLIS,
-    ROLES,
-    PipelineCollector,
-    _part,
-)
+from logcap.metrics.catalog import ROLES, counter_values
+from logcap.metrics.export import PipelineCollector
 from logcap.plan import DISPATCHER
 
 if TYPE_CHECKING:
@@ -222,16 +216,10 @@ def _components(sup: Supervisor) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for child in sup.children:
         role = ROLES[child.role]
-        part = _part(sup, role, child.name, child.kind)
         values = sup.table.read(sup.plan.counter_index(child.name))
-        counters: dict[str, float] = {}
-        for name, counter, _, applies in _COMPONENT_COUNTERS:
-            if applies(part):
-                value = values[counter]
-                if counter is Counter.ERRORS and part.kind == "file" and role == "sink":
-                    value += values[Counter.HOUSEKEEPING_FAILURES]  # as metrics/export.py
-                scale = _MILLIS if counter in _IN_MILLISECONDS else 1
-                counters[name.removeprefix("logcap_")] = value * scale
+        counters: dict[str, float] = {
+            name.removeprefix("logcap_"): value for name, value in counter_values(sup, child)
+        }
         if role == "source" and child.kind != "http":
             counters["source_files_watched"] = values[Counter.FILES_WATCHED]
         out[child.name] = {

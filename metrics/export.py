@@ -10,9 +10,8 @@ import hashlib
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,6 +21,7 @@ from logcap import __version__
 from logcap.capture.pipeline.engine import DROPPED
 from logcap.errors import REASON_CODES
 from logcap.metrics._counters import Counter
+from logcap.metrics.catalog import COMPONENT_COUNTERS, LINE_SOURCES, ROLES, counter_values
 from logcap.metrics.histogram import histogram_families
 from logcap.metrics.ledger import ledger_families
 from logcap.plan import DISPATCHER, RETRY, step_areas
@@ -32,231 +32,6 @@ if TYPE_CHECKING:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# counters kept in milliseconds, exported in seconds
-_IN_MILLISECONDS = {Counter.RATE_LIMITED_MS}
-_MILLIS = 0.001
-ROLES = {"collector": "source", "sink": "sink", "dispatcher": "dispatcher", "retry": "retry"}
-
-
-@dataclass(frozen=True)
-class Part:
-    """A component as the catalog sees it: its role, type and config (None for the
-    dispatcher and the retry process)."""
-
-    role: str  # source, sink, dispatcher, retry
-    kind: str
-    config: Any
-    timestamp_limits: bool = False  # a source with a pipeline that has timestamp_limits
-
-
-Applies = Callable[[Part], bool]
-
-
-def _roles(*roles: str) -> Applies:
-    return lambda part: part.role in roles
-
-
-def _failable(*roles: str) -> Applies:
-    """Components of ``roles`` that can fail (a blackhole sink never does)."""
-    return lambda part: part.role in roles and part.kind != "blackhole"
-
-
-def _sources(*kinds: str, having: Callable[[Any], bool] = lambda config: True) -> Applies:
-    return lambda part: part.role == "source" and part.kind in kinds and having(part.config)
-
-
-def _sinks(kind: str, having: Callable[[Any], bool] = lambda config: True) -> Applies:
-    return lambda part: part.role == "sink" and part.kind == kind and having(part.config)
-
-
-_ALL_SOURCES = ("file", "http", "docker")
-_LINE_SOURCES = ("file", "docker")
-
-
-def _rotates(config: Any) -> bool:
-    return config.max_file_bytes is not None or config.rotate_every is not None
-
-
-def _limited(config: Any) -> bool:
-    return config.rate_limit is not None
-
-
-# (metric name, counter, help, which components have it): a series is exported only for
-# components whose config lets it change
-_COMPONENT_COUNTERS: list[tuple[str, Counter, str, Applies]] = [
-    (
-        "logcap_component_received_events",
-        Counter.EVENTS_IN,
-        "Entries received: read by a source (before its pipelines), taken in by the "
-        "dispatcher, or given to a sink in fresh batches.",
-        _roles("source", "dispatcher", "sink"),
-    ),
-    (
-        "logcap_component_received_bytes",
-        Counter.BYTES_IN,
-        "Bytes received (read by a source, taken in by the dispatcher, given to a sink).",
-        _roles("source", "dispatcher", "sink"),
-    ),
-    (
-        "logcap_component_sent_events",
-        Counter.EVENTS_OUT,
-        "Entries sent on: by a source to the dispatcher, in published batches, or "
-        "delivered by a sink.",
-        _roles("source", "dispatcher", "sink"),
-    ),
-    (
-        "logcap_component_sent_bytes",
-        Counter.BYTES_OUT,
-        "Bytes of published batches (dispatcher) or delivered batches (sink).",
-        _roles("dispatcher", "sink"),
-    ),
-    (
-        "logcap_component_errors",
-        Counter.ERRORS,
-        "Errors: failed reads, refused records, failed deliveries, failed housekeeping.",
-        _failable("source", "dispatcher", "sink", "retry"),
-    ),
-    (
-        "logcap_component_batches",
-        Counter.BATCHES,
-        "Batches published (dispatcher) or delivered (sink).",
-        _roles("dispatcher", "sink"),
-    ),
-    (
-        "logcap_source_lines_truncated",
-        Counter.LINES_TRUNCATED,
-        "Lines cut to max_line_bytes.",
-        _sources(*_LINE_SOURCES, having=lambda c: c.long_lines == "truncate"),
-    ),
-    (
-        "logcap_source_lines_skipped",
-        Counter.LINES_SKIPPED,
-        "Lines over max_line_bytes dropped (long_lines: skip).",
-        _sources(*_LINE_SOURCES, having=lambda c: c.long_lines == "skip"),
-    ),
-    (
-        "logcap_source_http_throttled",
-        Counter.HTTP_THROTTLED,
-        "HTTP ingest requests refused with 429 while the pipeline was backpressured.",
-        _sources("http"),
-    ),
-    (
-        "logcap_source_docker_reconnects",
-        Counter.DOCKER_RECONNECTS,
-        "Reconnection attempts after losing the Docker daemon.",
-        _sources("docker"),
-    ),
-    (
-        "logcap_source_lines_joined",
-        Counter.LINES_JOINED,
-        "Lines joined from Docker's 16 KiB partial pieces.",
-        _sources("docker"),
-    ),
-    (
-        "logcap_source_file_resets",
-        Counter.FILE_RESETS,
-        "Files found shorter than their read position and read again from 0.",
-        _sources("file"),
-    ),
-    (
-        "logcap_source_pipeline_errors",
-        Counter.PIPELINE_ERRORS,
-        "Pipeline steps that failed on an entry (it went on unchanged).",
-        _sources(*_ALL_SOURCES, having=lambda c: bool(c.pipelines)),
-    ),
-    (
-        "logcap_source_pipeline_dropped",
-        Counter.PIPELINE_DROPPED,
-        "Entries dropped by pipeline rules (drop, dedup, timestamp_limits).",
-        _sources(*_ALL_SOURCES, having=lambda c: bool(c.pipelines)),
-    ),
-    (
-        "logcap_source_timestamps_out_of_range",
-        Counter.TIMESTAMPS_OUT_OF_RANGE,
-        "Event times outside a pipeline's timestamp_limits (clamped, kept or dropped).",
-        lambda part: part.timestamp_limits,
-    ),
-    (
-        "logcap_source_rate_limited_seconds",
-        Counter.RATE_LIMITED_MS,
-        "Time the source held back reading, or refused requests, for its rate_limit.",
-        _sources(*_ALL_SOURCES, having=_limited),
-    ),
-    (
-        "logcap_source_rate_limit_dropped",
-        Counter.RATE_LIMIT_DROPPED,
-        "Entries dropped over the source's rate_limit (when_exceeded: drop).",
-        _sources(
-            *_ALL_SOURCES, having=lambda c: _limited(c) and c.rate_limit.when_exceeded == "drop"
-        ),
-    ),
-    (
-        "logcap_checkpoints_written",
-        Counter.CHECKPOINTS,
-        "Checkpoint files written.",
-        _roles("dispatcher"),
-    ),
-    (
-        "logcap_sink_file_rotations",
-        Counter.ROTATIONS,
-        "Output files rotated (by size or age).",
-        _sinks("file", _rotates),
-    ),
-    (
-        "logcap_sink_file_compressed",
-        Counter.FILES_COMPRESSED,
-        "Rotated files compressed.",
-        _sinks("file", lambda c: _rotates(c) and c.compression != "none"),
-    ),
-    (
-        "logcap_sink_file_deleted",
-        Counter.FILES_DELETED,
-        "Rotated files deleted beyond max_files.",
-        _sinks("file", lambda c: _rotates(c) and c.max_files is not None),
-    ),
-    (
-        "logcap_sink_loki_entries_pruned",
-        Counter.LOKI_ENTRIES_PRUNED,
-        "Entries sent without a label that max_label_values stopped sending.",
-        _sinks("loki"),
-    ),
-    (
-        "logcap_sink_loki_entries_skipped",
-        Counter.LOKI_ENTRIES_SKIPPED,
-        "Entries left out of a retry because an earlier attempt delivered them.",
-        _sinks("loki"),
-    ),
-    (
-        "logcap_sink_retry_handoffs",
-        Counter.RETRY_HANDOFFS,
-        "Failed batches a sink handed to the retry process.",
-        _failable("sink"),
-    ),
-    (
-        "logcap_retry_scheduled",
-        Counter.RETRY_SCHEDULED,
-        "Retries put on the retry process's timer (per sink), spool reloads included.",
-        _failable("sink"),
-    ),
-    (
-        "logcap_retry_delivered",
-        Counter.RETRY_DELIVERED,
-        "Batches delivered by a retry (per sink).",
-        _failable("sink"),
-    ),
-    (
-        "logcap_dlq_bytes",
-        Counter.DLQ_BYTES,
-        "Bytes written to the dead letter queue (per sink).",
-        _failable("sink"),
-    ),
-    (
-        "logcap_dlq_entries",
-        Counter.DLQ_ENTRIES,
-        "Entries written to the dead letter queue (per sink).",
-        _failable("sink"),
-    ),
-]
 _DLQ_KINDS = [
     ("permanent", Counter.DLQ_PERMANENT),
     ("exhausted", Counter.DLQ_EXHAUSTED),
@@ -427,15 +202,6 @@ def _step_families(sup: Supervisor) -> Iterator[Metric]:
     yield from (errors, dropped, out_of_range)
 
 
-def _part(sup: Supervisor, role: str, name: str, kind: str) -> Part:
-    config = sup.plan.config
-    if role == "source":
-        source = config.sources[name]
-        limits = any(config.pipelines[p].timestamp_limits is not None for p in source.pipelines)
-        return Part(role, kind, source, limits)
-    return Part(role, kind, config.sinks[name] if role == "sink" else None)
-
-
 def _open_fds(pid: int) -> int | None:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -457,7 +223,7 @@ class PipelineCollector(Collector):
         labels = ["component", "kind", "role"]
         families = {
             name: CounterMetricFamily(name, text, labels=labels)
-            for name, _, text, _ in _COMPONENT_COUNTERS
+            for name, _, text, _ in COMPONENT_COUNTERS
         }
         watched = GaugeMetricFamily(
             "logcap_source_files_watched",
@@ -495,17 +261,10 @@ class PipelineCollector(Collector):
         for child in sup.children:
             role = ROLES[child.role]
             key = [child.name, child.kind, role]
-            part = _part(sup, role, child.name, child.kind)
             values = sup.table.read(sup.plan.counter_index(child.name))
-            for name, counter, _, applies in _COMPONENT_COUNTERS:
-                if not applies(part):
-                    continue
-                value = values[counter]
-                if counter is Counter.ERRORS and part.kind == "file" and role == "sink":
-                    value += values[Counter.HOUSEKEEPING_FAILURES]  # its housekeeper's own word
-                scale = _MILLIS if counter in _IN_MILLISECONDS else 1
-                families[name].add_metric(key, value * scale)
-            if role == "source" and child.kind in _LINE_SOURCES:
+            for name, value in counter_values(sup, child):
+                families[name].add_metric(key, value)
+            if role == "source" and child.kind in LINE_SOURCES:
                 watched.add_metric(key, values[Counter.FILES_WATCHED])
             up.add_metric(key, 1 if child.running else 0)
             restarts.add_metric(key, child.restarts)

@@ -315,11 +315,11 @@ def test_every_exported_family_is_read_from_metrics_by_a_test() -> None:
     """The catalog's guard: each family the exporter can produce is named in some test
     module (which reads it from /metrics of a running agent); a new family without a
     test fails here."""
-    from logcap.metrics import export
+    from logcap.metrics import catalog
 
     source = "\n".join(path.read_text() for path in (TESTS.parent / "metrics").glob("*.py"))
     names = set(re.findall(r'"(logcap_[a-z_]+)"', source))
-    counters = {name for name, *_ in export._COMPONENT_COUNTERS}
+    counters = {name for name, *_ in catalog.COMPONENT_COUNTERS}
     counters |= set(re.findall(r'CounterMetricFamily\(\s*"(logcap_[a-z_]+)"', source))
     counters |= {"logcap_dlq_dropped", "logcap_dlq_expired"}  # made in a loop
     tests = "\n".join(

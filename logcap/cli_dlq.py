@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,13 +28,15 @@ from logcap.cli_common import config_option, load_or_exit
 from logcap.config import Config
 from logcap.dispatch.batch import Batch
 from logcap.dispatch.encode import rfc3339
-from logcap.dlq.reader import StoredRecord, mark, read_at, segment_records
+from logcap.dlq.reader import Position, StoredRecord, mark, read_at, segment_records
 from logcap.dlq.record import BAD_HEADER, UNSUPPORTED, DlqRecord, Problem
 from logcap.dlq.segments import dlq_directory, marks_path, segment_paths
 from logcap.errors import DeliveryError
 from logcap.sinks.routing import inputs_of, narrow, nothing_for_sink
 
 if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
+
     from logcap.sinks.base import Sink
 
 EX_PARTIAL, EX_USAGE = 1, 2
@@ -189,61 +192,135 @@ def replay(
 ) -> None:
     """Deliver pending records directly to their sink; each is marked once delivered, so
     a second replay delivers nothing again."""
-    from logcap.metrics import NullBlock
-    from logcap.sinks.registry import build_sink
-
     config = load_or_exit(config_path)
     for name in (sink, target):
         if name is not None and name not in config.sinks:
             click.echo(f"error: no sink named {name!r} in the config", err=True)
             sys.exit(EX_USAGE)
-    # positions only: the records are read again one at a time (a DLQ may be far larger
-    # than memory)
-    todo = [f.position for f in _records(config, sink, reason) if not f.replayed]
+    # positions (and entry counts, for the progress line) only: the records are read again
+    # one at a time (a DLQ may be far larger than memory)
+    todo = [
+        (f.position, f.record.entries) for f in _records(config, sink, reason) if not f.replayed
+    ]
     if not todo:
         click.echo("nothing to replay")
         return
     directory = dlq_directory(config.data_dir)
     sinks: dict[str, Sink] = {}
-    delivered = failed = entries = gone = 0
-    with click.progressbar(todo, label="replaying", file=sys.stderr) as bar:
-        for position in bar:
-            found = read_at(directory, position)
-            if found is None:  # deleted meanwhile by max_age or drop_oldest
-                gone += 1
-                continue
-            name = target or found.record.sink
-            if name not in config.sinks:
-                click.echo(
-                    f"\nwarning: sink {name!r} is no longer configured; record at "
-                    f"{found.segment.name}:{found.offset} left pending",
-                    err=True,
-                )
-                failed += 1
-                continue
-            if name not in sinks:
-                sinks[name] = build_sink(config.sinks[name], NullBlock())
-            error = _deliver(sinks[name], found.record, inputs_of(config.sinks[name].inputs))
-            if error is not None:
-                click.echo(
-                    f"\nwarning: {found.segment.name}:{found.offset} to {name}: {error}", err=True
-                )
-                failed += 1
-                continue
-            if not mark(found):
-                click.echo(
-                    f"\nwarning: {found.segment.name} was deleted (max_age, drop_oldest) while "
-                    f"its record at {found.offset} was replayed",
-                    err=True,
-                )
-            delivered += 1
-            entries += found.record.entries
+    outcomes: Tally[str] = Tally()
+    entries = 0
+    with _Progress(len(todo), sum(n for _, n in todo)) as progress:
+        for position, count in todo:
+            outcome = _replay_one(config, directory, position, target, sinks, progress.warn)
+            outcomes[outcome] += 1
+            entries += count if outcome == _DELIVERED else 0
+            progress.step(count, failed=outcome == _FAILED)
     for built in sinks.values():
         built.close()
+    gone, failed = outcomes[_GONE], outcomes[_FAILED]
     deleted = f"; {gone} deleted meanwhile (max_age, drop_oldest)" if gone else ""
-    click.echo(f"replayed {delivered} records ({entries} entries); {failed} failed{deleted}")
+    click.echo(
+        f"replayed {outcomes[_DELIVERED]} records ({entries} entries); {failed} failed{deleted}"
+    )
     if failed:
         sys.exit(EX_PARTIAL)
+
+
+_DELIVERED, _FAILED, _GONE = "delivered", "failed", "gone"
+
+
+def _replay_one(
+    config: Config,
+    directory: Path,
+    position: Position,
+    target: str | None,
+    sinks: dict[str, Sink],
+    warn: Callable[[str], None],
+) -> str:
+    """Deliver the record at ``position`` to its sink (``target`` if given, built once into
+    ``sinks``) and mark it; the outcome is delivered, failed (left pending) or gone."""
+    from logcap.metrics import NullBlock
+    from logcap.sinks.registry import build_sink
+
+    found = read_at(directory, position)
+    if found is None:  # deleted meanwhile by max_age or drop_oldest
+        return _GONE
+    name = target or found.record.sink
+    if name not in config.sinks:
+        warn(
+            f"warning: sink {name!r} is no longer configured; record at "
+            f"{found.segment.name}:{found.offset} left pending"
+        )
+        return _FAILED
+    if name not in sinks:
+        sinks[name] = build_sink(config.sinks[name], NullBlock())
+    error = _deliver(sinks[name], found.record, inputs_of(config.sinks[name].inputs))
+    if error is not None:
+        warn(f"warning: {found.segment.name}:{found.offset} to {name}: {error}")
+        return _FAILED
+    if not mark(found):
+        warn(
+            f"warning: {found.segment.name} was deleted (max_age, drop_oldest) while "
+            f"its record at {found.offset} was replayed"
+        )
+    return _DELIVERED
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02}:{secs:02}"
+
+
+class _Progress:
+    """The replay's progress on stderr, redrawn in place, only when stderr is a terminal:
+    records and entries done of the total, the entry rate, percent and ETA by entries (the
+    work). Otherwise it prints nothing, so what scripts parse stays as it was."""
+
+    def __init__(self, records: int, entries: int) -> None:
+        self.records, self.entries = records, entries
+        self.records_done = self.entries_done = self.failed = 0
+        self.shown = sys.stderr.isatty()
+        self.bar: ProgressBar[int] = click.progressbar(
+            length=max(entries, 1),  # records of no entries: 0 % until finished, then 100 %
+            label="replaying",
+            file=sys.stderr,
+            hidden=not self.shown,
+            show_eta=False,  # ours, by entries from the first record (click's waits 1 s)
+            width=0,  # the bar takes what the terminal leaves: the line never wraps
+            item_show_func=lambda _: self._counts(),
+        )
+
+    def _counts(self) -> str:
+        elapsed = max(time.time() - self.bar.start, 1e-3)
+        rate = self.entries_done / elapsed
+        left = self.entries - self.entries_done
+        eta = f"  ETA {_clock(left / rate)}" if left and rate else ""
+        failed = f"  {self.failed} failed" if self.failed else ""
+        return (
+            f"{self.records_done}/{self.records} records  "
+            f"{self.entries_done}/{self.entries} entries  {rate:.0f} entries/s{eta}{failed}"
+        )
+
+    def step(self, entries: int, failed: bool) -> None:
+        """One record done (delivered, failed or gone) holding ``entries`` entries."""
+        self.records_done += 1
+        self.entries_done += entries
+        self.failed += failed
+        self.bar.update(entries)
+        if self.records_done == self.records:
+            self.bar.finish()
+            self.bar.render_progress()  # the last line says 100 %, whatever the counts
+
+    def warn(self, message: str) -> None:
+        # on a terminal, below the progress line (it stays as it was; the next one redraws)
+        click.echo(("\n" if self.shown else "") + message, err=True)
+
+    def __enter__(self) -> _Progress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.render_finish()
 
 
 def _deliver(sink: Sink, record: DlqRecord, inputs: frozenset[str] | None) -> DeliveryError | None:

@@ -1,6 +1,7 @@
 """``logcap dlq`` against a DLQ filled by a real agent: a permanent failure goes to the
 DLQ on the first attempt, ``replay`` delivers it once the cause is fixed, a second
-replay delivers nothing, and ``ls``/``show``/``purge`` say what a script needs.
+replay delivers nothing, and ``ls``/``show``/``purge`` say what a script needs; replay shows
+its progress on a terminal only (run under a pseudo-terminal here), never in a pipe.
 
 The permanent failure is a file name longer than the file system allows: an output
 directory an operator can fix (missing, read-only, a file in its place) is retryable."""
@@ -8,8 +9,12 @@ directory an operator can fix (missing, read-only, a file in its place) is retry
 from __future__ import annotations
 
 import json
+import os
+import select
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,7 +70,48 @@ def filled(
         assert agent.stop() == 0
     finally:
         agent.kill()
+    shutil.copytree(root / "data", root / "pristine" / "data")  # for _pending_copy
     return config
+
+
+def _pending_copy(filled: Path, directory: Path, broken: str) -> Path:
+    """A config on a copy of the DLQ as the agent left it (nothing replayed yet), its
+    ``broken`` sink writing to ``broken``."""
+    shutil.copytree(filled.parent / "pristine" / "data", directory / "data")
+    return write_config(directory, AGENT_CONFIG.format(broken=broken), "127.0.0.1:1")
+
+
+def _replay_on_a_terminal(config: Path) -> tuple[int, str, str]:
+    """``dlq replay`` with its stderr on a pseudo-terminal: exit code, stdout, and every
+    byte the terminal received."""
+    controller, terminal = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "logcap", "dlq", "replay", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    os.close(terminal)
+    screen = b""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if select.select([controller], [], [], 1)[0]:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # EIO: the last writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+        out, _ = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, out.decode(), screen.decode()
 
 
 def test_permanent_failure_is_in_the_dlq_after_one_attempt(filled: Path) -> None:
@@ -124,6 +170,38 @@ def test_replay_fails_while_the_cause_remains_then_delivers_once_fixed_and_only_
     purged = _dlq("purge", "--config", str(filled), "--all")
     assert purged.returncode == 0 and "purged 1 segments" in purged.stdout
     assert "empty" in _dlq("ls", "--config", str(filled)).stdout
+
+
+def test_replay_on_a_terminal_shows_progress_that_ends_at_100_percent(
+    filled: Path, tmp_path: Path
+) -> None:
+    config = _pending_copy(filled, tmp_path, "./fixed/broken.ndjson")
+    code, out, screen = _replay_on_a_terminal(config)
+    assert code == 0, screen
+    assert out == f"replayed 3 records ({LINES} entries); 0 failed\n"  # as without a terminal
+    lines = [line.strip() for line in screen.split("\r") if "replaying" in line]
+    assert "0/3 records" in lines[0] and f"0/{LINES} entries" in lines[0], lines
+    last = lines[-1]
+    assert "100%" in last and "3/3 records" in last and f"{LINES}/{LINES} entries" in last, last
+    assert "entries/s" in last and "ETA" in lines[1], lines
+    assert screen.endswith("\n")  # the shell prompt comes back below the progress line
+
+
+def test_replay_without_a_terminal_prints_only_its_summary_and_warnings(
+    filled: Path, tmp_path: Path
+) -> None:
+    failing = _dlq(
+        "replay", "--config", str(_pending_copy(filled, tmp_path / "a", f"./{TOO_LONG}"))
+    )
+    assert failing.returncode == 1
+    assert failing.stdout == "replayed 0 records (0 entries); 3 failed\n"
+    warnings = failing.stderr.splitlines()
+    assert len(warnings) == 3 and all(w.startswith("warning: ") for w in warnings), warnings
+    assert "File name too long" in warnings[0]
+    fixed = _dlq("replay", "--config", str(_pending_copy(filled, tmp_path / "b", "./ok.ndjson")))
+    assert fixed.returncode == 0
+    assert fixed.stdout == f"replayed 3 records ({LINES} entries); 0 failed\n"
+    assert fixed.stderr == ""
 
 
 def test_replay_to_an_unknown_sink_is_a_usage_error(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ import pytest
 from bench import pipeline_peers as pp
 from bench.conftest import LINES, RESULTS, record
 from bench.harness import RunResult, level_the_field, run_logcap
-from logcap.capture._entries import decode_runs, pack_records, rich_runs
+from logcap.capture._entries import decode_runs, pack_rich
 from logcap.capture._record import HEADER_SIZE
 from logcap.capture.labels import file_labels
 from logcap.capture.pipeline.config import PipelineConfig
@@ -39,6 +39,7 @@ from logcap.capture.pipeline.entry import Entry
 from logcap.config._units import dec_hook
 from logcap.dispatch.encode import encode_entries, encode_rich, entry_prefix, entry_rest
 from logcap.dispatch.lines import block_messages
+from logcap.metrics import NullBlock
 
 API = "127.0.0.1:19613"
 ROUNDS = 3
@@ -210,7 +211,7 @@ def test_cost_per_step_in_process(benchmark: Any, json_input: Path) -> None:
     everything = steps(_pipeline([JSON, TIME, LEVEL]))
     done = fresh()
     everything(done)
-    records = [pack_records(block, capacity, rich_runs) for block in done]
+    records = [pack_rich(block, capacity, NullBlock()) for block in done]
     rest = entry_rest("app", labels, read_ns)
 
     def dispatch(_: object) -> None:
@@ -229,7 +230,7 @@ def test_cost_per_step_in_process(benchmark: Any, json_input: Path) -> None:
             "step level_extract": _ns_per_line(steps(_pipeline([LEVEL])), parsed),
             "steps all three": _ns_per_line(everything, fresh),
             "collector: pack records": _ns_per_line(
-                lambda _: [pack_records(b, capacity, rich_runs) for b in done], lambda: None
+                lambda _: [pack_rich(b, capacity, NullBlock()) for b in done], lambda: None
             ),
             "dispatcher: decode records + encode_rich": _ns_per_line(dispatch, lambda: None),
             "dispatcher without pipeline: cut + encode": _ns_per_line(

@@ -124,44 +124,68 @@ def write_entries(
     producer.commit(seq, at + len(data))
 
 
+class RichColumns:
+    """Pipeline entries (capture/pipeline/entry.py) as columns, each entry's fields
+    encoded to JSON once: packing searches for the cut that fits a slot, and each try
+    only slices these lists instead of encoding the fields again."""
+
+    def __init__(self, entries: Sequence[Any]) -> None:
+        self.stamps = [e.timestamp_ns for e in entries]
+        self.messages = [e.message for e in entries]
+        self.levels = [e.level for e in entries]
+        self.fields = [_json(e.fields) if e.fields else None for e in entries]
+        # (start, end, labels) of each run of entries with equal labels
+        self.bounds: list[tuple[int, int, dict[str, str]]] = []
+        start = 0
+        for i in range(1, len(entries) + 1):
+            if i == len(entries) or (
+                entries[i].labels is not entries[start].labels
+                and entries[i].labels != entries[start].labels
+            ):
+                self.bounds.append((start, i, entries[start].labels))
+                start = i
+
+    def runs(self, span: range) -> list[list[Any]]:
+        """The entries ``span`` as ``[labels, stamps, messages, levels, fields]`` runs
+        (levels or fields None when no entry of the run has one)."""
+        out: list[list[Any]] = []
+        for start, end, labels in self.bounds:
+            lo, hi = max(start, span.start), min(end, span.stop)
+            if lo >= hi:
+                continue
+            levels, fields = self.levels[lo:hi], self.fields[lo:hi]
+            out.append(
+                [
+                    labels,
+                    self.stamps[lo:hi],
+                    self.messages[lo:hi],
+                    levels if any(level is not None for level in levels) else None,
+                    fields if any(fields) else None,
+                ]
+            )
+        return out
+
+
 def rich_runs(entries: Sequence[Any]) -> list[list[Any]]:
-    """Consecutive pipeline entries (capture/pipeline/entry.py) with equal labels as
-    ``[labels, stamps, messages, levels, fields]`` runs (levels or fields None when no
-    entry of the run has one)."""
-    runs: list[list[Any]] = []
-    start = 0
-    for i in range(1, len(entries) + 1):
-        if i == len(entries) or (
-            entries[i].labels is not entries[start].labels
-            and entries[i].labels != entries[start].labels
-        ):
-            runs.append(_rich_run(entries[start:i]))
-            start = i
-    return runs
+    """Consecutive pipeline entries with equal labels as runs (:meth:`RichColumns.runs`)."""
+    return RichColumns(entries).runs(range(len(entries)))
 
 
-def _rich_run(entries: Sequence[Any]) -> list[Any]:
-    levels = [e.level for e in entries]
-    fields = [_json(e.fields) if e.fields else None for e in entries]
-    return [
-        entries[0].labels,
-        [e.timestamp_ns for e in entries],
-        [e.message for e in entries],
-        levels if any(level is not None for level in levels) else None,
-        fields if any(fields) else None,
-    ]
+def _pack_rich(entries: Sequence[Any], capacity: int) -> list[bytes]:
+    columns = RichColumns(entries)
+    return pack_records(range(len(entries)), capacity, columns.runs)
 
 
 def pack_rich(entries: Sequence[Any], capacity: int, counters: CounterBlock) -> list[bytes]:
     """Pipeline entries packed like :func:`pack_records`; an entry its steps grew past
     ``capacity`` is made to fit (:func:`fit_rich`), counted as a pipeline error."""
     try:
-        return pack_records(entries, capacity, rich_runs)
+        return _pack_rich(entries, capacity)
     except EntryTooLarge:
         for entry in entries:
             if fit_rich(entry, capacity):
                 counters.add(Counter.PIPELINE_ERRORS)
-        return pack_records(entries, capacity, rich_runs)
+        return _pack_rich(entries, capacity)
 
 
 def fit_rich(entry: Any, capacity: int) -> bool:

@@ -833,3 +833,33 @@ def test_an_entry_no_batch_can_hold_is_refused_and_released(
     assert messages(rig.batches()) == ["a", "b", "d"]
     assert rig.counters.get(Counter.ERRORS) == 2
     assert rig.collector_rings["ingest"].consumer_cursor(0) == 2
+
+
+def test_entries_with_their_own_times_levels_and_fields_encode_as_one_json_line_each() -> None:
+    """encode_rich / encode_stamped: every line is the entry's JSON object, members in
+    the documented order, times crossing a second boundary, levels and fields optional."""
+    import json
+
+    from logcap.dispatch.encode import encode_rich, encode_stamped, entry_rest, rfc3339
+
+    rest = entry_rest("app", {"host": "h"}, 1_700_000_000_000_000_000)
+    stamps = [1_700_000_000_999_999_999, 1_700_000_001_000_000_001, 1_700_000_001_5]
+    messages = ['say "hi"\n', "é", "plain"]
+    levels = ["warning", None, "x" * 3]
+    fields = [b'{"a":1}', None, b'{"b":{"c":[1,2]}}']
+    lines = encode_rich(rest, stamps, messages, levels, fields).decode().splitlines()
+    decoded = [json.loads(line) for line in lines]
+    for entry, stamp, message, level, extra in zip(
+        decoded, stamps, messages, levels, fields, strict=True
+    ):
+        want = {"timestamp": rfc3339(stamp), "ingested_at": rfc3339(1_700_000_000_000_000_000)}
+        want |= {"source": "app", "labels": {"host": "h"}}
+        if level is not None:
+            want["level"] = level
+        if extra is not None:
+            want["fields"] = json.loads(extra)
+        want["message"] = message
+        assert list(entry.items()) == list(want.items())
+    plain = encode_stamped(rest, stamps, messages).decode().splitlines()
+    assert [json.loads(line)["message"] for line in plain] == messages
+    assert all("level" not in json.loads(line) for line in plain)

@@ -2,6 +2,8 @@
 pass promtool and their unit tests cover every alert both ways, the Grafana dashboard is
 importable with its variables on every query, every metric either names is one a
 running agent exports, and every runbook link lands on a section of docs/OPERATIONS.md.
+The dashboard shows the events ledger and the delivery histograms, its quantiles are
+taken per sink over bucket rates, and lost entries show red and page.
 
 Whether Prometheus answers each query with data is tests/test_prometheus_proof.py.
 """
@@ -35,6 +37,25 @@ from tests._waiting import wait_for
 from tests.conftest import Agent, free_port, write_config
 
 FILTERS = ('job=~"$job"', 'instance=~"$instance"')
+
+# what a sink did with its entries, as the events ledger (metrics/ledger.py) and the
+# histograms (metrics/histogram.py) tell it: the dashboard shows every one
+DELIVERY_FAMILIES = {
+    "logcap_ledger_published_events_total",
+    "logcap_ledger_in_flight_events",
+    "logcap_ledger_dead_lettered_events",
+    "logcap_events_unaccounted",
+    "logcap_delivery_latency_seconds_bucket",
+    "logcap_sink_send_duration_seconds_bucket",
+    "logcap_sink_batch_size_events_sum",
+    "logcap_sink_batch_size_events_count",
+    "logcap_batch_ring_consumer_lag_slots",
+}
+
+# histogram_quantile(q, sum by (labels) (rate(family_bucket{...}[window]))), matchers optional
+_QUANTILE = re.compile(
+    r"histogram_quantile\(\s*0\.\d+,\s*sum by \(([^)]*)\) \(rate\((logcap_\w+)_bucket[{\[]"
+)
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -110,6 +131,43 @@ def test_selectors_are_found_and_label_values_are_not() -> None:
         ("logcap_x_total", 'logcap_x_total{job=~"$job"}'),
         ("up", 'up{job=~".*logcap.*"}'),
     ]
+
+
+def test_the_dashboard_shows_the_events_ledger_and_the_delivery_histograms() -> None:
+    read = {name for _, expr in dashboard_targets() for name, _ in selectors(expr)}
+    assert not DELIVERY_FAMILIES - read, f"not on the dashboard: {sorted(DELIVERY_FAMILIES - read)}"
+
+
+def test_quantiles_are_taken_per_sink_over_the_rate_of_the_buckets() -> None:
+    """A quantile summed over sinks (no ``component``) or over buckets (no ``le``) would
+    be a number, and a wrong one; so would one taken of the buckets' totals (no rate)."""
+    quantiles = [
+        (title, expr)
+        for title, expr in [
+            *dashboard_targets(),
+            *((rule["alert"], rule["expr"]) for rule in alert_rules()),
+        ]
+        if "histogram_quantile" in expr
+    ]
+    assert {name for _, expr in quantiles for name in _QUANTILE.findall(expr)}
+    for title, expr in quantiles:
+        match = _QUANTILE.search(expr)
+        assert match and expr.count("histogram_quantile") == 1, f"{title}: {expr}"
+        labels = {label.strip() for label in match.group(1).split(",")}
+        assert {"le", "component", "instance"} <= labels, f"{title}: {expr}"
+
+
+def test_entries_unaccounted_show_red_at_one_and_page() -> None:
+    (panel,) = [
+        panel
+        for panel in query_panels()
+        if any("logcap_events_unaccounted" in target["expr"] for target in panel["targets"])
+    ]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps == [{"color": "green", "value": None}, {"color": "red", "value": 1}]
+    (rule,) = [rule for rule in alert_rules() if "logcap_events_unaccounted" in rule["expr"]]
+    assert rule["expr"] == "logcap_events_unaccounted > 0"
+    assert rule["labels"]["severity"] == "critical"
 
 
 @pytest.fixture

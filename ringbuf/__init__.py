@@ -3,13 +3,16 @@
 from logcap.ringbuf._ring import SLOT_HEADER, Consumer, Producer, Ring
 from logcap.ringbuf._shm import attach, create, run_prefix, sweep_stale, unlink
 from logcap.ringbuf._wait import Doorbell, SleepWait, WaitStrategy
+from logcap.ringbuf.follower import Copied, RingFollower
 
 __all__ = [
     "SLOT_HEADER",
     "Consumer",
+    "Copied",
     "Doorbell",
     "Producer",
     "Ring",
+    "RingFollower",
     "SleepWait",
     "WaitStrategy",
     "attach",

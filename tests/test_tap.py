@@ -35,8 +35,8 @@ import pytest
 from logcap.cli_tap import NOTE
 from logcap.config import parse_config
 from logcap.dispatch.batch import Batch, BatchMeta, Group, write_batch
-from logcap.ringbuf import Consumer, Producer, Ring, unlink
-from logcap.tap import RingFollower, TapRequestError, parse_params
+from logcap.ringbuf import Consumer, Producer, Ring, RingFollower, unlink
+from logcap.tap import TapRequestError, parse_params
 from tests._output import read_ndjson
 from tests.conftest import free_port, wait_for, write_config
 

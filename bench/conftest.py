@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import LINE_BYTES, RunResult, write_inputs
+from bench.harness import LINE_BYTES, RunResult, reach_terminal_with, write_inputs
 
 LINES = int(os.environ.get("LOGCAP_BENCH_LINES", "1000000"))
 FILES = 10
@@ -36,6 +36,13 @@ def single_input(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pat
     yield directory / "logs", paths
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Progress lines reach the terminal while pytest captures the test's output."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        reach_terminal_with(capture.global_and_fixture_disabled)
+
+
 def record(result: RunResult) -> None:
     """Keep a result for the comparison table."""
     RESULTS[result.name] = result
@@ -50,10 +57,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for result in RESULTS.values():
         write("  " + result.row())
     from bench.test_kafka import kafka_ratio_line
+    from bench.test_tap_overhead import tap_ratio_line
 
-    kafka = kafka_ratio_line(RESULTS)
-    if kafka is not None:
-        write(kafka)
+    for ratio in (kafka_ratio_line(RESULTS), tap_ratio_line(RESULTS)):
+        if ratio is not None:
+            write(ratio)
     peers = [r for n, r in RESULTS.items() if n in ("rsyslog file->file", "syslog-ng file->file")]
     ours = RESULTS.get("logcap file->file (1 file)")
     if ours and peers:

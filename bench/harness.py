@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -164,6 +164,8 @@ class RunResult:
     peak_rss_bytes: int
     cpu_by_process: dict[str, float]
     startup_seconds: float = 0.0  # launch → first entry delivered
+    # what a benchmark compares this run with (a ratio, its rounds and spread): in the JSON
+    notes: dict[str, object] = field(default_factory=dict)
 
     @property
     def steady_lines_per_second(self) -> float:
@@ -210,15 +212,90 @@ sinks:
     return config
 
 
-def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.01
+# How to reach the terminal during a test: pytest captures file descriptor 2 itself (not
+# only sys.stderr) unless -s, so bench/conftest.py installs its capture manager's
+# global_and_fixture_disabled here, as pytest's live logging does.
+_terminal: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext
+
+
+def reach_terminal_with(
+    uncaptured: Callable[[], contextlib.AbstractContextManager[object]],
 ) -> None:
-    """Poll ``condition`` every ``interval``; raise with ``what`` after ``timeout`` seconds."""
+    """Have :class:`ProgressLine` write inside ``uncaptured()`` (capture suspended)."""
+    global _terminal
+    _terminal = uncaptured
+
+
+class ProgressLine:
+    """What a benchmark is waiting for, on one line of the terminal redrawn in place (\\r)
+    at most every ``every`` seconds: elapsed time, and with a ``total`` the count reached,
+    its percent and rate. Only when the real stderr (``sys.__stderr__``, capture
+    suspended) is a terminal; in a pipe or a CI log it writes nothing at all. The line
+    starts below whatever pytest had written and stays, final figures and all, when
+    closed."""
+
+    def __init__(self, what: str, total: float | None = None, every: float = 0.2) -> None:
+        self.what, self.total, self.every = what, total, every
+        self.started = time.monotonic()
+        self._on_terminal: bool | None = None  # found out at the first write
+        self._shown_at = float("-inf")
+        self._width = 0
+        self._count: float | None = None
+
+    def show(self, count: Callable[[], float] | None = None, force: bool = False) -> None:
+        """Redraw if due; ``count`` (called only then) gives the progress towards ``total``."""
+        now = time.monotonic()
+        if self._on_terminal is False or (not force and now - self._shown_at < self.every):
+            return
+        if count is not None:
+            self._count = count()
+        elapsed = now - self.started
+        text = f"  {self.what}: {elapsed:5.1f} s"
+        if self._count is not None and self.total:
+            text += (
+                f"  {self._count:,.0f}/{self.total:,.0f} ({self._count / self.total:4.0%})"
+                f"  {self._count / max(elapsed, 1e-3):,.0f}/s"
+            )
+        self._write(("\n" if self._shown_at == float("-inf") else "\r") + text.ljust(self._width))
+        self._shown_at, self._width = now, len(text)
+
+    def close(self, count: Callable[[], float] | None = None) -> None:
+        """The final figures, and a newline so pytest goes on below them."""
+        if self._shown_at != float("-inf"):
+            self.show(count, force=True)
+            self._write("\n")
+        self._on_terminal = False
+
+    def _write(self, text: str) -> None:
+        with _terminal():
+            stream = sys.__stderr__
+            if self._on_terminal is None:
+                self._on_terminal = stream is not None and stream.isatty()
+            if self._on_terminal and stream is not None:
+                stream.write(text)
+                stream.flush()
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    interval: float = 0.01,
+    count: Callable[[], float] | None = None,
+    total: float | None = None,
+) -> None:
+    """Poll ``condition`` every ``interval``; raise with ``what`` after ``timeout`` seconds.
+    On a terminal the wait shows as a :class:`ProgressLine` (``count`` of ``total``)."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    line = ProgressLine(what, total)
+    try:
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+            line.show(count)
+            time.sleep(interval)
+    finally:
+        line.close(count)
 
 
 def metric(address: str, name: str, component: str) -> float:
@@ -270,11 +347,17 @@ def run_logcap(
         except OSError:
             return 0.0
 
+    last_count = 0.0
+    finished: float | None = None  # taken here: the progress line's last redraw is not timed
+
     def done() -> bool:
-        nonlocal first_output
-        count = delivered()
+        nonlocal first_output, last_count, finished
+        last_count = count = delivered()
+        now = time.perf_counter()
         if count and first_output is None:
-            first_output = time.perf_counter()
+            first_output = now
+        if count >= lines:
+            finished = now
         return count >= lines or process.poll() is not None
 
     try:
@@ -284,9 +367,11 @@ def run_logcap(
                 timeout,
                 f"{name}: {lines} entries out of {sink}",
                 interval=0.005 if output is not None else 0.05,
+                count=lambda: last_count,  # what done() saw: the progress costs no request
+                total=lines,
             )
-            seconds = time.perf_counter() - started
-            if process.poll() is not None:
+            seconds = (finished or time.perf_counter()) - started
+            if finished is None:
                 raise RuntimeError(f"logcap exited early: {log_path.read_text()[-2000:]}")
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)

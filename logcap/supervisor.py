@@ -16,6 +16,10 @@ Graceful stop (SIGTERM / SIGINT), bounded by ``supervisor.shutdown_timeout``:
 4. ``sinks_finished`` is set: the retry process takes in the last failures, closes its
    spool and the DLQ, exits; what waits in the spool is retried after the next start.
 Exit status 0 when every child finished that way; 1 when one had to be killed.
+
+Under systemd (``Type=notify``) it reports READY=1 once every child runs, STOPPING=1 as the
+drain begins and WATCHDOG=1 from its loops (logcap/sdnotify.py). SIGHUP (``systemctl
+reload``) is logged and ignored until reloading the config is built.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from logcap.operator_log import config_origin, drain_line, start_lines
 from logcap.plan import DISPATCHER, RETRY, RunPlan, area_words, batch_slot_bytes
 from logcap.ringbuf import Doorbell, Ring, run_prefix, sweep_stale, unlink
 from logcap.runstate import RunState
+from logcap.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 STABLE_AFTER = 60.0  # a child that ran this long is no longer "crash looping"
@@ -89,6 +94,7 @@ class Supervisor:
         self.segments: list[str] = []
         self.rings: dict[str, Ring] = {}
         self.bells: dict[str, Doorbell] = {}
+        self.notifier = Notifier.from_environ()
 
     # -- setup -----------------------------------------------------------------------
     def create_segments(self) -> RunPlan:
@@ -197,10 +203,15 @@ class Supervisor:
         """Signal handler: begin the graceful drain."""
         self.stop_requested = True
 
+    def ignore_reload(self, *_: object) -> None:
+        """Signal handler: SIGHUP's default would kill the agent without a drain."""
+        log.warning("reload is not supported yet; SIGHUP ignored")
+
     def run(self) -> int:
         """Run until SIGTERM/SIGINT, then drain; return the process exit status."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.ignore_reload)
         quiet_third_party_loggers()
         self.create_segments()
         api = None
@@ -213,9 +224,14 @@ class Supervisor:
                 self.spawn(child)
             for line in start_lines(self.config, self.origin, __version__, self.prefix):
                 log.info("%s", line)
+            announced = False
             while not self.stop_requested:
                 for child in self.children:
                     self._check(child, draining=False)
+                if not announced and self.ready():
+                    self.notifier.ready(f"running {len(self.children)} processes")
+                    announced = True
+                self.notifier.watchdog()
                 time.sleep(0.1)
             return self.drain()
         finally:
@@ -223,12 +239,14 @@ class Supervisor:
                 api.shutdown()
             self.kill_all()
             self.release_segments()
+            self.notifier.close()
 
     def drain(self) -> int:
         """Stop in order (see module docstring); True exit status 0 if all went cleanly."""
         began = time.monotonic()
         deadline = began + self.config.supervisor.shutdown_timeout
         log.info("draining: collectors stop; what they read is delivered or kept for a retry")
+        self.notifier.stopping("draining")
         self.state.start_draining()
         collectors = [c for c in self.children if c.role == "collector"]
         for child in collectors:
@@ -258,6 +276,7 @@ class Supervisor:
         while time.monotonic() < deadline and not all(c.finished for c in waited):
             for child in checked:
                 self._check(child, draining=True)
+            self.notifier.watchdog()
             time.sleep(0.02)
 
     def kill_all(self) -> None:

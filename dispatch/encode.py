@@ -84,7 +84,8 @@ def encode_rich(
     escaped = _encode_lines(messages).split(b"\n")  # a raw \n only ever ends a string
     parts: list[bytes] = []
     append = parts.append
-    last_second, stamp_head = -1, b""
+    last_second: int | None = None  # (not -1: a time in the second before 1970 has it)
+    stamp_head = b""
     for i, message in enumerate(escaped[: len(timestamps)]):
         seconds, fraction = divmod(timestamps[i], 1_000_000_000)
         if seconds != last_second:

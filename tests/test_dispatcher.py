@@ -860,6 +860,12 @@ def test_entries_with_their_own_times_levels_and_fields_encode_as_one_json_line_
             want["fields"] = json.loads(extra)
         want["message"] = message
         assert list(entry.items()) == list(want.items())
+    # a time in the last second before 1970 (HTTP ingest takes any a client sends)
+    early = encode_stamped(rest, [-500_000_000, 5], ["a", "b"]).decode().splitlines()
+    assert [json.loads(line)["timestamp"] for line in early] == [
+        "1969-12-31T23:59:59.500000000Z",
+        "1970-01-01T00:00:00.000000005Z",
+    ]
     plain = encode_stamped(rest, stamps, messages).decode().splitlines()
     assert [json.loads(line)["message"] for line in plain] == messages
     assert all("level" not in json.loads(line) for line in plain)

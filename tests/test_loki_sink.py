@@ -29,7 +29,7 @@ import pytest
 from _component_helpers import batch_view, config_from_yaml, encode_entry
 
 from logcap.dispatch.batch import PREFIX, BatchMeta, Group
-from logcap.errors import ConfigError, Permanent, Retryable
+from logcap.errors import ConfigError, DeliveryError, Permanent, Retryable
 from logcap.metrics import NullBlock
 from logcap.sinks.base import retry_after_ms
 from logcap.sinks.loki.client import RetryLater, outcome, retry_after, transport_error
@@ -887,3 +887,36 @@ def test_a_fields_template_takes_the_group_s_field_value(
     assert dict(pairs)["service"] == "web"
     _, pairs, _ = sink.labels.stream(Group("app", {}, 1, 1, 1))
     assert "service" not in dict(pairs)  # the group lacks it: left out
+
+
+def test_a_retry_keeps_the_label_sets_of_its_first_attempt_when_a_label_stopped_since(
+    make_sink: Callable[..., LokiSink],
+) -> None:
+    """A batch's first push delivers the {host} stream, its second ({host, worker}) fails;
+    other batches then push `worker` past max_label_values. The retry must use the first
+    attempt's label sets: recomputed, both groups fall into {host}, the delivered count
+    skips the first 4 entries of the merged stream, and 2 never-sent entries are lost."""
+    with LokiFake(unordered=True) as fake:
+        sink = make_sink(fake.url, "max_label_values: 2, max_request_entries: 4")
+        plain, w0 = {"host": "h1"}, {"host": "h1", "worker": "w0"}
+        first = make_batch(
+            [
+                ("app", plain, [T0 + 2 * i for i in range(4)], [f"p{i}" for i in range(4)]),
+                ("app", w0, [T0 + 2 * i + 1 for i in range(4)], [f"w{i}" for i in range(4)]),
+            ],
+            7,
+        )
+        fake.script(None)
+        fake.script(503, "ingester unavailable")
+        with pytest.raises(DeliveryError):
+            sink.write(batch_view(first))
+        for n in (1, 2):  # other batches: `worker` passes max_label_values
+            labels = {"host": "h2", "worker": f"w{n}"}
+            sink.write(batch_view(make_batch([("app", labels, T0 - 100 + n, [f"o{n}"])], 20 + n)))
+        assert "worker" in sink.labels.dropped
+        sink.write(batch_view(first))  # the retry
+        lines = fake.lines()
+        assert sorted(line for line in lines if line[0] in "pw") == sorted(
+            [f"p{i}" for i in range(4)] + [f"w{i}" for i in range(4)]
+        )
+        assert fake.duplicates == 0

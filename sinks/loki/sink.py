@@ -27,7 +27,7 @@ from collections import OrderedDict
 
 import msgspec
 
-from logcap.dispatch.batch import Batch
+from logcap.dispatch.batch import Batch, Group
 from logcap.errors import DeliveryError, Permanent
 from logcap.metrics import Counter, CounterBlock, NullBlock
 from logcap.sinks.base import Failures
@@ -51,6 +51,7 @@ _CLOCKS = 65536
 _NEVER = (-(1 << 63), -(1 << 63))
 Clock = tuple[int, int]  # (time of the stream's newest entry, the time it was sent with)
 Identity = tuple[int, int, int, int]
+LabelSet = tuple[str, tuple[tuple[str, str], ...], bool]  # LabelMapper.stream: key, pairs, pruned
 
 
 class _Message(msgspec.Struct):
@@ -109,7 +110,10 @@ class LokiSink:
         self.counters = counters or NullBlock()
         self._clocks: dict[str, Clock] = {}
         # batch identity -> stream -> leading entries already delivered
-        self._delivered: OrderedDict[Identity, dict[str, int]] = OrderedDict()
+        # (and the label set each group of it had: a retry must see the same streams)
+        self._delivered: OrderedDict[Identity, tuple[dict[str, int], list[LabelSet]]] = (
+            OrderedDict()
+        )
 
     @property
     def entries_pruned(self) -> int:
@@ -123,12 +127,22 @@ class LokiSink:
 
     def streams(self, batch: Batch) -> list[Stream]:
         """The batch's entries per label set, each stream sorted by (original) time."""
+        return self._streams(batch, None)[0]
+
+    def _streams(
+        self, batch: Batch, label_sets: list[LabelSet] | None
+    ) -> tuple[list[Stream], list[LabelSet]]:
+        """:meth:`streams`, and the label set of each group; ``label_sets`` given: those
+        of an earlier attempt at the batch (labels stopped being sent since must not move
+        its entries to other streams, or what it delivered could not be told apart)."""
         data = _entries_bytes(batch)
         if self.config.line_format == "json":
             lines = bytes(data).split(b"\n")
         else:
             lines = [m.message.encode() for m in _decode_messages(data)]
         groups = batch.meta.groups
+        if label_sets is not None and len(label_sets) == len(groups):
+            return self._grouped(groups, lines, label_sets), label_sets
         dropped = len(self.labels.dropped)
         label_sets = [self.labels.stream(group) for group in groups]
         if len(self.labels.dropped) != dropped:
@@ -136,6 +150,11 @@ class LokiSink:
             # group of a batch gets its label set once, the same on every attempt, or a
             # retry could not tell which streams an earlier attempt delivered
             label_sets = [self.labels.stream(group) for group in groups]
+        return self._grouped(groups, lines, label_sets), label_sets
+
+    def _grouped(
+        self, groups: list[Group], lines: list[bytes], label_sets: list[LabelSet]
+    ) -> list[Stream]:
         streams: dict[str, Stream] = {}
         at = 0
         for group, (key, pairs, pruned) in zip(groups, label_sets, strict=True):
@@ -152,12 +171,12 @@ class LokiSink:
         return list(streams.values())
 
     def write(self, batch: Batch) -> None:
+        identity = _identity(batch) if self._delivered else None
+        done, label_sets = self._delivered.pop(identity, ({}, None)) if identity else ({}, None)
         try:
-            streams = self.streams(batch)
+            streams, label_sets = self._streams(batch, label_sets)
         except (msgspec.DecodeError, ValueError) as exc:  # ValueError: counts and lines differ
             raise Permanent(f"batch entries cannot be read: {exc}", "other") from exc
-        identity = _identity(batch) if self._delivered else None
-        done = self._delivered.pop(identity, {}) if identity is not None else {}
         clocks: dict[str, list[Clock]] = {}
         for stream in streams:
             skip = done.get(stream.key, 0)
@@ -176,7 +195,7 @@ class LokiSink:
             except DeliveryError:
                 if progress or done:
                     sent = {key: done.get(key, 0) + progress.get(key, 0) for key in clocks}
-                    self._remember(identity or _identity(batch), sent)
+                    self._remember(identity or _identity(batch), sent, label_sets)
                 raise
             for piece in request:
                 count = progress[piece.key] = progress.get(piece.key, 0) + len(piece.entries)
@@ -196,8 +215,8 @@ class LokiSink:
                 self._clocks.clear()  # many streams: forget; at worst a run restarts
             self._clocks[key] = clock
 
-    def _remember(self, identity: Identity, sent: dict[str, int]) -> None:
-        self._delivered[identity] = sent
+    def _remember(self, identity: Identity, sent: dict[str, int], sets: list[LabelSet]) -> None:
+        self._delivered[identity] = (sent, sets)
         while len(self._delivered) > _REMEMBERED_BATCHES:
             self._delivered.popitem(last=False)
 

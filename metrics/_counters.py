@@ -123,6 +123,11 @@ class Counter(enum.IntEnum):
     # took back from the DLQ
     RETRY_HELD_ENTRIES = 58
     DLQ_REPROCESSED_ENTRIES = 59
+    # written by the retry process: entries of a previous run's spool it took over at its
+    # first start in this run (counted once: RETRY_STARTED in its own block says so)
+    RETRY_CARRIED_IN = 60
+    # the retry process's own block: 1 once it has started in this run
+    RETRY_STARTED = 61
 
 
 class CounterTable:
@@ -209,6 +214,10 @@ class CounterBlock:
     def get(self, counter: Counter) -> int:
         """Current value."""
         return int(self._words[self._base + counter])
+
+    def get_word(self, index: int) -> int:
+        """Current value of word ``index`` of the block (an area's words have no names)."""
+        return int(self._words[self._base + index])
 
 
 class NullBlock(CounterBlock):

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from logcap.supervisor import Supervisor
 
 _MICRO = 1_000_000
+_SUM_LIMIT = 1 << 62  # the sum word saturates here (int64, with room)
 
 
 class Histogram:
@@ -37,10 +38,16 @@ class Histogram:
         self.bounds = bounds
 
     def observe(self, value: float, weight: int = 1) -> None:
-        """Count ``value`` ``weight`` times."""
+        """Count ``value`` ``weight`` times. Never raises: the sum stops growing where its
+        int64 word would overflow (a week-old batch of 5,000 redelivered entries adds
+        3e15; a metric must not crash the process that delivers)."""
         block, base = self.block, self.base
+        value = max(0.0, value)
         block.add(base + bisect.bisect_left(self.bounds, value), weight)
-        block.add(base + len(self.bounds) + 1, int(value * weight * _MICRO))
+        total = base + len(self.bounds) + 1
+        delta = int(min(value * weight * _MICRO, _SUM_LIMIT))
+        if block.get_word(total) <= _SUM_LIMIT - delta:
+            block.add(total, delta)
         block.add(base + len(self.bounds) + 2, weight)
 
 

@@ -9,8 +9,9 @@ these (it must stay 0: "nothing lost" as a number an operator can alert on).
                  DLQ, or handed back and not yet reported)
     delivered  = entries the sink delivered (each fresh batch counted once, a restarted
                  sink process too)
-    dead       = entries written to the DLQ for the sink, less those dlq.reprocess took
-                 back into the retry spool (they are in flight again)
+    dead       = entries written to the DLQ for the sink (this run)
+    (published also counts entries that came back into flight without the dispatcher:
+     those dlq.reprocess re-offered, and a previous run's retry spool taken over)
     unaccounted = published - in flight - delivered - dead   (never below 0)
 
 The parts are read by other processes while entries move, so they are read in the order
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from logcap.dispatch.batch import Batch
@@ -60,13 +62,21 @@ class SinkLedger:
 
 
 def _in_ring(ring: Ring, index: int, inputs: frozenset[str] | None, skip_bit: int) -> int:
-    """Entries for sink ``index`` in the slots it has not released. Those slots are not
-    overwritten while read: the producer reuses a slot only once every consumer freed it."""
+    """Entries for sink ``index`` in the slots it has not released. A slot the sink
+    releases while it is read may be rewritten at once (the producer waits only for the
+    slowest cursor): then it is not counted here, and it need not be, its entries are
+    delivered or held by the retry process, read after this."""
     published = ring.published
     total = 0
     for seq in range(ring.consumer_cursor(index) + 1, published + 1):
-        meta = Batch.from_slot(ring.payload(seq)[: ring.slot_length(seq)]).meta
-        total += entries_for(meta.groups, inputs, skip_bit)
+        try:
+            meta = Batch.from_slot(ring.payload(seq)[: ring.slot_length(seq)]).meta
+            count = entries_for(meta.groups, inputs, skip_bit)
+        except (msgspec.DecodeError, ValueError):
+            count = 0  # torn by a rewrite: released meanwhile (checked below)
+        if ring.consumer_cursor(index) >= seq:
+            continue  # released while read: counted later, as delivered or held
+        total += count
     return total
 
 
@@ -77,12 +87,18 @@ def read_ledgers(sup: Supervisor) -> list[SinkLedger]:
     ledgers = []
     for index, sink in enumerate(sup.plan.sinks):
         block = sup.table.block(sup.plan.counter_index(sink))
-        published = block.get(Counter.LEDGER_PUBLISHED)
+        # published for it this run, plus what came back into flight without the
+        # dispatcher: dlq.reprocess re-offers, a previous run's spool taken over
+        published = (
+            block.get(Counter.LEDGER_PUBLISHED)
+            + block.get(Counter.DLQ_REPROCESSED_ENTRIES)
+            + block.get(Counter.RETRY_CARRIED_IN)
+        )
         inputs, skip_bit = routes[index]
         in_ring = _in_ring(ring, index, inputs, skip_bit)
         held = block.get(Counter.RETRY_HELD_ENTRIES)
         delivered = block.get(Counter.EVENTS_OUT)
-        dead = block.get(Counter.DLQ_ENTRIES) - block.get(Counter.DLQ_REPROCESSED_ENTRIES)
+        dead = block.get(Counter.DLQ_ENTRIES)
         ledgers.append(SinkLedger(sink, published, in_ring, held, delivered, dead))
     return ledgers
 
@@ -102,7 +118,7 @@ def ledger_families(sup: Supervisor) -> Iterator[Metric]:
     )
     dead = GaugeMetricFamily(
         "logcap_ledger_dead_lettered_events",
-        "Entries dead-lettered for the sink and not taken back by dlq.reprocess.",
+        "Entries dead-lettered for the sink this run (re-offers count as published again).",
         labels=["component"],
     )
     unaccounted = GaugeMetricFamily(
@@ -111,10 +127,12 @@ def ledger_families(sup: Supervisor) -> Iterator[Metric]:
         "in flight: lost. Must stay 0.",
         labels=["component"],
     )
+    never_fail = {c.name for c in sup.children if c.role == "sink" and c.kind == "blackhole"}
     for ledger in read_ledgers(sup):
         published.add_metric([ledger.sink], ledger.published)
         in_flight.add_metric([ledger.sink, "ring"], ledger.in_ring)
-        in_flight.add_metric([ledger.sink, "retry"], ledger.held_by_retry)
-        dead.add_metric([ledger.sink], ledger.dead_lettered)
+        if ledger.sink not in never_fail:  # a blackhole hands nothing to retry or the DLQ
+            in_flight.add_metric([ledger.sink, "retry"], ledger.held_by_retry)
+            dead.add_metric([ledger.sink], ledger.dead_lettered)
         unaccounted.add_metric([ledger.sink], ledger.unaccounted)
     yield from (published, in_flight, dead, unaccounted)

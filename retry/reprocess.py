@@ -104,5 +104,8 @@ class DlqReprocessor:
         mark(stored)
         service.schedule(item)
         lane.counters.add(Counter.DLQ_REPROCESSED)
+        # in flight again: held first, then counted as published again (the ledger reads
+        # the published side first, so the entries are never in neither)
+        service.publish_held(lane)
         lane.counters.add(Counter.DLQ_REPROCESSED_ENTRIES, record.entries)
         return True

@@ -128,6 +128,18 @@ class RetryService:
                 self.schedule(item, self.policy.delay(max(spooled.attempts, 1)))
         for lane in self.lanes:
             lane.publish_low(NOTHING)  # what a predecessor held is on disk
+        # the events ledger (metrics/ledger.py): at its first start in this run, what an
+        # earlier run spooled was never published in this one; counted as carried in,
+        # after it is in its place (held, or dead-lettered above), and only once
+        first_start = not self.counters.get(Counter.RETRY_STARTED)
+        carried: dict[str, int] = {}
+        for spooled in recovered:
+            carried[spooled.sink] = carried.get(spooled.sink, 0) + spooled.entries
+        for lane in self.lanes:
+            self.publish_held(lane)
+            if first_start and carried.get(lane.name):
+                lane.counters.add(Counter.RETRY_CARRIED_IN, carried[lane.name])
+        self.counters.set(Counter.RETRY_STARTED, 1)
         if recovered:
             log.info(
                 "retry spool: %d batches recovered from %s", len(recovered), self.spool.directory
@@ -183,7 +195,7 @@ class RetryService:
         lane.publish_low(NOTHING)
         # held before released, so the sink frees its batch slot only after: the ledger
         # (metrics/ledger.py) never finds these entries in neither place
-        self._publish_held(lane)
+        self.publish_held(lane)
         consumer.release(taken)
         return True
 
@@ -368,14 +380,14 @@ class RetryService:
         return len(self.waiting_for_dlq) < len(backlog)
 
     @staticmethod
-    def _publish_held(lane: SinkLane) -> None:
+    def publish_held(lane: SinkLane) -> None:
         """Entries held for the lane's sink: every batch it spooled and is not done with
         (due, waiting for the DLQ, or handed back and not yet reported)."""
         lane.counters.set(Counter.RETRY_HELD_ENTRIES, lane.held)
 
     def _publish_gauges(self) -> None:
         for lane in self.lanes:
-            self._publish_held(lane)
+            self.publish_held(lane)
         self.counters.set(Counter.RETRY_HEAP_ENTRIES, self.heap.entries)
         self.counters.set(Counter.RETRY_HEAP_BYTES, self.heap.bytes)
         self.counters.set(Counter.SPOOL_BYTES, self.spool.total_bytes)

@@ -452,3 +452,53 @@ retry: {{initial_backoff: 30s, max_backoff: 60s}}
     shutil.rmtree(tmp_path / "data" / "spool", ignore_errors=True)
     wait_for(lambda: ledger(agent)["collector"]["unaccounted"] == 500, 60, "the loss to be counted")
     assert agent.stop() == 0
+
+
+def test_a_histogram_never_raises_when_its_sum_would_overflow() -> None:
+    """Week-old redelivered batches of 5,000 entries: the sum saturates below the int64
+    limit instead of raising in the sink process (before: ValueError after ~3,000)."""
+    from logcap.metrics import NullBlock
+    from logcap.metrics.histogram import SINK_WORDS, sink_histograms
+
+    latency, _, _ = sink_histograms(NullBlock(SINK_WORDS))
+    for _ in range(5000):
+        latency.observe(7 * 86400.0, 5000)
+    latency.observe(-1.0)  # a clock stepped back: counted as 0
+    bounds = len(latency.bounds)
+    assert latency.block.get_word(bounds + 2) == 5000 * 5000 + 1
+    assert 0 < latency.block.get_word(bounds + 1) <= 1 << 62
+
+
+def test_the_ledger_counts_a_previous_run_s_spool_as_carried_in(
+    tmp_path: Path, start_agent, start_server: Callable[..., Server]
+) -> None:
+    """The counter table is new each run, the retry spool is not: entries the last run
+    spooled for a sink that was down are delivered by the next one. They count as
+    published (carried in), so the books balance and a loss beside them still shows."""
+    up = threading.Event()
+    server = start_server()
+    server.answer = lambda request: (200, {}, b"") if up.is_set() else (503, {}, b"")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.log").write_text("".join(f"line {n}\n" for n in range(300)))
+    body = f"""
+data_dir: ./data
+sources:
+  app: {{type: file, include: ["./logs/*.log"]}}
+sinks:
+  collector: {{type: http, url: "{server.url}"}}
+dispatcher: {{batch_max_events: 100, batch_timeout: 20ms}}
+retry: {{initial_backoff: 200ms, max_backoff: 500ms}}
+"""
+    address = f"127.0.0.1:{free_port()}"
+    agent = start_agent(write_config(tmp_path, body, address), address)
+    agent.wait_ready()
+    wait_for(lambda: ledger(agent)["collector"]["retry"] == 300, 60, "the spool to hold all")
+    assert agent.stop() == 0  # the spool is kept for the next start
+    up.set()
+    again = f"127.0.0.1:{free_port()}"
+    agent = start_agent(write_config(tmp_path, body, again), again)
+    agent.wait_ready()
+    wait_for(lambda: ledger(agent)["collector"]["delivered"] == 300, 60, "the spool delivered")
+    books = ledger(agent)["collector"]
+    assert books["published"] == 300 and books["unaccounted"] == 0
+    assert agent.stop() == 0

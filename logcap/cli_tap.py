@@ -39,6 +39,13 @@ class TapFailed(Exception):
 @click.option("--sink", default=None, help="Only what this sink receives (its inputs and when).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N entries.")
 @click.option(
+    "--rate",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Look at most at N entries a second (default 2000; 0: no cap). Batches over it "
+    "are skipped and reported as missed: a tap never costs the pipeline more than that.",
+)
+@click.option(
     "--when",
     "conditions",
     multiple=True,
@@ -50,6 +57,7 @@ def tap(
     sources: tuple[str, ...],
     sink: str | None,
     limit: int | None,
+    rate: int | None,
     conditions: tuple[str, ...],
 ) -> None:
     """Print live entries as they pass through a running agent (it never waits for us)."""
@@ -59,6 +67,8 @@ def tap(
         query.append(("sink", sink))
     if limit is not None:
         query.append(("limit", str(limit)))
+    if rate is not None:
+        query.append(("rate", str(rate)))
     out = click.get_binary_stream("stdout")
     try:
         response = _open(api_url, query)

@@ -10,8 +10,11 @@ Query parameters (each optional): ``source`` (repeatable: entries of these sourc
 ``sink`` (what that sink receives: its ``inputs`` and its ``when``, the same narrowing its
 runner does, sinks/routing.py), ``when`` (repeatable, all must match: ``FIELD=VALUE`` or
 ``FIELD~REGEX`` on the entry's message, level, source, labels.x or fields.x, the
-conditions of pipeline steps), ``limit`` (end after this many entries). A bad one is
-answered 400 with ``{"error": "..."}``.
+conditions of pipeline steps), ``limit`` (end after this many entries), ``rate`` (entries
+a second the tap looks at, at most, default :data:`DEFAULT_RATE`, 0: no cap; batches over
+it are not even copied, they are skipped and reported as missed, so a tap costs the
+pipeline at most that much work whatever its filters pass). A bad one is answered 400
+with ``{"error": "..."}``.
 
 The stream (``application/x-ndjson``, close-delimited) is one JSON object per line:
 
@@ -54,7 +57,8 @@ IDLE_POLL = 0.01  # seconds between looks at the ring when nothing new was publi
 MISSED_EVERY = 1.0  # seconds between two "missed" lines at most
 GONE_CHECK_EVERY = 0.5  # how often a busy tap whose filters pass nothing looks for EOF
 WRITE_TIMEOUT = 30.0  # a client that takes nothing for this long is gone
-PARAMETERS = ("source", "sink", "when", "limit")
+PARAMETERS = ("source", "sink", "when", "limit", "rate")
+DEFAULT_RATE = 2000  # entries a second a tap passes on by default (0: no cap)
 
 
 class TapRequestError(ValueError):
@@ -73,7 +77,9 @@ class Selection:
         route: tuple[frozenset[str] | None, int],
         tests: list[EntryTest],
         limit: int | None,
+        rate: int = DEFAULT_RATE,
     ) -> None:
+        self.rate = rate  # entries a second at most (0: every one it can copy)
         self.sources = sources
         self.route = route  # the sink's (inputs, skip bit); (None, 0): every entry
         self.tests = tests
@@ -194,8 +200,15 @@ def parse_params(
         if not text.isdigit() or int(text) < 1:
             raise TapRequestError(f"limit {text!r}: give a whole number of entries, 1 or more")
         limit = int(text)
+    rate = DEFAULT_RATE
+    if params.get("rate"):
+        text = params["rate"][-1]
+        if not text.isdigit():
+            raise TapRequestError(f"rate {text!r}: give entries a second, 0 for no cap")
+        rate = int(text)
     tests = [parse_when(text) for text in params.get("when", [])]
-    return Selection(None if wanted is None else frozenset(wanted), route, tests, limit)
+    sources_wanted = None if wanted is None else frozenset(wanted)
+    return Selection(sources_wanted, route, tests, limit, rate)
 
 
 def serve(
@@ -264,14 +277,23 @@ def _stream(
 ) -> None:
     write = handler.wfile.write
     reported = 0
-    next_report = next_gone_check = time.monotonic()
+    next_report = next_gone_check = refilled = time.monotonic()
+    tokens = float(selection.rate)
     while True:
         if supervisor.stop_requested or ring.closed:
             # draining: the last batches go to the sinks, not to a tap
             write(b'{"tap":"end","reason":"stopping"}\n')
             return
-        copied = follower.take()
         now = time.monotonic()
+        if selection.rate:
+            # a person watching reads a few thousand lines a second at most; a tap kept
+            # to its rate copies no batch beyond it (a core's worth of copying, socket
+            # writes and printing on a 2-core host otherwise), it skips them, counted
+            tokens = min(float(selection.rate), tokens + (now - refilled) * selection.rate)
+            refilled = now
+            if tokens <= 0:
+                follower.skip()
+        copied = follower.take() if not selection.rate or tokens > 0 else None
         if follower.missed > reported and now >= next_report:
             write(b'{"tap":"missed","batches":%d}\n' % (follower.missed - reported))
             reported, next_report = follower.missed, now + MISSED_EVERY
@@ -279,7 +301,11 @@ def _stream(
             if _client_gone(sock, IDLE_POLL):
                 return
             continue
-        lines = selection.select(Batch.from_slot(memoryview(copied.data)))
+        batch = Batch.from_slot(memoryview(copied.data))
+        # charged for every entry it looks at, passed or not: the work is in the looking
+        # (a filter that passes nothing decodes them all); a batch may overdraw
+        tokens -= batch.meta.count
+        lines = selection.select(batch)
         if lines:
             write(lines)
         elif now >= next_gone_check:

@@ -64,6 +64,13 @@ class RingFollower:
                 return Copied(seq, data)
             self.missed += 1
 
+    def skip(self) -> None:
+        """Pass over every batch published so far, unread (counted in ``missed``)."""
+        published = self.ring.published
+        if published >= self.next_sequence:
+            self.missed += published - self.next_sequence + 1
+            self.next_sequence = published + 1
+
     def _copy(self, seq: int) -> bytes | None:
         ring = self.ring
         if ring.slot_sequence(seq) != seq:

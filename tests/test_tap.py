@@ -251,7 +251,8 @@ def test_the_selection_narrows_as_the_sinks_do_and_stops_at_the_limit() -> None:
         ({"when": ["message"]}, "when 'message': write FIELD=VALUE or FIELD~REGEX"),
         ({"when": ["msg=x"]}, "when 'msg=x': Expected `str` matching regex"),
         ({"when": ["message~(x"]}, "when 'message~(x': not a regular expression"),
-        ({"follow": ["1"]}, "unknown parameter 'follow' (known: source, sink, when, limit)"),
+        ({"follow": ["1"]}, "unknown parameter 'follow' (known: source, sink, when, limit, rate)"),
+        ({"rate": ["fast"]}, "rate 'fast': give entries a second, 0 for no cap"),
     ],
 )
 def test_a_query_the_tap_cannot_serve_is_refused_saying_why(query, error) -> None:
@@ -548,3 +549,59 @@ def test_tap_exits_1_when_the_agent_is_unreachable() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("logcap tap: cannot reach the agent at http://127.0.0.1:")
     assert "Connection refused" in result.stderr
+
+
+def test_a_tap_passes_on_at_most_its_rate_and_reports_the_batches_it_skipped(
+    tmp_path: Path, start_agent
+) -> None:
+    """``--rate 50`` while thousands of lines a second pass: the tap prints at most its
+    rate's worth (plus one overdrawing batch and the first second's allowance), every one
+    a line of the input, and says how many batches it skipped."""
+    agent, address = _agent(tmp_path, start_agent, ONE_SOURCE)
+    log = tmp_path / "logs" / "app.log"
+    stop = threading.Event()
+
+    def flood() -> None:  # 1,000 lines every 50 ms, for at most 60 s
+        n = 0
+        deadline = time.monotonic() + 60
+        with open(log, "a") as out:
+            while not stop.is_set() and time.monotonic() < deadline:
+                out.write("".join(f"flood line {n + i}\n" for i in range(1000)))
+                out.flush()
+                n += 1000
+                time.sleep(0.05)
+
+    flooding = threading.Thread(target=flood, daemon=True)
+    flooding.start()
+    try:
+        wait_for(
+            lambda: agent.metric("logcap_component_sent_events_total", component="out") > 5000,
+            30,
+            "the flood to flow",
+        )
+        printed, notes = tmp_path / "tap.out", tmp_path / "tap.err"
+        with open(printed, "wb") as out_file, open(notes, "wb") as err_file:
+            # files, not pipes: a pipe nobody reads would stop the tap, not its rate
+            command = ["-m", "logcap", "tap", "--api", f"http://{address}", "--rate", "50"]
+            tap = subprocess.Popen(
+                [sys.executable, *command],
+                stdout=out_file,
+                stderr=err_file,
+            )
+            wait_for(lambda: printed.stat().st_size > 0, 60, "tapping to begin")
+            began = time.monotonic()
+            time.sleep(3)
+            tap.send_signal(signal.SIGINT)
+            assert tap.wait(30) == 0
+        tapped = time.monotonic() - began
+    finally:
+        stop.set()
+        flooding.join(10)
+    err = notes.read_text()
+    entries = _entries(printed.read_text())
+    # its rate's worth over the time it tapped, one batch it may overdraw by, the allowance
+    assert 0 < len(entries) <= 50 * (tapped + 1) + 1000 + 50
+    assert all(entry["message"].startswith("flood line ") for entry in entries)
+    missed = [line for line in err.splitlines() if "missed" in line]
+    assert missed, err
+    _stop_cleanly(agent)

@@ -128,6 +128,9 @@ class Counter(enum.IntEnum):
     RETRY_CARRIED_IN = 60
     # the retry process's own block: 1 once it has started in this run
     RETRY_STARTED = 61
+    # sink blocks, written by the sink: the last fresh batch + 1 up to which every one is
+    # delivered or handed to the retry process (a restarted sink releases them unsent)
+    SETTLED_SEQ = 62
 
 
 class CounterTable:

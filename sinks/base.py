@@ -121,6 +121,11 @@ class SinkRunner:
         if moved and breaker is not None and breaker.probing:
             return True  # a redelivery was the probe: its outcome decides first
         consumer = self.consumer
+        settled = self.counters.get(Counter.SETTLED_SEQ) - 1
+        if consumer.next_sequence <= settled:
+            # this sink's previous process delivered these or handed them to the retry
+            # process, and died before releasing them: release, do not send them again
+            consumer.release(min(settled, consumer.available()))
         first = consumer.next_sequence
         last = consumer.available()
         if last < first:
@@ -135,8 +140,15 @@ class SinkRunner:
             self._shed(first, last)  # open: straight to the retry heap, untried
         else:
             last = self._deliver(first, last)
+        self._settled(last)
         consumer.release(last)
         return True
+
+    def _settled(self, seq: int) -> None:
+        """Every fresh batch up to ``seq`` is delivered or owned by the retry process
+        (its failure record published): a restarted process of this sink skips them."""
+        if self.failures is not None and seq + 1 > self.counters.get(Counter.SETTLED_SEQ):
+            self.counters.set(Counter.SETTLED_SEQ, seq + 1)
 
     def _deliver(self, first: int, last: int) -> int:
         """Write the ready batches, flush once, hand the failed ones to the retry process;
@@ -170,6 +182,9 @@ class SinkRunner:
                 self._judged(None)
                 self._count(count, batch.nbytes, seq)
                 self._observe(batch, count)
+            # in order, one by one: a process that dies later in this round has its
+            # successor skip what is settled (written before and not delivered: sent again)
+            self._settled(seq)
         return handed
 
     def _write_ready(
@@ -242,6 +257,7 @@ class SinkRunner:
                     entries=batch.meta.count,
                     quiet=True,
                 )
+            self._settled(seq)  # handed off (or nothing for this sink)
             del view, batch
         # published one after another, taken in (and spooled with one fsync) together
         self._await_taken(handed)

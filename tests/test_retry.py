@@ -857,3 +857,37 @@ def test_a_batch_spooled_by_a_predecessor_that_died_before_releasing_is_redelive
     rig.clock.advance(60.0)
     rig.step(3)
     assert [r.batch_seq for r in a.redelivered()] == [7]  # once, not once per copy
+
+
+def test_a_restarted_sink_process_skips_what_its_predecessor_settled_but_did_not_release(
+    rings: RingFactory, make_rig: RigFactory
+) -> None:
+    """The first batch fails (handed off, the retry process owns it), the second is
+    delivered; the process dies before releasing either. Its successor (a new runner on
+    the same rings and counter block) must not send or count them again: before, the
+    handed-off batch was delivered twice (fresh and redelivered) and counted twice,
+    which hid a loss from the events ledger."""
+    rr = RunnerRig(rings, make_rig("initial_backoff: 10s"), [Retryable("503", "server_error")])
+    first, second = sample_batch("first"), sample_batch("second")
+    rr.publish(first)
+    rr.publish(second)
+    consumer = rr.runner.consumer
+    consumer.release = lambda seq: None  # type: ignore[method-assign]  # dies before this
+    assert rr.runner.step(timeout=0.01)
+    assert rr.sink.delivered == [payload(second)]
+    delivered = rr.end.block.get(Counter.EVENTS_OUT)
+    successor_sink = ScriptedSink([])
+    successor = SinkRunner(
+        "a",
+        successor_sink,
+        Consumer(rr.batch_ring),  # from the cursor the dead process left: both unreleased
+        rr.end.block,
+        failures=rr.end.failures,
+        redeliveries=rr.end.redeliveries,
+        wall_ns=rr.rig.clock.wall_ns,
+        wait=rr.waits,
+    )
+    successor.step(timeout=0.01)
+    assert successor_sink.attempted == []
+    assert rr.batch_ring.consumer_cursor(0) == 1  # released, unsent
+    assert rr.end.block.get(Counter.EVENTS_OUT) == delivered

@@ -437,3 +437,6 @@ def test_fields_name_topics_keys_and_headers_per_group() -> None:
     )
     bare = Group("app", {"source_id": "abc"}, TS, 1, 10)
     assert router.route(bare) == ("logs-unknown", b"abc", None)
+    # a bare name is a label, as before fields could be named: 'source' is no label here
+    by_label = Router(kafka_config("x:1", key_field="source", header_labels=["source"]))
+    assert by_label.route(bare) == ("logs", b"abc", None)

@@ -63,8 +63,10 @@ class Router:
         ]
         # key_field / header_labels: a label name, or 'level', 'labels.X', 'fields.X'
         key = config.key_field
-        self.key = None if key is None else member_getter(key, "")
-        self.headers = [(name, member_getter(name, "")) for name in config.header_labels]
+        self.key = None if key is None else member_getter(_as_member(key), "")
+        self.headers = [
+            (name, member_getter(_as_member(name), "")) for name in config.header_labels
+        ]
         self.cache: dict[GroupKey, Route] = {}
 
     def route(self, group: Group) -> Route:
@@ -92,6 +94,14 @@ class Router:
             self.cache.clear()
         self.cache[cache_key] = found
         return found
+
+
+def _as_member(name: str) -> str:
+    """A key_field / header_labels entry as a member: a bare name is a label (as it was
+    before fields and levels could be named; 'source' is the label, not the source)."""
+    if name == "level" or name.startswith(("labels.", "fields.")):
+        return name
+    return "labels." + name
 
 
 class KafkaSink:

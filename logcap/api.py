@@ -9,7 +9,7 @@ GET (and HEAD: the same headers, no body)::
     /positions   the checkpoint (data_dir/checkpoints.json) per source
     /dlq         the dead letter queue summed per sink and reason (read-only)
     /stats       per component: role, kind, process, counters; rings; checkpoint lag
-    /tap         a live view of entries (logcap/tap.py); 501 while that is not built
+    /tap         a live view of entries (logcap/tap.py); with an ``api.token``, only with it
 
 POST needs ``Authorization: Bearer <api.token>`` (401 without it or with a wrong one,
 403 when no ``api.token`` is configured: a browser on this host must not be able to make
@@ -88,6 +88,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/stats":
             self._json(200, {name: view(sup) for name, view in STATS.items()})
         elif path == "/tap":
+            # the entries themselves: with an api.token, only for whoever has it
+            if sup.config.api.token is not None and not self._authorised("GET /tap"):
+                return
             try:
                 from logcap import tap
             except ImportError as exc:
@@ -125,18 +128,18 @@ class _Handler(BaseHTTPRequestHandler):
         ready = sup.ready() and "open" not in circuits.values()
         self._json(200 if ready else 503, {"ready": ready, "components": children})
 
-    def _authorised(self) -> bool:
+    def _authorised(self, what: str = "POST") -> bool:
         """The request carries ``api.token``; else answered 401 (403: none configured)."""
         token = self.server.supervisor.config.api.token
         if token is None:
-            self._json(403, {"error": "POST is refused: no api.token is configured"})
+            self._json(403, {"error": f"{what} is refused: no api.token is configured"})
             return False
         given = self.headers.get("Authorization", "").encode("latin-1", "replace")
         if hmac.compare_digest(given, f"Bearer {token}".encode()):
             return True
         self._json(
             401,
-            {"error": "POST needs 'Authorization: Bearer <api.token>'"},
+            {"error": f"{what} needs 'Authorization: Bearer <api.token>'"},
             {"WWW-Authenticate": 'Bearer realm="logcap"'},
         )
         return False

@@ -35,6 +35,12 @@ class TapFailed(Exception):
     show_default=True,
     help="The agent's API (api.address of its config).",
 )
+@click.option(
+    "--token",
+    envvar="LOGCAP_API_TOKEN",
+    default=None,
+    help="The agent's api.token, if it has one (or LOGCAP_API_TOKEN).",
+)
 @click.option("--source", "sources", multiple=True, help="Only entries of SOURCE (repeatable).")
 @click.option("--sink", default=None, help="Only what this sink receives (its inputs and when).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N entries.")
@@ -54,6 +60,7 @@ class TapFailed(Exception):
 )
 def tap(
     api_url: str,
+    token: str | None,
     sources: tuple[str, ...],
     sink: str | None,
     limit: int | None,
@@ -71,7 +78,7 @@ def tap(
         query.append(("rate", str(rate)))
     out = click.get_binary_stream("stdout")
     try:
-        response = _open(api_url, query)
+        response = _open(api_url, query, token)
         click.echo(NOTE, err=True)
         _follow(response, out, limit)
     except KeyboardInterrupt:
@@ -83,7 +90,9 @@ def tap(
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
 
-def _open(api_url: str, query: list[tuple[str, str]]) -> http.client.HTTPResponse:
+def _open(
+    api_url: str, query: list[tuple[str, str]], token: str | None = None
+) -> http.client.HTTPResponse:
     """The answer to ``GET /tap``, its headers read; TapFailed unless it is 200."""
     url = urlsplit(api_url if "://" in api_url else f"http://{api_url}")
     if url.scheme not in ("http", "https") or not url.hostname:
@@ -94,7 +103,8 @@ def _open(api_url: str, query: list[tuple[str, str]]) -> http.client.HTTPRespons
     connection = connection_type(url.hostname, url.port, timeout=CONNECT_TIMEOUT)
     target = url.path.rstrip("/") + "/tap" + (f"?{urlencode(query)}" if query else "")
     try:
-        connection.request("GET", target)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        connection.request("GET", target, headers=headers)
         response = connection.getresponse()
     except (OSError, http.client.HTTPException) as exc:
         raise TapFailed(f"cannot reach the agent at {api_url}: {_reason(exc)}") from exc

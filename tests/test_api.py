@@ -378,3 +378,22 @@ def test_an_api_token_is_printable_ascii_without_spaces(tmp_path: Path, token: s
     assert code == EX_CONFIG
     assert len(lines) == 2 and lines[0].startswith(f"{tmp_path / 'logcap.yaml'}:6: api.token: ")
     assert "(a token: printable ASCII, no spaces or line breaks)" in lines[0]
+
+
+def test_with_a_token_the_tap_is_only_for_whoever_has_it(run: Run) -> None:
+    """/tap streams the log entries themselves: with an api.token set, GET /tap needs it
+    like a POST (HEAD answers as GET would, without streaming); `logcap tap` sends it
+    from --token or LOGCAP_API_TOKEN."""
+    status, answer, _ = _request(run.address, "HEAD", "/tap", {})
+    assert status == 401 and answer["WWW-Authenticate"] == 'Bearer realm="logcap"'
+    bearer = {"Authorization": f"Bearer {ENV['API_TOKEN']}"}
+    status, answer, _ = _request(run.address, "HEAD", "/tap", bearer)
+    assert status == 200 and answer["Content-Type"] == "application/x-ndjson"
+    refused = subprocess.run(
+        [sys.executable, "-m", "logcap", "tap", "--api", f"http://{run.address}", "--limit", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert "the agent refused the tap (401): GET /tap needs" in refused.stderr

@@ -42,7 +42,7 @@ from bench.harness import (
 from bench.test_file_pipeline import verify_file_output
 
 API = "127.0.0.1:19614"
-ROUNDS = 3  # per case, interleaved
+ROUNDS = int(os.environ.get("LOGCAP_BENCH_TAP_ROUNDS", "3"))  # per case, interleaved
 WITHOUT, WITH = "logcap file->file (no tap)", "logcap file->file (+tap)"
 
 # `logcap tap` itself, launched ahead of the run: it says "ready" once imported, then waits

@@ -139,6 +139,11 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
         "Its `api.address` (default `127.0.0.1:9598`).",
     ),
     (
+        "LOGCAP_API_TOKEN",
+        "logcap tap",
+        "The agent's `api.token`, sent as a bearer token (or `--token`).",
+    ),
+    (
         "LOGCAP_VENV",
         "scripts/setup.sh, scripts/test.sh, scripts/check.sh",
         "Where setup.sh makes the virtual environment logcap runs in (default `.venv` in "
@@ -161,6 +166,11 @@ TEST_ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
         "LOGCAP_BENCH_REPORT",
         "bench/conftest.py, scripts/test.sh",
         "Where the benchmark results JSON is written (default `bench-results.json`).",
+    ),
+    (
+        "LOGCAP_BENCH_TAP_ROUNDS",
+        "bench/test_tap_overhead.py",
+        "Interleaved rounds per case of the tap-overhead benchmark (default 3).",
     ),
     (
         "LOGCAP_IDLE_SECONDS",

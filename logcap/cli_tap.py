@@ -37,9 +37,8 @@ class TapFailed(Exception):
 )
 @click.option(
     "--token",
-    envvar="LOGCAP_API_TOKEN",
-    default=None,
-    help="The agent's api.token, if it has one (or LOGCAP_API_TOKEN).",
+    default=lambda: os.environ.get("LOGCAP_API_TOKEN"),
+    help="The agent's api.token, if it has one (default: $LOGCAP_API_TOKEN).",
 )
 @click.option("--source", "sources", multiple=True, help="Only entries of SOURCE (repeatable).")
 @click.option("--sink", default=None, help="Only what this sink receives (its inputs and when).")

@@ -89,11 +89,11 @@ def _median(name: str, results: list[RunResult], loads: list[float]) -> RoundsRe
         mid.peak_rss_bytes,
         mid.cpu_by_process,
         mid.startup_seconds,
-        rates,
-        round((max(rates) - min(rates)) / statistics.median(rates) * 100, 1),
-        roles,
+        rounds_lines_per_second=rates,
+        spread_percent=round((max(rates) - min(rates)) / statistics.median(rates) * 100, 1),
+        cpu_by_role=roles,
         # other work on the box skews the figures: the 1-minute load as each round began
-        {"load1_per_round": [round(load, 2) for load in loads]},
+        figures={"load1_per_round": [round(load, 2) for load in loads]},
     )
 
 

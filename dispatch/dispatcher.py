@@ -60,11 +60,13 @@ class Dispatcher:
         largest_batch: int | None = None,
         routes: dict[int, Condition] | None = None,
         routed: tuple[str, ...] = (),
+        by_level: bool = True,
         ledger: list[tuple[CounterBlock, frozenset[str] | None, int]] | None = None,
     ) -> None:
         self.config = config
         self.router = Router(routes or {})  # sinks' `when`, by sink index
         self.routed = routed  # the fields sinks' templates name: groups share their values
+        self.by_level = by_level  # a sink names the level: groups share it too
         # per sink: its block, inputs and skip bit, to count what each batch holds for it
         # (the events ledger, metrics/ledger.py)
         self.ledger = ledger or []
@@ -133,7 +135,7 @@ class Dispatcher:
         view = source.consumer.read(seq)
         try:
             pieces, position = read_record(source, read_header(view), view, self.counters)
-            pieces = regroup(pieces, self.routed)
+            pieces = regroup(pieces, self.routed, self.by_level)
             if self.router.active:
                 pieces = self.router.split(pieces)
         except Exception:  # a damaged record must not stop the pipeline: log, count, skip

@@ -70,6 +70,7 @@ def run_dispatcher(ctx: ChildContext) -> None:
                 sink_blocks, sink_routes(plan.config, plan.sinks), strict=True
             )
         ],
+        by_level=any(plan.config.sinks[name].routes_by_level() for name in plan.sinks),
         routed=tuple(
             sorted(set().union(*(plan.config.sinks[name].routed_fields() for name in plan.sinks)))
         ),

@@ -68,16 +68,21 @@ class Router:
         return mask
 
 
-def regroup(pieces: list[Piece], routed: tuple[str, ...] = ()) -> list[Piece]:
+def regroup(
+    pieces: list[Piece], routed: tuple[str, ...] = (), by_level: bool = True
+) -> list[Piece]:
     """Pieces whose entries a pipeline gave levels or fields, cut where the level or the
     value of a ``routed`` field (a path 'NAME.SUB' that a sink's template names as
     '{fields.NAME.SUB}') changes, each with its ``level`` and ``keys``: the group-level
     values sinks route, name files and label by (sinks/template.py). A level is one of a
     few names, so levels add few groups; routed fields add as many as they have values
-    in a batch. Pieces without levels and fields pass untouched."""
+    in a batch. Pieces without levels and fields pass untouched. Without ``by_level`` (no
+    sink names the group's level) levels do not cut: entries of alternating levels would
+    make a group each, and every group costs its meta in the batch and a look in each
+    sink."""
     out: list[Piece] = []
     for piece in pieces:
-        levels = piece.levels
+        levels = piece.levels if by_level else None
         if levels is None and (piece.fields is None or not routed):
             out.append(piece)
             continue

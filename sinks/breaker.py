@@ -70,6 +70,12 @@ class SinkConfigBase(StrictStruct, kw_only=True, frozen=True):
         the dispatcher cuts groups where their values change (sinks/template.py)."""
         return set()
 
+    def routes_by_level(self) -> bool:
+        """Whether this sink names the group's level (a Kafka level route, '{level}' in a
+        template): only then does the dispatcher cut groups where the level changes, as
+        entries of alternating levels would otherwise make a group each."""
+        return False
+
 
 class State(enum.IntEnum):
     """Exported as the ``logcap_sink_circuit_state`` gauge."""

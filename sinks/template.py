@@ -48,6 +48,11 @@ def member_problem(member: str) -> str | None:
     return f"{member!r} is neither a label name nor 'level', 'labels.NAME' or 'fields.NAME[.SUB]'"
 
 
+def uses_level(template: str) -> bool:
+    """Whether ``template`` names '{level}' (then the dispatcher cuts groups by level)."""
+    return "level" in PLACEHOLDER.findall(template)
+
+
 def template_fields(template: str) -> set[str]:
     """The field paths ('NAME.SUB') that ``template``'s '{fields.…}' placeholders name."""
     return {

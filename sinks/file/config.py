@@ -11,7 +11,7 @@ from logcap.config._base import doc, resolve_path
 from logcap.config._units import FileBytes, PositiveDuration
 from logcap.sinks.breaker import SinkConfigBase
 from logcap.sinks.file.text import compile_template
-from logcap.sinks.template import template_fields, template_problems
+from logcap.sinks.template import template_fields, template_problems, uses_level
 
 if TYPE_CHECKING:
     from logcap.metrics import CounterBlock
@@ -117,6 +117,10 @@ class FileSinkConfig(SinkConfigBase, tag_field="type", tag="file", frozen=True):
     def routed_fields(self) -> set[str]:
         """The fields the path template names."""
         return template_fields(self.path)
+
+    def routes_by_level(self) -> bool:
+        """'{level}' in the path (text_template renders each entry's own)."""
+        return uses_level(self.path)
 
     def inapplicable(self) -> dict[str, str]:
         """Keys that cannot apply with these settings (an error if the config sets them)."""

@@ -11,7 +11,7 @@ import msgspec
 from logcap.config._base import StrictStruct, doc, resolve_path
 from logcap.config._units import PositiveDuration
 from logcap.sinks.breaker import SinkConfigBase
-from logcap.sinks.template import member_problem, template_fields, template_problems
+from logcap.sinks.template import member_problem, template_fields, template_problems, uses_level
 
 if TYPE_CHECKING:
     from logcap.metrics import CounterBlock
@@ -186,6 +186,12 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
             if member.startswith("fields."):
                 names.add(member[len("fields.") :])
         return names
+
+    def routes_by_level(self) -> bool:
+        """Level routes, or the level in a topic, the key or a header."""
+        topics = [self.topic, *(route.topic for route in self.level_routes)]
+        members = [self.key_field, *self.header_labels]
+        return bool(self.level_routes) or any(map(uses_level, topics)) or "level" in members
 
     def build(self, counters: CounterBlock) -> Sink:
         """The sink this config describes. A librdkafka producer."""

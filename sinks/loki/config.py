@@ -18,7 +18,7 @@ from logcap.sinks._http import (
     tls_problems,
 )
 from logcap.sinks.breaker import SinkConfigBase
-from logcap.sinks.template import template_fields, template_problems
+from logcap.sinks.template import template_fields, template_problems, uses_level
 
 if TYPE_CHECKING:
     from logcap.metrics import CounterBlock
@@ -200,6 +200,10 @@ class LokiSinkConfig(SinkConfigBase, tag_field="type", tag="loki", frozen=True):
     def routed_fields(self) -> set[str]:
         """The fields the label templates name."""
         return set().union(*(template_fields(t) for t in self.labels.values()))
+
+    def routes_by_level(self) -> bool:
+        """'{level}' in a label template."""
+        return any(map(uses_level, self.labels.values()))
 
     def inapplicable(self) -> dict[str, str]:
         """Keys that cannot apply with these settings (an error if the config sets them)."""

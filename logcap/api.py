@@ -15,7 +15,8 @@ POST needs ``Authorization: Bearer <api.token>`` (401 without it or with a wrong
 403 when no ``api.token`` is configured: a browser on this host must not be able to make
 the agent act), compared in constant time::
 
-    /dlq/replay  501, naming ``logcap dlq replay``: see :func:`_replay`
+    /dlq/replay  runs ``logcap dlq replay`` for this config (``?sink=``, ``?reason=``):
+                 200 with its summary, 500 with its warnings, 409 while one runs
 
 Every answer except /metrics is JSON; errors are ``{"error": "..."}``.
 """
@@ -25,6 +26,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
     from logcap.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+REPLAY_TIMEOUT = 600.0  # seconds a POST /dlq/replay may take
+REPLAY_REASONS = ("permanent", "exhausted", "overflow")
 MAX_POST_BODY = 64 * 1024  # no POST takes a body yet: read at most this much, then close
 
 
@@ -58,6 +63,7 @@ class ApiServer(ThreadingHTTPServer):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(PipelineCollector(supervisor))
         self.config_view = config_view(supervisor)
+        self.replaying = threading.Lock()  # one POST /dlq/replay at a time
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -106,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         if path == "/dlq/replay":
-            self._json(501, {"error": _replay(self.server.supervisor)})
+            self._replay(urllib.parse.parse_qs(self.path.partition("?")[2]))
         else:
             self._json(404, {"error": f"nothing to POST to at {path}"})
 
@@ -144,6 +150,33 @@ class _Handler(BaseHTTPRequestHandler):
         )
         return False
 
+    def _replay(self, params: dict[str, list[str]]) -> None:
+        """Replay the DLQ (one replay at a time): 200 with the CLI's summary when every
+        record was delivered, 500 with it and its warnings otherwise."""
+        try:
+            command = replay_command(self.server.supervisor, params)
+        except ValueError as exc:
+            self._json(400, {"error": str(exc)})
+            return
+        if not self.server.replaying.acquire(blocking=False):
+            self._json(409, {"error": "a replay is already running"})
+            return
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=REPLAY_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            self._json(504, {"error": f"the replay took longer than {REPLAY_TIMEOUT:.0f}s"})
+            return
+        finally:
+            self.server.replaying.release()
+        answer = {
+            "exit_code": done.returncode,
+            "summary": done.stdout.strip(),
+            "warnings": [line for line in done.stderr.splitlines() if line.strip()],
+        }
+        self._json(200 if done.returncode == 0 else 500, answer)
+
     def _discard_body(self) -> None:
         try:
             length = int(self.headers.get("Content-Length") or 0)
@@ -175,22 +208,30 @@ class _Handler(BaseHTTPRequestHandler):
         """Scrapes every few seconds would flood the log; stay quiet."""
 
 
-def _replay(sup: Supervisor) -> str:
-    """Why POST /dlq/replay is not done here, and what to run instead.
+def replay_command(sup: Supervisor, params: dict[str, list[str]]) -> list[str]:
+    """``logcap dlq replay`` for this agent's config, with the ``sink`` / ``reason`` of
+    the query; ValueError naming a parameter the replay cannot take.
 
-    ``logcap dlq replay`` builds each sink's client and writes to it directly. Inside the
-    supervisor that would put librdkafka threads, TLS connections and a long blocking
-    loop into the process that must keep restarting children and answering probes, and
-    a second writer would append to the files a running file sink rotates and counts.
-    The safe way is the retry process's (dlq.reprocess moves records into its spool, to
-    their own sink's redelivery ring): that needs a request channel to it first."""
-    config = "FILE" if sup.origin.startswith("<") else sup.origin
-    return (
-        "replaying from inside the running agent is not supported: run "
-        f"'logcap dlq replay --config {config}' (it delivers each pending record to its "
-        "sink and marks it replayed; dlq.reprocess re-offers overflow and exhausted "
-        "records by itself)"
-    )
+    The replay runs as its own process, as the CLI does: sink clients (librdkafka
+    threads, TLS connections) and a long loop of deliveries stay out of the supervisor,
+    which must keep restarting children and answering probes. Running beside the agent
+    is what the CLI is built for (the file sink locks its files; marks are per record)."""
+    command = [sys.executable, "-m", "logcap", "dlq", "replay"]
+    if not sup.origin.startswith("<"):  # "<embedded>": the CLI's default config too
+        command += ["--config", sup.origin]
+    for name, values in params.items():
+        if name not in ("sink", "reason") or len(values) != 1:
+            raise ValueError(f"replay takes one 'sink' and one 'reason' at most, not {name!r}")
+    sink, reason = params.get("sink", [None])[0], params.get("reason", [None])[0]
+    if sink is not None:
+        if sink not in sup.plan.sinks:
+            raise ValueError(f"no sink named {sink!r} (sinks: {', '.join(sup.plan.sinks)})")
+        command += ["--sink", sink]
+    if reason is not None:
+        if reason not in REPLAY_REASONS:
+            raise ValueError(f"reason {reason!r} is not one of {', '.join(REPLAY_REASONS)}")
+        command += ["--reason", reason]
+    return command
 
 
 def start_api(supervisor: Supervisor) -> ApiServer:

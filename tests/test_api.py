@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from logcap.cli import main
 from logcap.cli_common import EX_CONFIG
 from logcap.config import load_config
 from tests.conftest import Agent, free_port, wait_for, write_config
+from tests.test_http_sink import start_server as start_server  # a fixture
 
 LINES = 1000
 TOO_LONG = "n" * 300  # past NAME_MAX (255): ENAMETOOLONG, a permanent failure
@@ -282,16 +284,24 @@ def test_post_without_or_with_a_wrong_token_is_401(run: Run) -> None:
     assert _json(run.address, "/dlq")["pending"] == _json(run.address, "/dlq")["records"]
 
 
-def test_dlq_replay_with_the_token_names_the_cli_command(run: Run) -> None:
+def test_dlq_replay_with_the_token_runs_the_replay_and_answers_its_outcome(run: Run) -> None:
+    """The broken sink still cannot write: the replay's records fail again (500, the
+    CLI's summary and warnings), and stay pending; bad parameters are refused."""
     bearer = {"Authorization": f"Bearer {ENV['API_TOKEN']}"}
-    status, _, body = _request(run.address, "POST", "/dlq/replay", bearer)
-    assert status == 501
-    assert json.loads(body) == {
-        "error": "replaying from inside the running agent is not supported: run "
-        f"'logcap dlq replay --config {run.config}' (it delivers each pending record to its "
-        "sink and marks it replayed; dlq.reprocess re-offers overflow and exhausted "
-        "records by itself)"
-    }
+    pending = _json(run.address, "/dlq")["pending"]
+    status, _, body = _request(run.address, "POST", "/dlq/replay?sink=broken", bearer)
+    answer = json.loads(body)
+    assert status == 500 and answer["exit_code"] == 1
+    assert answer["summary"] == f"replayed 0 records (0 entries); {pending} failed"
+    assert answer["warnings"] and all("warning" in line for line in answer["warnings"])
+    assert _json(run.address, "/dlq")["pending"] == pending
+    for query, error in (
+        ("?sink=nope", "no sink named 'nope'"),
+        ("?reason=lost", "reason 'lost' is not one of permanent, exhausted, overflow"),
+        ("?all=1", "replay takes one 'sink' and one 'reason' at most, not 'all'"),
+    ):
+        status, _, body = _request(run.address, "POST", "/dlq/replay" + query, bearer)
+        assert status == 400 and json.loads(body)["error"].startswith(error), query
     status, _, body = _request(run.address, "POST", "/nothing", bearer)
     assert (status, json.loads(body)) == (404, {"error": "nothing to POST to at /nothing"})
 
@@ -397,3 +407,46 @@ def test_with_a_token_the_tap_is_only_for_whoever_has_it(run: Run) -> None:
     )
     assert refused.returncode == 1
     assert "the agent refused the tap (401): GET /tap needs" in refused.stderr
+
+
+def test_a_dlq_replay_over_the_api_delivers_what_the_sink_refused_before(
+    tmp_path: Path, start_agent, start_server
+) -> None:
+    """A sink refuses every batch (400: dead-lettered), then takes them: POST /dlq/replay
+    delivers every dead-lettered entry to it (200, the CLI's summary) and /dlq has
+    nothing pending; a second replay finds nothing to do."""
+    accepting = threading.Event()
+    server = start_server()
+    server.answer = lambda request: (200, {}, b"") if accepting.is_set() else (400, {}, b"no")
+    (tmp_path / "logs").mkdir()
+    lines = [f"line {n}" for n in range(200)]
+    (tmp_path / "logs" / "a.log").write_text("\n".join(lines) + "\n")
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+sources:
+  app: {{type: file, include: ["./logs/*.log"]}}
+sinks:
+  collector: {{type: http, url: "{server.url}"}}
+dispatcher: {{batch_max_events: 50, batch_timeout: 20ms}}
+""",
+        address,
+    )
+    config.write_text(config.read_text().replace("api: {", 'api: {token: "s3cret-token", ', 1))
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    wait_for(lambda: _json(address, "/dlq")["entries"] == 200, 60, "every entry dead-lettered")
+    accepting.set()
+    bearer = {"Authorization": "Bearer s3cret-token"}
+    status, _, body = _request(address, "POST", "/dlq/replay", bearer)
+    answer = json.loads(body)
+    assert status == 200 and answer["exit_code"] == 0, answer
+    assert answer["summary"].startswith("replayed 4 records (200 entries)")
+    delivered = sorted(json.loads(line)["message"] for line in server.lines())
+    assert delivered == sorted(lines)
+    assert _json(address, "/dlq")["pending"] == 0
+    status, _, body = _request(address, "POST", "/dlq/replay", bearer)
+    assert (status, json.loads(body)["summary"]) == (200, "nothing to replay")
+    assert agent.stop() == 0

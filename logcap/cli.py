@@ -1,4 +1,5 @@
-"""The ``logcap`` command line: ``run`` and ``validate``.
+"""The ``logcap`` command line: ``run`` and ``validate`` (the other commands live in
+``logcap/cli_*.py``: ``config``, ``dlq``, ``tap``, ``top``).
 
 Exit codes: 0 success; 1 a run that could not drain cleanly; 75 (EX_TEMPFAIL) another
 agent is running on the same ``data_dir``; 78 (EX_CONFIG) an invalid configuration, a
@@ -28,7 +29,8 @@ EXIT_LOCKED = 75  # EX_TEMPFAIL: the data_dir is in use by a running agent
 
 
 @click.group()
-@click.version_option(package_name="logcap")
+# `logcap 0.1.0`, whatever the program is called (`python -m logcap`, a pipx shim)
+@click.version_option(package_name="logcap", prog_name="logcap", message="%(prog)s %(version)s")
 def main() -> None:
     """logcap: tail logs into sinks through shared-memory rings, at least once."""
 
@@ -43,10 +45,12 @@ def validate(config_path: Path | None) -> None:
 
 
 def _register_subcommands() -> None:
+    from logcap.cli_config import config_group
     from logcap.cli_dlq import dlq
     from logcap.cli_tap import tap
     from logcap.cli_top import top
 
+    main.add_command(config_group)
     main.add_command(dlq)
     main.add_command(tap)
     main.add_command(top)
@@ -87,16 +91,3 @@ def run(config_path: Path | None) -> None:
         sys.exit(EX_CONFIG)
     finally:
         os.close(lock_fd)
-
-
-@main.group(name="config")
-def config_group() -> None:
-    """Describe the configuration."""
-
-
-@config_group.command()
-def reference() -> None:
-    """Print the config reference (docs/CONFIG.md): every key, type, default and limit."""
-    from logcap.config.reference import render
-
-    click.echo(render(), nl=False)

@@ -87,3 +87,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             indent=2,
         )
     )
+
+
+# the real services of the soak (bench/test_soak.py): the tests' own Docker daemon (an
+# image of busybox-static) and Tansu broker fixtures
+from tests._docker_helpers import docker_daemon, dockerd  # noqa: E402, F401
+from tests._kafka_helpers import tansu  # noqa: E402, F401

@@ -178,6 +178,12 @@ TEST_ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
         "How long the idle CPU benchmark measures (default 10 s).",
     ),
     (
+        "LOGCAP_SOAK_SECONDS",
+        "bench/test_soak.py",
+        "How long the soak benchmark's steady load runs, rotations, sink outage and reload "
+        "included (default 60, what scripts/test.sh runs; 3600 for the hour's soak).",
+    ),
+    (
         "LOGCAP_PROPERTY_EXAMPLES",
         "tests/test_config_property.py",
         "Generated configs the property test gives to `logcap validate` (default 200; "

@@ -91,6 +91,22 @@ class Dispatcher:
         )
         self._recover_in_flight()
 
+    def retarget(
+        self,
+        routes: dict[int, Condition],
+        routed: tuple[str, ...],
+        by_level: bool,
+        ledger: list[tuple[CounterBlock, frozenset[str] | None, int]],
+    ) -> None:
+        """Take a reload's sinks: their ``when`` by slot, the fields and level their
+        templates name, their ledger words. The open batch is published first, so every
+        batch is cut and counted for one set of sinks (logcap/reload.py)."""
+        self.flush()
+        self.router = Router(routes)
+        self.routed = routed
+        self.by_level = by_level
+        self.ledger = ledger
+
     # -- recovery ------------------------------------------------------------------
     def _recover_in_flight(self) -> None:
         """Re-learn the progress of batches published by a previous incarnation."""

@@ -17,6 +17,9 @@ the agent act), compared in constant time::
 
     /dlq/replay  runs ``logcap dlq replay`` for this config (``?sink=``, ``?reason=``):
                  200 with its summary, 500 with its warnings, 409 while one runs
+    /config/reload  reads the config file again and applies it (logcap/reload.py): 200
+                 with what changed, 422 with every problem (the running config stays),
+                 503 while the agent stops, 504 if it took longer than RELOAD_TIMEOUT
 
 Every answer except /metrics is JSON; errors are ``{"error": "..."}``.
 """
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 REPLAY_TIMEOUT = 600.0  # seconds a POST /dlq/replay may take
+RELOAD_TIMEOUT = 300.0  # seconds a POST /config/reload waits for the reload's outcome
 REPLAY_REASONS = ("permanent", "exhausted", "overflow")
 MAX_POST_BODY = 64 * 1024  # no POST takes a body yet: read at most this much, then close
 
@@ -62,7 +66,6 @@ class ApiServer(ThreadingHTTPServer):
         self.supervisor = supervisor
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(PipelineCollector(supervisor))
-        self.config_view = config_view(supervisor)
         self.replaying = threading.Lock()  # one POST /dlq/replay at a time
 
 
@@ -86,7 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/ready":
             self._ready(sup)
         elif path == "/config":
-            self._json(*self.server.config_view)
+            self._json(*config_view(sup))  # the running config: a reload may change it
         elif path == "/positions":
             self._json(200, positions(sup))
         elif path == "/dlq":
@@ -113,6 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path == "/dlq/replay":
             self._replay(urllib.parse.parse_qs(self.path.partition("?")[2]))
+        elif path == "/config/reload":
+            self._config_reload()
         else:
             self._json(404, {"error": f"nothing to POST to at {path}"})
 
@@ -149,6 +154,24 @@ class _Handler(BaseHTTPRequestHandler):
             {"WWW-Authenticate": 'Bearer realm="logcap"'},
         )
         return False
+
+    def _config_reload(self) -> None:
+        sup = self.server.supervisor
+        outcome = sup.request_reload("POST /config/reload", timeout=RELOAD_TIMEOUT)
+        if outcome is None or (not outcome.applied and sup.stop_requested):
+            if sup.stop_requested:
+                self._json(503, {"error": "the agent is stopping"})
+            else:
+                self._json(504, {"error": f"the reload took longer than {RELOAD_TIMEOUT:.0f}s"})
+            return
+        body = {
+            "applied": outcome.applied,
+            "summary": outcome.summary,
+            "problems": outcome.problems,
+            "seconds": round(outcome.seconds, 3),
+            "generation": sup.plan.generation,
+        }
+        self._json(200 if outcome.applied else 422, body)
 
     def _replay(self, params: dict[str, list[str]]) -> None:
         """Replay the DLQ (one replay at a time): 200 with the CLI's summary when every

@@ -76,7 +76,7 @@ def _components(sup: Supervisor) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for child in sup.children:
         role = ROLES[child.role]
-        values = sup.table.read(sup.plan.counter_index(child.name))
+        values = sup.table.read(child.block)
         counters: dict[str, float] = {
             name.removeprefix("logcap_"): value for name, value in counter_values(sup, child)
         }
@@ -129,9 +129,25 @@ def _ledger(sup: Supervisor) -> dict[str, dict[str, int]]:
     }
 
 
+def _reload(sup: Supervisor) -> dict[str, Any]:
+    """Reloads: how many applied and failed, the last one's summary, the last error."""
+    stats = sup.reloads
+    return {
+        "generation": sup.plan.generation,
+        "applied": stats.applied,
+        "failures": stats.failures,
+        "last_summary": stats.last_summary,
+        "last_seconds": round(stats.last_seconds, 3),
+        "last_applied_at": stats.last_at or None,
+        "last_error": stats.last_error,
+        "last_failure_at": stats.last_failure_at or None,
+    }
+
+
 STATS: dict[str, Callable[[Supervisor], Any]] = {
     "components": _components,
     "rings": _rings,
     "checkpoint": _checkpoint,
     "ledger": _ledger,
+    "reload": _reload,
 }

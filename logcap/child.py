@@ -33,6 +33,13 @@ class ChildContext:
         self.bell = self.bells[component]
         self.stop = threading.Event()
 
+    def bell_of(self, component: str, plan: RunPlan) -> Doorbell:
+        """``component``'s doorbell under ``plan``: one a reload added was made at start
+        as a spare, and every child has its fd."""
+        if component not in self.bells:
+            self.bells[component] = Doorbell(plan.doorbells[component])
+        return self.bells[component]
+
     def collector_producer(self, source: str) -> Producer:
         """This collector's side of its ring."""
         ring = Ring.attach(self.plan.collector_rings[source])
@@ -51,7 +58,7 @@ class ChildContext:
     def batch_consumer(self, sink: str) -> Consumer:
         """One sink's cursor on the batch ring."""
         ring = Ring.attach(self.plan.batch_ring)
-        index = self.plan.sinks.index(sink)
+        index = self.plan.slots[sink]
         return Consumer(ring, index, wake_producer=self.bells[DISPATCHER], wait=self.bell)
 
     def failure_producer(self, sink: str) -> Producer:

@@ -1,4 +1,5 @@
-"""Run-wide flags in a small shared segment, written only by the supervisor.
+"""Run-wide flags in a small shared segment, written by the supervisor (words 1-4) and
+the dispatcher (words 5-6).
 
 Layout (int64 words)::
 
@@ -7,6 +8,11 @@ Layout (int64 words)::
     2   inputs_closed    1 once every collector has exited: the dispatcher may finish
     3   sinks_finished   1 once every sink has exited: the retry process takes in what they
                          handed over last and ends
+    4   generation       the run plan's generation (0 at start, +1 per reload): a newer one
+                         is in the segment ``<run prefix>plan-<generation>``
+    5   applied          the generation the dispatcher runs (written by the dispatcher,
+                         after word 6)
+    6   switch_seq       the last batch it published under the plan before ``applied``
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from logcap.ringbuf import _shm
 
 MAGIC = 0x4C4F474341505253
 SIZE = 64
-_DRAINING, _INPUTS_CLOSED, _SINKS_FINISHED = 1, 2, 3
+_DRAINING, _INPUTS_CLOSED, _SINKS_FINISHED, _GENERATION, _APPLIED, _SWITCH = 1, 2, 3, 4, 5, 6
 
 
 class RunState:
@@ -70,6 +76,26 @@ class RunState:
     def finish_sinks(self) -> None:
         """Tell the retry process that no sink will hand it anything more."""
         self._words[_SINKS_FINISHED] = 1
+
+    @property
+    def generation(self) -> int:
+        """The newest run plan's generation."""
+        return self._words[_GENERATION]
+
+    def announce(self, generation: int) -> None:
+        """A new run plan is in its segment (written before this)."""
+        self._words[_GENERATION] = generation
+
+    @property
+    def applied(self) -> tuple[int, int]:
+        """(generation the dispatcher runs, last batch published before it)."""
+        generation = self._words[_APPLIED]
+        return generation, self._words[_SWITCH]
+
+    def apply(self, generation: int, switch_seq: int) -> None:
+        """The dispatcher runs ``generation`` from the batch after ``switch_seq`` on."""
+        self._words[_SWITCH] = switch_seq
+        self._words[_APPLIED] = generation
 
     def close(self) -> None:
         """Unmap."""

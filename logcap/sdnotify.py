@@ -74,6 +74,12 @@ class Notifier:
         """The drain began: systemd shows the unit as deactivating."""
         self.send("STOPPING=1", f"STATUS={status}")
 
+    def reloading(self, status: str) -> None:
+        """A reload begins (``READY=1`` follows when it ends, applied or refused);
+        MONOTONIC_USEC lets a systemd with ``Type=notify-reload`` match it to its signal."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", f"STATUS={status}")
+
     def status(self, status: str) -> None:
         """A line for ``systemctl status``."""
         self.send(f"STATUS={status}")

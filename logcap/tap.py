@@ -176,7 +176,11 @@ def parse_when(text: str) -> EntryTest:
 
 
 def parse_params(
-    params: dict[str, list[str]], config: Config, sources: list[str], sinks: list[str]
+    params: dict[str, list[str]],
+    config: Config,
+    sources: list[str],
+    sinks: list[str],
+    slots: dict[str, int] | None = None,
 ) -> Selection:
     """The :class:`Selection` a query asks for, or :class:`TapRequestError`."""
     unknown = sorted(set(params) - set(PARAMETERS))
@@ -193,7 +197,7 @@ def parse_params(
         name = params["sink"][0]
         if name not in sinks:
             raise TapRequestError(f"no sink named {name!r} (sinks: {', '.join(sinks)})")
-        route = sink_routes(config, sinks)[sinks.index(name)]
+        route = sink_routes(config, sinks, slots)[sinks.index(name)]
     limit = None
     if params.get("limit"):
         text = params["limit"][-1]
@@ -218,7 +222,7 @@ def serve(
     limit, the agent's stop, or the client's leaving."""
     plan = supervisor.plan
     try:
-        selection = parse_params(params, supervisor.config, plan.sources, plan.sinks)
+        selection = parse_params(params, plan.config, plan.sources, plan.sinks, plan.slots)
     except TapRequestError as exc:
         _error(handler, 400, str(exc))
         return

@@ -259,8 +259,11 @@ def counter_values(sup: Supervisor, child: Child) -> list[tuple[str, float]]:
     """(family name, value) of every catalog family ``child`` has, in catalog order:
     milliseconds in seconds, a file sink's housekeeping failures among its errors."""
     role = ROLES[child.role]
+    running = {"source": sup.plan.sources, "sink": sup.plan.sinks}.get(role, [child.name])
+    if child.name not in running:
+        return []  # removed by a reload, still finishing: its series are gone already
     part = part_of(sup, role, child.name, child.kind)
-    values = sup.table.read(sup.plan.counter_index(child.name))
+    values = sup.table.read(child.block)
     out: list[tuple[str, float]] = []
     for name, counter, _, applies in COMPONENT_COUNTERS:
         if not applies(part):

@@ -24,7 +24,7 @@ from logcap.metrics._counters import Counter
 from logcap.metrics.catalog import COMPONENT_COUNTERS, LINE_SOURCES, ROLES, counter_values
 from logcap.metrics.histogram import histogram_families
 from logcap.metrics.ledger import ledger_families
-from logcap.plan import DISPATCHER, RETRY, step_areas
+from logcap.plan import DISPATCHER, RETRY
 
 if TYPE_CHECKING:
     from logcap.supervisor import Supervisor
@@ -53,7 +53,12 @@ def _proc_stats(pid: int) -> tuple[float, int] | None:
 def _failable_sinks(sup: Supervisor) -> list[str]:
     """Sinks whose deliveries can fail: a blackhole's never do, so it has no retry,
     circuit, DLQ or error series."""
-    return [c.name for c in sup.children if c.role == "sink" and c.kind != "blackhole"]
+    running = sup.plan.sinks  # a sink a reload removed is gone, even while it finishes
+    return [
+        c.name
+        for c in sup.children
+        if c.role == "sink" and c.kind != "blackhole" and c.name in running
+    ]
 
 
 def _retry_families(sup: Supervisor) -> Iterator[Metric]:
@@ -188,7 +193,8 @@ def _step_families(sup: Supervisor) -> Iterator[Metric]:
         "Event times outside a pipeline's timestamp_limits, by the action taken.",
         labels=["component", "pipeline", "action"],
     )
-    for source, (offset, series) in step_areas(sup.plan.config, sup.plan.sources).items():
+    for source in sup.plan.sources:
+        offset, series = sup.plan.step_area(source)
         values = sup.table.read_area(offset, len(series))
         for (pipeline, step, outcome), value in zip(series, values, strict=True):
             if step == "timestamp_limits":
@@ -214,9 +220,16 @@ class PipelineCollector(Collector):
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
-        self.loaded = time.time()  # when this run's config took effect
-        effective = msgspec.json.encode(supervisor.config, enc_hook=str)
-        self.config_hash = hashlib.sha256(effective).hexdigest()[:12]
+        self._hashed: tuple[object, str] | None = None
+
+    @property
+    def config_hash(self) -> str:
+        """sha256 (first 12 hex) of the running config, computed once per config."""
+        config = self.supervisor.config
+        if self._hashed is None or self._hashed[0] is not config:
+            effective = msgspec.json.encode(config, enc_hook=str)
+            self._hashed = (config, hashlib.sha256(effective).hexdigest()[:12])
+        return self._hashed[1]
 
     def collect(self) -> Iterator[Metric]:
         sup = self.supervisor
@@ -261,7 +274,7 @@ class PipelineCollector(Collector):
         for child in sup.children:
             role = ROLES[child.role]
             key = [child.name, child.kind, role]
-            values = sup.table.read(sup.plan.counter_index(child.name))
+            values = sup.table.read(child.block)
             for name, value in counter_values(sup, child):
                 families[name].add_metric(key, value)
             if role == "source" and child.kind in LINE_SOURCES:
@@ -311,8 +324,33 @@ class PipelineCollector(Collector):
         loaded = GaugeMetricFamily(
             "logcap_config_load_timestamp_seconds", "When the running config took effect."
         )
-        loaded.add_metric([], self.loaded)
-        yield from (build, info, loaded)
+        loaded.add_metric([], self.supervisor.config_loaded)
+        reloads = self.supervisor.reloads
+        applied = CounterMetricFamily(
+            "logcap_config_reloads",
+            "Config reloads applied (SIGHUP, POST /config/reload, "
+            "watch_config), including those that changed nothing.",
+        )
+        applied.add_metric([], reloads.applied)
+        failures = CounterMetricFamily(
+            "logcap_config_reload_failures",
+            "Config reloads refused: the file was invalid or needs a restart; the running "
+            "config stayed (the last error is in /stats).",
+        )
+        failures.add_metric([], reloads.failures)
+        took = GaugeMetricFamily(
+            "logcap_config_reload_duration_seconds",
+            "How long the last applied reload took, from reading the file to the last "
+            "restarted process started.",
+        )
+        took.add_metric([], reloads.last_seconds)
+        successful = GaugeMetricFamily(
+            "logcap_config_last_reload_successful",
+            "0 if the last reload was refused (the running config is older than the file), "
+            "else 1 (also before any reload).",
+        )
+        successful.add_metric([], 0 if reloads.last_failed else 1)
+        yield from (build, info, loaded, applied, failures, took, successful)
 
 
 def _ring_families(sup: Supervisor) -> Iterator[Metric]:
@@ -343,6 +381,8 @@ def _ring_families(sup: Supervisor) -> Iterator[Metric]:
     batches = sup.rings.get("batches")
     if batches is not None:
         published = batches.published
-        for index, sink in enumerate(sup.plan.sinks):
-            behind.add_metric([sink], max(0, published - batches.consumer_cursor(index)))
+        plan = sup.plan
+        for sink in plan.sinks:
+            cursor = batches.consumer_cursor(plan.slots[sink])
+            behind.add_metric([sink], max(0, published - cursor))
     yield from (used, capacity, fill, behind)

@@ -62,10 +62,11 @@ class SinkLedger:
 
 
 def _in_ring(ring: Ring, index: int, inputs: frozenset[str] | None, skip_bit: int) -> int:
-    """Entries for sink ``index`` in the slots it has not released. A slot the sink
-    releases while it is read may be rewritten at once (the producer waits only for the
-    slowest cursor): then it is not counted here, and it need not be, its entries are
-    delivered or held by the retry process, read after this."""
+    """Entries for the sink of batch-ring cursor ``index`` in the slots it has not
+    released. A slot the sink releases while it is read may be rewritten at once (the
+    producer waits only for the slowest cursor): then it is not counted here, and it
+    need not be, its entries are delivered or held by the retry process, read after
+    this."""
     published = ring.published
     total = 0
     for seq in range(ring.consumer_cursor(index) + 1, published + 1):
@@ -83,10 +84,11 @@ def _in_ring(ring: Ring, index: int, inputs: frozenset[str] | None, skip_bit: in
 def read_ledgers(sup: Supervisor) -> list[SinkLedger]:
     """Every sink's ledger, each read in the order entries move (module docstring)."""
     ring = sup.rings["batches"]
-    routes = sink_routes(sup.plan.config, sup.plan.sinks)
+    plan = sup.plan
+    routes = sink_routes(plan.config, plan.sinks, plan.slots)
     ledgers = []
-    for index, sink in enumerate(sup.plan.sinks):
-        block = sup.table.block(sup.plan.counter_index(sink))
+    for index, sink in enumerate(plan.sinks):
+        block = sup.table.block(plan.counter_index(sink))
         # published for it this run, plus what came back into flight without the
         # dispatcher: dlq.reprocess re-offers, a previous run's spool taken over
         published = (
@@ -95,7 +97,7 @@ def read_ledgers(sup: Supervisor) -> list[SinkLedger]:
             + block.get(Counter.RETRY_CARRIED_IN)
         )
         inputs, skip_bit = routes[index]
-        in_ring = _in_ring(ring, index, inputs, skip_bit)
+        in_ring = _in_ring(ring, plan.slots[sink], inputs, skip_bit)
         held = block.get(Counter.RETRY_HELD_ENTRIES)
         delivered = block.get(Counter.EVENTS_OUT)
         dead = block.get(Counter.DLQ_ENTRIES)

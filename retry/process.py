@@ -67,6 +67,12 @@ def run_retry(ctx: ChildContext) -> None:
                 moved |= reprocessor.step(service) > 0
             if sinks_done and _failures_taken(lanes):
                 break
+            if ctx.counters.get(Counter.RETIRE):
+                # a reload changed the sinks or retrying: the spool holds every batch,
+                # and a successor with the new plan takes it over (its failure records
+                # not yet released and redeliveries in the rings as well)
+                log.info("retired by a reload: a retry process with the new config follows")
+                return
             if not moved:
                 ctx.bell.wait(min(service.next_timeout(), 0.1 if ctx.state.draining else 0.5))
     finally:

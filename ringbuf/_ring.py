@@ -17,7 +17,10 @@ Layout (all integers little-endian int64, offsets in bytes)::
     48    reserved       (16 bytes)
     64    published      producer cursor: highest published sequence, -1 if none
     72    reserved       rest of the 64-byte line, so the cursor shares it with nothing
-    128+64*i  consumer i cursor: highest sequence consumer i has released, -1 if none
+    128+64*i  consumer i cursor: highest sequence consumer i has released, -1 if none;
+              INACTIVE (2**63-1) for a cursor no consumer holds (a sink slot reserved
+              for a reload, or a removed sink's): it never gates, and the min over all
+              cursors needs no list of the active ones
     H     slots          H = 128 + 64*consumers rounded up to 4096
 
     slot k at H + k*slot_size:
@@ -45,6 +48,7 @@ from logcap.ringbuf import _shm
 from logcap.ringbuf._wait import SleepWait, WaitStrategy
 
 MAGIC = b"LOGCAPRB"
+INACTIVE = (1 << 63) - 1  # the cursor of a consumer index nobody holds
 VERSION = 1
 SLOT_HEADER = 16
 _W_VERSION, _W_SLOTS, _W_SLOT_SIZE, _W_CONSUMERS, _W_CLOSED = 1, 2, 3, 4, 5
@@ -103,8 +107,16 @@ class Ring:
         return _header_size(consumers) + slot_count * slot_size
 
     @classmethod
-    def create(cls, name: str, slot_count: int, slot_payload: int, consumers: int) -> Ring:
-        """Create and initialise a ring whose slots hold ``slot_payload`` bytes each."""
+    def create(
+        cls,
+        name: str,
+        slot_count: int,
+        slot_payload: int,
+        consumers: int,
+        active: int | None = None,
+    ) -> Ring:
+        """Create and initialise a ring whose slots hold ``slot_payload`` bytes each;
+        consumer indexes from ``active`` on (default: none) start INACTIVE."""
         if slot_count <= 0 or slot_count & (slot_count - 1):
             raise ValueError(f"slot_count must be a power of two, got {slot_count}")
         if consumers < 1:
@@ -118,7 +130,7 @@ class Ring:
         words[_W_CONSUMERS] = consumers
         words[_W_PUBLISHED] = -1
         for i in range(consumers):
-            words[_consumer_word(i)] = -1
+            words[_consumer_word(i)] = -1 if active is None or i < active else INACTIVE
         words.release()
         _shm.buffer(shm)[:8] = MAGIC  # last: a half-initialised segment never looks valid
         return cls(shm)
@@ -137,6 +149,24 @@ class Ring:
     def consumer_cursor(self, index: int) -> int:
         """Highest sequence consumer ``index`` has released."""
         return self._words[_consumer_word(index)]
+
+    def active(self, index: int) -> bool:
+        """Whether a consumer holds cursor ``index`` (it is not INACTIVE)."""
+        return self._words[_consumer_word(index)] != INACTIVE
+
+    def activate(self, index: int) -> int:
+        """Start an INACTIVE cursor at the current ``published`` and return it. Only the
+        producer calls this (between two publishes, before any consumer holds the index),
+        so the cursor still has one writer at a time: the new consumer reads from the
+        next publish on, and from now on the producer gates on it."""
+        at = self.published
+        self._words[_consumer_word(index)] = at
+        return at
+
+    def deactivate(self, index: int) -> None:
+        """Make cursor ``index`` INACTIVE once its consumer has exited for good (the
+        supervisor, after a reload removed a sink): it no longer gates the producer."""
+        self._words[_consumer_word(index)] = INACTIVE
 
     def min_consumer_cursor(self) -> int:
         """The gating sequence: the slowest consumer's cursor."""
@@ -198,6 +228,10 @@ class Producer:
         self._next = ring.published + 1
         self._gate = ring.min_consumer_cursor()
         ring._store(_W_CLOSED, 0)
+
+    def wake_only(self, wake: Sequence[WaitStrategy]) -> None:
+        """Ring these after each publish from now on (a reload changed the consumers)."""
+        self._wake = list(wake)
 
     @property
     def next_sequence(self) -> int:

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from logcap.dispatch.batch import Batch
 from logcap.errors import REASON_CODES, DeliveryError, Permanent, Retryable
-from logcap.metrics import Counter, CounterBlock, NullBlock
+from logcap.metrics import NOTHING, Counter, CounterBlock, NullBlock
 from logcap.metrics.histogram import SINK_WORDS, sink_histograms
 from logcap.retry.messages import DELIVERED, PERMANENT, RETRYABLE, read_message, send
 from logcap.ringbuf import Consumer, Producer, SleepWait, WaitStrategy
@@ -121,17 +121,20 @@ class SinkRunner:
         if moved and breaker is not None and breaker.probing:
             return True  # a redelivery was the probe: its outcome decides first
         consumer = self.consumer
+        stop_after = self.stop_after()
         settled = self.counters.get(Counter.SETTLED_SEQ) - 1
         if consumer.next_sequence <= settled:
             # this sink's previous process delivered these or handed them to the retry
             # process, and died before releasing them: release, do not send them again
             consumer.release(min(settled, consumer.available()))
         first = consumer.next_sequence
-        last = consumer.available()
+        last = min(consumer.available(), stop_after)
+        if first > stop_after:
+            return moved  # retiring: everything it was to deliver is settled
         if last < first:
             if moved:
                 return True
-            last = consumer.wait_for(first, timeout)
+            last = min(consumer.wait_for(first, timeout), stop_after)
             if last < first:
                 return self._serve_redeliveries()
         if self.failures is None:  # no retry process: hold the cursor and retry here
@@ -143,6 +146,16 @@ class SinkRunner:
         self._settled(last)
         consumer.release(last)
         return True
+
+    def stop_after(self) -> int:
+        """The last batch this sink is to deliver: a reload that removes or changes it
+        names one (``Counter.RETIRE``, logcap/reload.py), else there is no end."""
+        retire = self.counters.get(Counter.RETIRE)
+        return retire - 2 if retire else NOTHING
+
+    def retired(self) -> bool:
+        """A reload retired this sink and every batch up to its last is settled."""
+        return self.consumer.next_sequence > self.stop_after()
 
     def _settled(self, seq: int) -> None:
         """Every fresh batch up to ``seq`` is delivered or owned by the retry process
@@ -223,7 +236,7 @@ class SinkRunner:
             if seq > last and not probing:
                 # batches published meanwhile go out before the wait for acknowledgements,
                 # up to half the ring, so the dispatcher always has free slots to fill
-                limit = first + consumer.ring.slot_count // 2
+                limit = min(first + consumer.ring.slot_count // 2, self.stop_after())
                 last = max(last, min(consumer.available(), limit))
         return written, last, handed
 
@@ -466,7 +479,7 @@ class SinkRunner:
     def run(self) -> None:
         """Deliver until the dispatcher closed the ring and everything is delivered."""
         try:
-            while not self.consumer.drained:
+            while not self.consumer.drained and not self.retired():
                 self.step()
         finally:
             self.sink.close()

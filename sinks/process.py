@@ -9,7 +9,6 @@ from logcap.metrics.histogram import SINK_WORDS
 from logcap.sinks.base import SinkRunner
 from logcap.sinks.breaker import CircuitBreaker, State
 from logcap.sinks.registry import build_sink
-from logcap.sinks.routing import sink_routes
 
 
 def run_sink(ctx: ChildContext, name: str) -> None:
@@ -18,7 +17,7 @@ def run_sink(ctx: ChildContext, name: str) -> None:
     # own mappings, returned on free, so a catch-up after an outage leaves no bloat
     set_malloc_thresholds(64 * 1024, 1024 * 1024)
     config = ctx.plan.config.sinks[name]
-    inputs, skip_bit = sink_routes(ctx.plan.config, ctx.plan.sinks)[ctx.plan.sinks.index(name)]
+    inputs, skip_bit = ctx.plan.routes()[ctx.plan.sinks.index(name)]
     sink = build_sink(config, ctx.counters)
     counters = ctx.counters
     counters.set(Counter.CIRCUIT_STATE, 0)  # a restarted sink process starts closed

@@ -16,7 +16,7 @@ DLQ hold, show and count what the sink was to deliver.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -98,12 +98,17 @@ def entries_for(groups: list[Group], inputs: frozenset[str] | None, skip_bit: in
     return sum(group.count for group in groups if receives(group, inputs, skip_bit))
 
 
-def sink_routes(config: Config, sinks: list[str]) -> list[tuple[frozenset[str] | None, int]]:
-    """Each sink's (inputs, skip bit) in run-plan order, as its runner narrows by."""
+def sink_routes(
+    config: Config, sinks: list[str], slots: Mapping[str, int] | None = None
+) -> list[tuple[frozenset[str] | None, int]]:
+    """Each sink's (inputs, skip bit) in run-plan order, as its runner narrows by. A
+    sink's bit is its slot in the batch ring (``slots``, logcap/plan.py; default its
+    place in ``sinks``), which stays the sink's for the whole run, reloads included."""
     routes: list[tuple[frozenset[str] | None, int]] = []
     for index, name in enumerate(sinks):
         sink = config.sinks[name]
-        routes.append((inputs_of(sink.inputs), 0 if sink.when is None else 1 << index))
+        slot = index if slots is None else slots[name]
+        routes.append((inputs_of(sink.inputs), 0 if sink.when is None else 1 << slot))
     return routes
 
 

@@ -217,7 +217,8 @@ def test_stats_give_each_component_its_process_counters_and_the_rings(run: Run) 
         "the checkpoint lag to be fed as 0",
     )
     stats = _json(run.address, "/stats")
-    assert set(stats) == {"components", "rings", "checkpoint", "ledger"}
+    assert set(stats) == {"components", "rings", "checkpoint", "ledger", "reload"}
+    assert stats["reload"]["generation"] == 0 and stats["reload"]["failures"] == 0
     # the events ledger, as /metrics has it: every published entry somewhere
     for sink, books in stats["ledger"].items():
         assert books["unaccounted"] == 0, sink

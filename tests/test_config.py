@@ -33,7 +33,7 @@ from logcap.config import (
 )
 from logcap.dispatch.bounds import DLQ_RECORD_OVERHEAD, ENTRY_OVERHEAD, largest_batch_bytes
 from logcap.errors import ConfigError
-from logcap.plan import RunPlan
+from logcap.plan import RunPlan, initial_layout
 
 ORIGIN = "test.yaml"
 
@@ -305,6 +305,7 @@ supervisor:
   shutdown_timeout: 20s
   restart_backoff: 1s
   restart_backoff_max: 1m
+  watch_config: true
 retry:
   initial_backoff: 250ms
   max_backoff: 30s
@@ -393,6 +394,7 @@ def test_every_accepted_key_reaches_the_parsed_config() -> None:
     assert config.sinks["archive"].max_file_bytes == 10_000_000
     assert config.sources["app"].poll_interval == pytest.approx(0.1)
     assert config.supervisor.restart_backoff_max == 60.0
+    assert config.supervisor.watch_config is True
     assert config.retry.max_retry_duration == 600.0
     assert config.dlq.max_age == 2 * 86400.0
     assert config.retry.spool_max_bytes == 512 * 2**20
@@ -438,6 +440,7 @@ def test_embedded_default_config_validates() -> None:
 
 def test_run_plan_round_trip_keeps_the_config_and_its_unit_types() -> None:
     config = parse(FULL)
+    capacity, blocks, slots, step_offsets = initial_layout(config)
     plan = RunPlan(
         run_prefix="logcap-1-abcd-",
         supervisor_pid=1,
@@ -451,6 +454,11 @@ def test_run_plan_round_trip_keeps_the_config_and_its_unit_types() -> None:
         counters="logcap-1-abcd-counters",
         runstate="logcap-1-abcd-state",
         doorbells={"app": 5},
+        capacity=capacity,
+        blocks=blocks,
+        slots=slots,
+        step_offsets=step_offsets,
+        generation=3,
     )
     decoded = RunPlan.decode(plan.encode())
     assert decoded == plan

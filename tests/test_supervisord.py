@@ -146,6 +146,12 @@ def _expected(count: int) -> list[str]:
     return [f"line {n:06d}" for n in range(count)]
 
 
+def _children(pid: int) -> list[int]:
+    """Pids of ``pid``'s direct children."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
 def _wait_running(supervisord: Supervisord, address: str) -> None:
     import urllib.request
 
@@ -195,9 +201,52 @@ def test_stop_drains_start_resumes_and_a_killed_agent_is_restarted_without_loss(
     # kill -9: supervisord restarts it (autorestart=unexpected); at least once, so lines
     # read after the last checkpoint may come twice, but none is lost
     killed = supervisord.pid()
+    tree = _children(killed)
+    assert len(tree) >= 4  # collector, dispatcher, sink, retry
     os.kill(killed, signal.SIGKILL)
     _append(app_log, 2000, 1000)
     wait_for(lambda: supervisord.pid() not in (0, killed), 60, "supervisord to restart logcap")
     _wait_running(supervisord, address)
+    # its children died with it (PR_SET_PDEATHSIG), and the next start swept its segments
+    wait_for(lambda: not [p for p in tree if Path(f"/proc/{p}").exists()], 30, "no orphans")
+    assert not list(Path("/dev/shm").glob(f"logcap-{killed}-*"))
     wait_for(lambda: set(_messages(output)) >= set(_expected(3000)), 60, "every line")
     assert "exited: logcap (terminated by SIGKILL; not expected)" in supervisord.log.read_text()
+
+
+def test_signal_hup_reloads_and_restart_drains(
+    setup: tuple[Supervisord, Path, Path, str],
+) -> None:
+    supervisord, app_log, output, address = setup
+    _wait_running(supervisord, address)
+    _append(app_log, 0, 500)
+    wait_for(lambda: len(_messages(output)) >= 500, 60, "the first 500 lines")
+    agent = supervisord.pid()
+
+    # a second sink in the config, then `supervisorctl signal HUP`: the agent (same pid)
+    # reloads, and the new sink gets what arrives from then on
+    config = Path(supervisord.conf.parent / "logcap.yaml")
+    second = supervisord.conf.parent / "out" / "second.ndjson"
+    config.write_text(
+        config.read_text().replace(
+            "sinks:\n", f'sinks:\n  second: {{type: file, path: "{second}"}}\n'
+        )
+    )
+    supervisord.ctl("signal", "HUP", "logcap")
+    log = supervisord.conf.parent / "logcap.log"
+    wait_for(lambda: "reload applied" in log.read_text(), 60, "the reload")
+    assert "sinks added: second" in log.read_text()
+    assert supervisord.pid() == agent
+    _append(app_log, 500, 500)
+    wait_for(lambda: len(_messages(output)) >= 1000, 60, "1000 lines in the first sink")
+    wait_for(lambda: len(_messages(second)) >= 500, 60, "the new lines in the new sink")
+    assert set(_messages(second)) >= set(_expected(1000)[500:])
+
+    # restart: a drain (exit 0) then a start that resumes; nothing lost, nothing twice
+    assert "started" in supervisord.ctl("restart", "logcap")
+    _wait_running(supervisord, address)
+    assert supervisord.pid() != agent
+    assert "stopped: logcap (exit status 0)" in supervisord.log.read_text()
+    _append(app_log, 1000, 500)
+    wait_for(lambda: len(_messages(output)) >= 1500, 60, "every line after the restart")
+    assert _messages(output) == _expected(1500)

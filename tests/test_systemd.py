@@ -197,6 +197,22 @@ def test_ready_comes_once_every_child_runs_and_stopping_when_the_drain_begins(
 
 
 @pytest.mark.parametrize("notify_agent", ["path"], indirect=True)
+def test_a_reload_says_reloading_then_ready(notify_agent: tuple[Agent, NotifyListener]) -> None:
+    agent, listener = notify_agent
+    ready_at = listener.wait_for("READY=1")
+    agent.process.send_signal(signal.SIGHUP)
+    reloading_at = listener.wait_for("RELOADING=1")
+    deadline = time.monotonic() + 30
+    while len(listener.times_of("READY=1")) < 2 and time.monotonic() < deadline:
+        listener.receive(deadline - time.monotonic())
+    again = listener.times_of("READY=1")
+    assert len(again) == 2 and ready_at < reloading_at < again[1], listener.received
+    reload = next(lines for _, lines in listener.received if "RELOADING=1" in lines)
+    assert any(line.startswith("MONOTONIC_USEC=") for line in reload)
+    assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("notify_agent", ["path"], indirect=True)
 def test_watchdog_is_pinged_at_least_every_half_interval(
     notify_agent: tuple[Agent, NotifyListener],
 ) -> None:
@@ -229,10 +245,11 @@ def test_nothing_is_sent_without_notify_socket(
     assert "cannot notify" not in agent.log.read_text()
 
 
-def test_sighup_is_logged_and_ignored_until_reload_exists(
+def test_sighup_reloads_an_unchanged_config_without_restarting_anything(
     tmp_path: Path, agent_config: tuple[Path, str]
 ) -> None:
-    """ExecReload= sends SIGHUP, whose default action would kill the agent undrained."""
+    """ExecReload= sends SIGHUP, whose default action would kill the agent undrained: it
+    reloads, and a config that did not change restarts nothing."""
     config, api = agent_config
     agent = Agent(config, api, cwd=tmp_path)
     try:
@@ -240,7 +257,7 @@ def test_sighup_is_logged_and_ignored_until_reload_exists(
         before = agent.children()
         agent.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 60
-        while "SIGHUP ignored" not in agent.log.read_text():
+        while "reload applied" not in agent.log.read_text():
             alive = agent.process.poll() is None
             assert alive and time.monotonic() < deadline, agent.log.read_text()
             time.sleep(0.05)
@@ -250,4 +267,4 @@ def test_sighup_is_logged_and_ignored_until_reload_exists(
         assert agent.stop() == 0
     finally:
         agent.kill()
-    assert "reload is not supported yet; SIGHUP ignored" in agent.log.read_text()
+    assert "reload applied" in agent.log.read_text() and "no change" in agent.log.read_text()

@@ -121,6 +121,14 @@ class SupervisorConfig(StrictStruct, frozen=True):
     restart_backoff_max: Annotated[PositiveDuration, doc("Upper bound of the restart delay.")] = (
         PositiveDuration(30.0)
     )
+    watch_config: Annotated[
+        bool,
+        doc(
+            "Reload the config file when it changes (as SIGHUP and POST /config/reload do), "
+            "once it has been still for a second; an invalid file is reported and the "
+            "running config kept."
+        ),
+    ] = False
 
 
 class RetryConfig(StrictStruct, frozen=True):

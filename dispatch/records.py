@@ -39,6 +39,7 @@ class SourceInput:
     static_labels: dict[str, str] = field(default_factory=dict)  # the source's `labels`
     path_labels: PathLabels | None = None  # a file source's `path_labels`
     byte_positions: bool = False  # positions are byte offsets (files): checkpoint lag counts
+    keep_host: bool = False  # an entry's own host label stays (kafka, decoding logcap)
     # sequence of the newest record fully placed into a published batch
     releasable: int = -1
     labels_by_path: dict[bytes, tuple[str, dict[str, str]]] = field(default_factory=dict)
@@ -155,7 +156,10 @@ def _entries(
             raise ValueError(f"{len(stamps)} timestamps for {len(messages)} entries")
         if not messages:
             continue
-        merged = {**run.labels, **source.static_labels, "host": source.host}
+        if source.keep_host:  # entries another agent shipped: its host is theirs
+            merged = {"host": source.host, **run.labels, **source.static_labels}
+        else:
+            merged = {**run.labels, **source.static_labels, "host": source.host}
         rest = entry_rest(source.name, merged, header.read_ns)
         piece = Piece(
             source.name, merged, rest, stamps[0], messages, stamps, run.levels, run.fields

@@ -55,7 +55,7 @@ def _sinks(kind: str, having: Callable[[Any], bool] = lambda config: True) -> Ap
     return lambda part: part.role == "sink" and part.kind == kind and having(part.config)
 
 
-_ALL_SOURCES = ("file", "http", "docker")
+_ALL_SOURCES = ("file", "http", "docker", "kafka")
 LINE_SOURCES = ("file", "docker")
 
 
@@ -64,7 +64,7 @@ def _rotates(config: Any) -> bool:
 
 
 def _limited(config: Any) -> bool:
-    return config.rate_limit is not None
+    return getattr(config, "rate_limit", None) is not None  # (a kafka source has none)
 
 
 # (metric name, counter, help, which components have it): a series is exported only for

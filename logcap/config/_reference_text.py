@@ -61,6 +61,15 @@ sources:
     exclude_names: ["logcap"]
     label_keys: ["app"]
 """,
+    ("sources", "kafka"): """\
+sources:
+  from_agents:
+    type: kafka
+    bootstrap_servers: kafka-1:9092,kafka-2:9092
+    topics: ["^logs-.*"]
+    group_id: logcap-aggregators
+    decoding: logcap
+""",
     ("sinks", "file"): """\
 sinks:
   archive:

@@ -1,0 +1,1 @@
+"""The kafka source: a consumer-group member with acknowledged offsets."""

@@ -1,0 +1,311 @@
+"""The kafka source through ``logcap run`` against Tansu (a real Kafka-compatible broker):
+decoding and labels, offsets committed only once every sink delivered, and kill -9 of the
+agent costing duplicates, never a loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from logcap.capture.kafka.collector import partition_path, topic_key
+from logcap.config import parse_config
+from logcap.dispatch.checkpoint import CheckpointStore
+from logcap.errors import ConfigError
+from tests._kafka_helpers import Tansu
+from tests._output import read_ndjson
+from tests.conftest import free_port, wait_for, write_config
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(timeout=30)
+
+
+def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes | None, Any]]) -> None:
+    """``(value, key, headers)`` messages, partition by key (or spread), flushed."""
+    producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0, "linger.ms": 5})
+    for value, key, headers in values:
+        producer.produce(topic, value, key, headers=headers)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def numbered(count: int, start: int = 0) -> list[tuple[bytes, bytes | None, Any]]:
+    return [(f"line {n:08d}".encode(), str(n % 7).encode(), None) for n in range(start, count)]
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    """The group's committed offset per partition (-1001: none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 0})
+    try:
+        found = consumer.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=30
+        )
+        return [tp.offset for tp in found]
+    finally:
+        consumer.close()
+
+
+def source_yaml(tansu: Tansu, topic: str, group: str, extra: str = "") -> str:
+    return (
+        f'{{type: kafka, bootstrap_servers: "{tansu.bootstrap}", topics: ["{topic}"], '
+        f"group_id: {group}, session_timeout: 6s, commit_interval: 200ms{extra}}}"
+    )
+
+
+def numbers_in(path: Path) -> list[int]:
+    return [int(e["message"].split()[1]) for e in read_ndjson(path)]
+
+
+JSON_KEYS = (
+    ", decoding: json, labels_from: [topic, partition, offset, key], "
+    "header_labels: [trace], labels: {env: prod}"
+)
+
+
+def test_decodings_and_labels(tmp_path: Path, tansu: Tansu, start_agent) -> None:
+    """logcap entries keep their time, labels, level, fields and source; json objects
+    become fields; text is the message; labels from topic, partition, offset, key and
+    headers; static labels."""
+    for topic in ("t-logcap", "t-json", "t-text"):
+        create_topic(tansu.bootstrap, topic, 1)
+    entry = {
+        "timestamp": "2026-01-02T03:04:05.123456789Z",
+        "ingested_at": "2026-01-02T03:04:06.000000000Z",
+        "source": "app",
+        "labels": {"host": "web-1", "service": "api"},
+        "level": "error",
+        "fields": {"user": {"id": 7}},
+        "message": "it broke",
+    }
+    produce(tansu.bootstrap, "t-logcap", [(json.dumps(entry).encode(), None, None)])
+    produce(
+        tansu.bootstrap,
+        "t-json",
+        [(b'{"message": "hello", "n": 1}', b"k1", [("trace", b"abc"), ("other", b"x")])],
+    )
+    produce(
+        tansu.bootstrap, "t-text", [("plain \u00e9".encode(), b"k2", None), (b"\xff", None, None)]
+    )
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+sources:
+  lc: {source_yaml(tansu, "t-logcap", "g1")}
+  js: {source_yaml(tansu, "t-json", "g1", JSON_KEYS)}
+  tx: {source_yaml(tansu, "t-text", "g1", ", decoding: text, labels_from: [key]")}
+sinks:
+  out: {{type: file, path: "./out/{{source}}.ndjson"}}
+dispatcher: {{batch_timeout: 50ms}}
+""",
+        address,
+    )
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    out = tmp_path / "out"
+    wait_for(
+        lambda: (
+            len(read_ndjson(out / "lc.ndjson")) == 1
+            and len(read_ndjson(out / "js.ndjson")) == 1
+            and len(read_ndjson(out / "tx.ndjson")) == 2
+        ),
+        60,
+        "every message in the file sink",
+    )
+    assert agent.stop() == 0
+    (lc,) = read_ndjson(out / "lc.ndjson")
+    assert lc["timestamp"] == entry["timestamp"]
+    assert lc["message"] == "it broke" and lc["level"] == "error"
+    assert lc["fields"] == {"user": {"id": 7}}
+    assert lc["source"] == "lc"
+    assert lc["labels"] == {
+        "host": "web-1",
+        "service": "api",
+        "origin_source": "app",
+        "topic": "t-logcap",
+        "partition": "0",
+    }
+    (js,) = read_ndjson(out / "js.ndjson")
+    assert js["message"] == "hello" and js["fields"] == {"message": "hello", "n": 1}
+    assert js["labels"] == {
+        "host": js["labels"]["host"],
+        "topic": "t-json",
+        "partition": "0",
+        "offset": "0",
+        "key": "k1",
+        "trace": "abc",
+        "env": "prod",
+    }
+    text = read_ndjson(out / "tx.ndjson")
+    assert [e["message"] for e in text] == ["plain \u00e9", "\ufffd"]
+    assert text[0]["labels"]["key"] == "k2" and "key" not in text[1]["labels"]
+    assert "topic" not in text[0]["labels"]
+    assert committed(tansu.bootstrap, "g1", "t-json", 1) == [1]
+    assert committed(tansu.bootstrap, "g1", "t-text", 1) == [2]
+
+
+def test_offsets_are_committed_only_once_the_sink_delivered(
+    tmp_path: Path, tansu: Tansu, start_agent
+) -> None:
+    """The file sink's process stopped (SIGSTOP): the messages are read, nothing is
+    delivered and nothing is committed; once it runs again every message is delivered and
+    the group's offsets reach the end of every partition."""
+    create_topic(tansu.bootstrap, "held", 2)
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+sources:
+  k: {source_yaml(tansu, "held", "g-held", ", decoding: text")}
+sinks:
+  out: {{type: file, path: "./out.ndjson"}}
+dispatcher: {{batch_timeout: 50ms}}
+""",
+        address,
+    )
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    sink = agent.children()["sink:out"]
+    os.kill(sink, signal.SIGSTOP)
+    try:
+        produce(tansu.bootstrap, "held", numbered(500))
+        wait_for(
+            lambda: agent.metric("logcap_component_received_events_total", component="k") >= 500,
+            60,
+            "the source to read every message",
+        )
+        time.sleep(2)  # ten commit intervals: a commit of undelivered offsets would show
+        assert committed(tansu.bootstrap, "g-held", "held", 2) == [-1001, -1001]
+        assert numbers_in(tmp_path / "out.ndjson") == []
+    finally:
+        os.kill(sink, signal.SIGCONT)
+    wait_for(
+        lambda: sorted(numbers_in(tmp_path / "out.ndjson")) == list(range(500)),
+        60,
+        "every message delivered",
+    )
+
+    def all_committed() -> bool:
+        offsets = committed(tansu.bootstrap, "g-held", "held", 2)
+        return sum(max(0, o) for o in offsets) == 500
+
+    wait_for(all_committed, 60, "the delivered offsets committed")
+    assert agent.stop() == 0
+    # the checkpoint names each partition by topic hash and partition number
+    saved = CheckpointStore(tmp_path / "data").positions_for("k")
+    paths = {p.path: (p.dev, p.ino, p.offset) for p in saved.values()}
+    assert sum(offset for _, _, offset in paths.values()) == 500
+    for path, (dev, ino, _) in paths.items():
+        assert path == partition_path("held", dev) and ino == topic_key("held")
+
+
+def test_kill_9_of_the_agent_loses_nothing(tmp_path: Path, tansu: Tansu, start_agent) -> None:
+    """kill -9 of the whole agent tree while it reads a 4-partition topic: restarted on
+    the same data_dir it goes on; every message arrives at least once."""
+    create_topic(tansu.bootstrap, "killed", 4)
+    total = 20_000
+    produce(tansu.bootstrap, "killed", numbered(total // 2))
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+sources:
+  k: {source_yaml(tansu, "killed", "g-kill", ", decoding: text, max_poll_records: 200")}
+sinks:
+  out: {{type: file, path: "./out.ndjson"}}
+dispatcher: {{batch_timeout: 50ms, batch_max_events: 200}}
+""",
+        address,
+    )
+    out = tmp_path / "out.ndjson"
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    wait_for(lambda: len(read_ndjson(out)) >= total // 8, 60, "some messages delivered")
+    agent.process.send_signal(signal.SIGKILL)
+    agent.process.wait()
+    produce(tansu.bootstrap, "killed", numbered(total, total // 2))
+    again = start_agent(config, address)
+    again.wait_ready(60)
+    wait_for(lambda: set(numbers_in(out)) >= set(range(total)), 120, "every message")
+    assert again.stop() == 0
+    seen = numbers_in(out)
+    assert set(seen) == set(range(total))
+    print(f"\nkill -9: {total} messages, {len(seen) - total} duplicates")
+
+
+BASE = "type: kafka, bootstrap_servers: 'h:1', group_id: g"
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        (f"{{{BASE}}}", "topics"),
+        (f"{{{BASE}, topics: []}}", "topics"),
+        (f"{{{BASE}, topics: ['^a.*', b]}}", "a regular expression must be the only topic"),
+        (f"{{{BASE}, topics: ['^a(']}}", "is not a regular expression"),
+        (f"{{{BASE}, topics: [a], colour: red}}", "colour"),
+        (f"{{{BASE}, topics: [a], decoding: avro}}", "decoding"),
+        (f"{{{BASE}, topics: [a], auto_offset_reset: middle}}", "auto_offset_reset"),
+        (f"{{{BASE}, topics: [a], labels_from: [size]}}", "labels_from"),
+        (f"{{{BASE}, topics: [a], labels: {{topic: x}}}}", "built-in label"),
+        (f"{{{BASE}, topics: [a], pipelines: [p]}}", "pipelines run on decoding text only"),
+        (f"{{{BASE}, topics: [a], max_poll_records: 0}}", "max_poll_records"),
+        (f"{{{BASE}, topics: [a], fetch_min_bytes: 5000, fetch_max_bytes: 4096}}", "fetch_min"),
+        (
+            f"{{{BASE}, topics: [a], librdkafka_options: {{enable.auto.commit: 'true'}}}}",
+            "'enable.auto.commit' is set by the source's own keys",
+        ),
+        (
+            f"{{{BASE}, topics: [a], librdkafka_options: {{no.such.option: '1'}}}}",
+            "refused by librdkafka",
+        ),
+        (f"{{{BASE}, topics: [a], security_protocol: SASL_SSL}}", "needs 'sasl'"),
+        (f"{{{BASE}, topics: [a], tls: {{ca_file: /nonexistent}}}}", "set security_protocol"),
+        (
+            f"{{{BASE}, topics: [a], security_protocol: SSL, tls: {{ca_file: /nonexistent}}}}",
+            "no readable file",
+        ),
+    ],
+)
+def test_config_errors_of_the_kafka_source(source: str, problem: str) -> None:
+    text = (
+        f"sources:\n  k: {source}\nsinks:\n  c: {{type: console}}\n"
+        "pipelines:\n  p: {steps: [{type: drop, when: {field: message, equals: x}}]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert problem in str(caught.value)
+
+
+def test_settings_reach_librdkafka() -> None:
+    from logcap.capture.kafka.consumer import librdkafka_config
+
+    config = parse_config(
+        f"sources:\n  k: {{{BASE}, topics: [a], auto_offset_reset: latest, fetch_min_bytes: 10,"
+        " fetch_max_bytes: 2000000, fetch_max_wait: 250ms, session_timeout: 7s,"
+        " security_protocol: SASL_SSL, sasl: {mechanism: PLAIN, username: u, password: p},"
+        " tls: {verify_hostname: false}, librdkafka_options: {client.rack: r1}}\n"
+        "sinks:\n  c: {type: console}\n"
+    )
+    props = librdkafka_config(config.sources["k"])  # type: ignore[arg-type]
+    assert props["enable.auto.commit"] is False and props["enable.auto.offset.store"] is False
+    assert props["group.id"] == "g" and props["auto.offset.reset"] == "latest"
+    assert props["fetch.min.bytes"] == 10 and props["fetch.max.bytes"] == 2_000_000
+    assert props["fetch.wait.max.ms"] == 250 and props["session.timeout.ms"] == 7000
+    assert props["sasl.mechanism"] == "PLAIN" and props["sasl.username"] == "u"
+    assert props["security.protocol"] == "SASL_SSL"
+    assert props["ssl.endpoint.identification.algorithm"] == "none"
+    assert props["client.rack"] == "r1"

@@ -26,6 +26,12 @@ class Example:
 EXAMPLES = (
     Example("default", "default.yaml", "the embedded default config (logcap run without --config)"),
     Example("service", "service.yaml", "the service config: /etc/logcap/logcap.yaml"),
+    Example("agent", "agent.yaml", "the agent tier: files and Docker -> Kafka (docs/SCALING.md)"),
+    Example(
+        "aggregator",
+        "aggregator.yaml",
+        "the aggregator tier: Kafka -> Loki and a file archive (docs/SCALING.md)",
+    ),
     Example("systemd", "logcap.service", "the systemd unit: /etc/systemd/system/logcap.service"),
     Example(
         "supervisord",

@@ -309,3 +309,176 @@ def test_settings_reach_librdkafka() -> None:
     assert props["security.protocol"] == "SASL_SSL"
     assert props["ssl.endpoint.identification.algorithm"] == "none"
     assert props["client.rack"] == "r1"
+
+
+TIER_LINES = int(os.environ.get("LOGCAP_KAFKA_TIER_LINES", "40000"))
+
+
+class Tier:
+    """Two agents (file source → kafka sink) and two aggregators (kafka source → file
+    sink) in one consumer group, each aggregator with its own data_dir and output."""
+
+    def __init__(self, root: Path, tansu: Tansu, start_agent: Any, topic: str) -> None:
+        self.root, self.tansu, self.start_agent, self.topic = root, tansu, start_agent, topic
+        self.aggregators: dict[str, Any] = {}
+        create_topic(tansu.bootstrap, topic, 4)
+        for name in ("agent1", "agent2"):
+            home = root / name
+            (home / "logs").mkdir(parents=True)
+            address = f"127.0.0.1:{free_port()}"
+            config = write_config(
+                home,
+                f"""
+data_dir: ./data
+sources:
+  app: {{type: file, include: ["./logs/*.log"]}}
+sinks:
+  kafka: {{type: kafka, bootstrap_servers: "{tansu.bootstrap}", topic: {topic},
+          key_field: null}}
+dispatcher: {{batch_max_events: 2000, batch_timeout: 50ms}}
+""",
+                address,
+            )
+            start_agent(config, address).wait_ready()
+
+    def write(self, start: int, end: int) -> None:
+        """Lines ``start:end``, half into each agent's log."""
+        middle = (start + end) // 2
+        for name, (lo, hi) in (("agent1", (start, middle)), ("agent2", (middle, end))):
+            with open(self.root / name / "logs" / "app.log", "a") as handle:
+                handle.write("".join(f"line {n:08d}\n" for n in range(lo, hi)))
+
+    def start(self, name: str) -> Any:
+        home = self.root / name
+        home.mkdir(exist_ok=True)
+        address = f"127.0.0.1:{free_port()}"
+        config = write_config(
+            home,
+            f"""
+data_dir: ./data
+sources:
+  k: {source_yaml(self.tansu, self.topic, "aggregators", ", max_poll_records: 2000")}
+sinks:
+  out: {{type: file, path: "./out.ndjson"}}
+dispatcher: {{batch_max_events: 2000, batch_timeout: 50ms}}
+""",
+            address,
+        )
+        agent = self.start_agent(config, address)
+        agent.wait_ready()
+        self.aggregators[name] = agent
+        return agent
+
+    def numbers(self) -> list[int]:
+        return [n for name in ("agg1", "agg2") for n in numbers_in(self.root / name / "out.ndjson")]
+
+    def has_every(self, end: int) -> bool:
+        return set(self.numbers()) >= set(range(end))
+
+    def committed_total(self) -> int:
+        return sum(max(0, o) for o in committed(self.tansu.bootstrap, "aggregators", self.topic, 4))
+
+
+def _counts(numbers: list[int]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for n in numbers:
+        counts[n] = counts.get(n, 0) + 1
+    return counts
+
+
+def test_two_aggregators_one_killed_the_survivor_takes_its_partitions(
+    tmp_path: Path, tansu: Tansu, start_agent
+) -> None:
+    """Two agents ship numbered lines through a 4-partition topic to two aggregators in one
+    group. One aggregator is killed with kill -9 midway: the survivor takes its partitions
+    and every line arrives at least once (duplicates reported). Then both are stopped
+    gracefully and restarted, more lines are shipped: none is read twice."""
+    total = TIER_LINES
+    tier = Tier(tmp_path, tansu, start_agent, "logs-tier")
+    first, second = tier.start("agg1"), tier.start("agg2")
+    tier.write(0, total // 2)
+
+    def both_deliver() -> bool:
+        return all(numbers_in(tmp_path / name / "out.ndjson") for name in ("agg1", "agg2"))
+
+    wait_for(both_deliver, 120, "both aggregators delivering")
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    tier.write(total // 2, total)  # half of it into the dead one's partitions
+    wait_for(lambda: tier.has_every(total), 180, "every line, the survivor taking over")
+    wait_for(lambda: tier.committed_total() == total, 60, "the survivor's commits")
+    taken = [line for line in second.log.read_text().splitlines() if "assigned" in line]
+    assert len(taken[-1].split("@")) == 5, "the survivor owns all four partitions"
+    counts = _counts(tier.numbers())
+    duplicates = sum(c - 1 for c in counts.values())
+    print(f"\nkill -9 of one aggregator: {total} lines, {duplicates} duplicates")
+    assert set(counts) == set(range(total))
+    # graceful stop and restart of both: nothing is read twice
+    assert second.stop() == 0
+    before = _counts(tier.numbers())
+    tier.start("agg1"), tier.start("agg2")
+    tier.write(total, total + total // 4)
+    end = total + total // 4
+    wait_for(lambda: tier.has_every(end), 180, "every line after the restart")
+    wait_for(lambda: tier.committed_total() == end, 60, "every offset committed")
+    for agent in tier.aggregators.values():
+        assert agent.stop() == 0
+    after = _counts(tier.numbers())
+    assert {n: after[n] for n in before} == before, "lines delivered before were read again"
+    assert all(after[n] == 1 for n in range(total, end)), "a line was read twice"
+
+
+def test_a_rolling_restart_of_the_aggregators_loses_nothing(
+    tmp_path: Path, tansu: Tansu, start_agent
+) -> None:
+    """Lines keep coming while each aggregator in turn is stopped (SIGTERM) and started
+    again: every line arrives, and at most one uncommitted batch (max_poll_records) per
+    partition is read again."""
+    total, batch = TIER_LINES, 2000
+    tier = Tier(tmp_path, tansu, start_agent, "logs-rolling")
+    tier.start("agg1"), tier.start("agg2")
+    written = 0
+    step = max(1, total // 8)
+    for name in ("agg1", "agg2"):
+        tier.write(written, written + step)
+        written += step
+        wait_for(lambda end=written: tier.has_every(end), 120, "the lines so far")
+        tier.write(written, written + step)  # in flight while it stops
+        written += step
+        assert tier.aggregators[name].stop() == 0
+        tier.start(name)
+    tier.write(written, total)
+    wait_for(lambda: tier.has_every(total), 180, "every line")
+    wait_for(lambda: tier.committed_total() == total, 60, "every offset committed")
+    for agent in tier.aggregators.values():
+        assert agent.stop() == 0
+    counts = _counts(tier.numbers())
+    duplicates = sum(c - 1 for c in counts.values())
+    print(f"\nrolling restart: {total} lines, {duplicates} duplicates")
+    assert set(counts) == set(range(total))
+    assert duplicates <= 4 * batch
+
+
+def test_the_shipped_agent_and_aggregator_configs_validate() -> None:
+    """configs/agent.yaml (files + Docker -> Kafka) and configs/aggregator.yaml (Kafka ->
+    Loki + file archive) are valid as shipped, with their variables set."""
+    from logcap.capture.kafka.config import KafkaSourceConfig
+    from logcap.config import load_config
+    from logcap.sinks.kafka.config import KafkaSinkConfig
+
+    configs = Path(__file__).parent.parent / "configs"
+    env = {"KAFKA_BROKERS": "kafka-1:9092,kafka-2:9092", "LOKI_URL": "http://loki:3100"}
+    agent = load_config(configs / "agent.yaml", env=env)
+    assert {type(s).__name__ for s in agent.sources.values()} == {
+        "FileSourceConfig",
+        "DockerSourceConfig",
+    }
+    assert isinstance(agent.sinks["kafka"], KafkaSinkConfig) and agent.sinks["kafka"].acks == "all"
+    aggregator = load_config(configs / "aggregator.yaml", env=env)
+    source = aggregator.sources["agents"]
+    assert isinstance(source, KafkaSourceConfig) and source.topics == ["^logs-.*"]
+    assert source.group_id == "logcap-aggregators" and source.decoding == "logcap"
+    assert {type(s).__name__ for s in aggregator.sinks.values()} == {
+        "LokiSinkConfig",
+        "FileSinkConfig",
+    }

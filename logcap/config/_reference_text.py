@@ -230,6 +230,12 @@ TEST_ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
         "Length of the Kafka outage test (default 120).",
     ),
     (
+        "LOGCAP_KAFKA_TIER_LINES",
+        "tests/test_kafka_source.py",
+        "Numbered lines two agents ship through Kafka to two aggregators in the tier tests "
+        "(default 40000; the issue's 1000000 on demand).",
+    ),
+    (
         "LOGCAP_CHAOS_OUTAGE_SECONDS",
         "tests/test_chaos.py",
         "Length of the chaos test's outage (default 180).",

@@ -50,6 +50,10 @@ class Counter(enum.IntEnum):
     CHECKPOINTS = 8
     FILE_RESETS = 9
     ROTATIONS = 10
+    # kafka source blocks (a gauge), written by the collector: messages of its partitions
+    # past the group's committed offset (high watermark - committed); the word file
+    # sinks use for ROTATIONS, which no source writes (the block has no free word)
+    KAFKA_LAG = 10
     # sink blocks, written by the sink: batches handed to the retry process
     RETRY_HANDOFFS = 11
     # sink blocks, written by the retry process (one writer per word still holds)

@@ -243,6 +243,12 @@ class PipelineCollector(Collector):
             "Files (or, for a docker source, containers) a source is reading.",
             labels=labels,
         )
+        kafka_lag = GaugeMetricFamily(
+            "logcap_source_kafka_lag_messages",
+            "Messages of a kafka source's partitions past the group's committed offset "
+            "(high watermark - committed), summed over the partitions it owns.",
+            labels=labels,
+        )
         up = GaugeMetricFamily(
             "logcap_child_up", "1 if the component's process runs.", labels=labels
         )
@@ -279,6 +285,8 @@ class PipelineCollector(Collector):
                 families[name].add_metric(key, value)
             if role == "source" and child.kind in LINE_SOURCES:
                 watched.add_metric(key, values[Counter.FILES_WATCHED])
+            if role == "source" and child.kind == "kafka":
+                kafka_lag.add_metric(key, values[Counter.KAFKA_LAG])
             up.add_metric(key, 1 if child.running else 0)
             restarts.add_metric(key, child.restarts)
             crash_loop.add_metric(key, child.crash_loop(now))
@@ -307,6 +315,8 @@ class PipelineCollector(Collector):
         # a family no component of this config has is left out, not shown empty
         yield from (family for family in families.values() if family.samples)
         yield from (watched, up, restarts, crash_loop, cpu, rss, fds)
+        if kafka_lag.samples:
+            yield kafka_lag
 
     def _run_families(self) -> Iterator[Metric]:
         build = GaugeMetricFamily(

@@ -189,6 +189,11 @@ dispatcher: {{batch_timeout: 50ms}}
         time.sleep(2)  # ten commit intervals: a commit of undelivered offsets would show
         assert committed(tansu.bootstrap, "g-held", "held", 2) == [-1001, -1001]
         assert numbers_in(tmp_path / "out.ndjson") == []
+        wait_for(
+            lambda: agent.metric("logcap_source_kafka_lag_messages", component="k") == 500,
+            30,
+            "the lag to count every uncommitted message",
+        )
     finally:
         os.kill(sink, signal.SIGCONT)
     wait_for(
@@ -202,6 +207,11 @@ dispatcher: {{batch_timeout: 50ms}}
         return sum(max(0, o) for o in offsets) == 500
 
     wait_for(all_committed, 60, "the delivered offsets committed")
+    wait_for(
+        lambda: agent.metric("logcap_source_kafka_lag_messages", component="k") == 0,
+        30,
+        "no lag once committed",
+    )
     assert agent.stop() == 0
     # the checkpoint names each partition by topic hash and partition number
     saved = CheckpointStore(tmp_path / "data").positions_for("k")

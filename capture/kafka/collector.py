@@ -134,6 +134,7 @@ class KafkaCollector:
                     self._publish(messages)
                 if time.monotonic() >= next_commit:
                     self._commit(self._saved(), list(self.owned))
+                    self._report_lag(consumer)
                     next_commit = time.monotonic() + self.config.commit_interval
         finally:
             try:
@@ -240,6 +241,25 @@ class KafkaCollector:
             return
         for key, offset in offsets:
             self.owned[key].committed = offset
+
+    def _report_lag(self, consumer: Consumer) -> None:
+        """Messages past the group's committed offset (the resumed one until a commit),
+        over the owned partitions: what a crash now would make the group read again, and
+        what the sinks have yet to take (the high watermark is the last fetch's)."""
+        lag = 0
+        for (topic, partition), state in self.owned.items():
+            done = state.committed if state.committed is not None else state.start
+            if done is None:
+                continue
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high is not None and high >= 0:
+                lag += max(0, high - done)
+        self.counters.set(Counter.KAFKA_LAG, lag)
 
     def _give_up(self, keys: list[PartitionKey]) -> None:
         """Wait (up to revoke_timeout) until the checkpoint holds what was published from

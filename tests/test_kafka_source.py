@@ -492,3 +492,101 @@ def test_the_shipped_agent_and_aggregator_configs_validate() -> None:
         "LokiSinkConfig",
         "FileSinkConfig",
     }
+
+
+def test_a_topic_regex_pipelines_and_auto_offset_reset_latest(
+    tmp_path: Path, tansu: Tansu, start_agent
+) -> None:
+    """`topics: ['^re-.*']` reads every matching topic and no other; a text source's
+    pipelines run on its messages (a drop step); `auto_offset_reset: latest` skips what a
+    partition held before the group first had it."""
+    for topic in ("re-a", "re-b", "other", "late"):
+        create_topic(tansu.bootstrap, topic, 1)
+    produce(tansu.bootstrap, "re-a", [(b"a keep", None, None), (b"a drop", None, None)])
+    produce(tansu.bootstrap, "re-b", [(b"b keep", None, None)])
+    produce(tansu.bootstrap, "other", [(b"never", None, None)])
+    produce(tansu.bootstrap, "late", [(b"before", None, None)])
+    address = f"127.0.0.1:{free_port()}"
+    regex = (
+        f'{{type: kafka, bootstrap_servers: "{tansu.bootstrap}", topics: ["^re-.*"], '
+        "group_id: g-re, decoding: text, pipelines: [p], session_timeout: 6s}"
+    )
+    config = write_config(
+        tmp_path,
+        f"""
+data_dir: ./data
+sources:
+  re: {regex}
+  late: {source_yaml(tansu, "late", "g-late", ", decoding: text, auto_offset_reset: latest")}
+pipelines:
+  p: {{steps: [{{type: drop, when: {{field: message, matches: drop}}}}]}}
+sinks:
+  out: {{type: file, path: "./out/{{source}}.ndjson"}}
+dispatcher: {{batch_timeout: 50ms}}
+""",
+        address,
+    )
+    agent = start_agent(config, address)
+    agent.wait_ready()
+    out = tmp_path / "out"
+    wait_for(lambda: len(read_ndjson(out / "re.ndjson")) == 2, 60, "the matching topics")
+    wait_for(lambda: "source late: assigned late[0]" in agent.log.read_text(), 60, "the assignment")
+    for _ in range(60):  # until the start (the end when assigned) is resolved and read
+        produce(tansu.bootstrap, "late", [(b"after", None, None)])
+        if read_ndjson(out / "late.ndjson"):
+            break
+        time.sleep(1)
+    assert agent.metric("logcap_source_pipeline_dropped_total", component="re") == 1
+    assert agent.stop() == 0
+    kept = read_ndjson(out / "re.ndjson")
+    assert sorted((e["labels"]["topic"], e["message"]) for e in kept) == [
+        ("re-a", "a keep"),
+        ("re-b", "b keep"),
+    ]
+    late = {e["message"] for e in read_ndjson(out / "late.ndjson")}
+    assert late == {"after"}  # never the message from before
+
+
+def _message(value: bytes, offset: int = 0, **keys: Any) -> Any:
+    from confluent_kafka import Message
+
+    return Message(
+        topic="t", partition=1, offset=offset, value=value, timestamp=(1, 1_700_000_000_000), **keys
+    )
+
+
+def test_the_decoder_takes_each_logcap_entry_once_and_refuses_nothing() -> None:
+    """A partition's logcap entries through the batch path: equal labels are one mapping
+    (one run downstream), times to the nanosecond, a value that is no logcap entry (or
+    has odd members) is kept as text or without them and counted."""
+    from logcap.capture.kafka.decode import Decoder
+
+    def value(n: int, stamp: str = "2026-01-02T03:04:05.000000007Z", **extra: Any) -> bytes:
+        entry = {"timestamp": stamp, "source": "app", "labels": {"host": "h"}, "message": f"m{n}"}
+        return json.dumps({**entry, **extra}).encode()
+
+    decoder = Decoder("logcap", ["partition"], [])
+    messages = [
+        _message(value(0)),
+        _message(value(1, fields={"a": 1}, level="warn")),
+        _message(value(2, stamp="2026-01-02T03:04:05.12Z")),
+        _message(value(3, stamp="2026-01-02T03:04:05.00000000xZ")),
+        _message(value(4, fields=[1, 2])),
+        _message(b"not json"),
+        _message(value(6, labels={"host": "other"})),
+    ]
+    entries = decoder.entries(messages, read_ns=42)
+    labels = {"host": "h", "origin_source": "app", "partition": "1"}
+    assert [e[2] for e in entries] == ["m0", "m1", "m2", "m3", "m4", "not json", "m6"]
+    assert entries[0][0] == labels and entries[1][0] is entries[0][0]
+    assert entries[6][0] == {**labels, "host": "other"}
+    assert entries[0][1] == 1_767_323_045_000_000_007
+    assert entries[1][3:] == ("warn", b'{"a":1}'.replace(b":", b": "))
+    assert entries[2][1] == 1_767_323_045_120_000_000
+    assert entries[3][1] == 1_700_000_000_000 * 1_000_000  # unreadable: the message's time
+    assert entries[4][4] is None  # fields that are no object are left out
+    assert entries[5] == ({"partition": "1"}, 1_700_000_000_000 * 1_000_000, "not json", None, None)
+    assert decoder.failed == 1
+    text = Decoder("text", ["offset", "key"], ["h"])
+    (entry,) = text.entries([_message(b"x", 9, key=b"k", headers=[("h", b"v"), ("z", b"1")])], 0)
+    assert entry[0] == {"offset": "9", "key": "k", "h": "v"} and entry[2] == "x"

@@ -159,7 +159,7 @@ class KafkaCollector:
                 by_partition.setdefault(key, []).append(message)
         for (topic, partition), taken in by_partition.items():
             failed = self.decoder.failed
-            entries = [self.decoder.entry(message, read_ns) for message in taken]
+            entries = self.decoder.entries(taken, read_ns)
             if self.decoder.failed > failed:
                 self.counters.add(Counter.ERRORS, self.decoder.failed - failed)
             end = taken[-1].offset() + 1

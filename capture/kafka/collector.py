@@ -113,6 +113,7 @@ class KafkaCollector:
         self.decoder = Decoder(config.decoding, list(config.labels_from), config.header_labels)
         self.owned: dict[PartitionKey, Owned] = {}
         self.consumer: Consumer | None = None
+        self._entry_bytes = 256  # packed bytes per entry, as last seen (_pack_slices)
 
     # -- the main loop -------------------------------------------------------------------
     def run(self) -> None:
@@ -178,7 +179,7 @@ class KafkaCollector:
                 state.start = taken[0].offset()
             state.published = end
             self.counters.add(Counter.EVENTS_IN, len(taken))
-            self.counters.add(Counter.BYTES_IN, sum(len(m.value() or b"") for m in taken))
+            self.counters.add(Counter.BYTES_IN, sum(len(m) for m in taken))  # value bytes
 
     def _pack(self, entries: list[KafkaEntry], capacity: int) -> list[bytes]:
         if self.processor is not None:
@@ -189,9 +190,24 @@ class KafkaCollector:
             )
             return pack_rich(processed, capacity, self.counters) or [NO_RUNS]
         try:
-            return pack_records(entries, capacity, _runs)
+            return self._pack_slices(entries, capacity)
         except EntryTooLarge:
-            return pack_records([self._fit(e, capacity) for e in entries], capacity, _runs)
+            return self._pack_slices([self._fit(e, capacity) for e in entries], capacity)
+
+    def _pack_slices(self, entries: list[KafkaEntry], capacity: int) -> list[bytes]:
+        """:func:`pack_records` over slices of about one slot's worth (by the packed size
+        per entry seen last): a poll's 5,000 entries are not packed whole first only to
+        learn that they need 20 slots."""
+        chunks: list[bytes] = []
+        start = 0
+        while start < len(entries):
+            count = max(1, capacity * 15 // (16 * max(1, self._entry_bytes)))
+            packed = pack_records(entries[start : start + count], capacity, _runs)
+            taken = min(count, len(entries) - start)
+            self._entry_bytes = max(1, sum(map(len, packed)) // taken)
+            chunks += packed
+            start += taken
+        return chunks
 
     def _fit(self, entry: KafkaEntry, capacity: int) -> KafkaEntry:
         """An entry too large for a collector slot: its fields go, then its message's end."""

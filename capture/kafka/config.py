@@ -126,9 +126,10 @@ class KafkaSourceConfig(StrictStruct, tag_field="type", tag="kafka", frozen=True
         doc(
             "On a rebalance or a stop, how long to wait for what was read from a "
             "partition to be delivered before its offset is committed and it is given up "
-            "(what is not delivered by then is read again by the next owner)."
+            "(what is not delivered by then is read again by the next owner); keep it "
+            "below supervisor.shutdown_timeout, which bounds a stop."
         ),
-    ] = PositiveDuration(10.0)
+    ] = PositiveDuration(5.0)
     security_protocol: Annotated[
         Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
         doc("How to reach the brokers; SASL_* needs 'sasl', SSL and SASL_SSL use 'tls'."),

@@ -282,6 +282,11 @@ BASE = "type: kafka, bootstrap_servers: 'h:1', group_id: g"
             f"{{{BASE}, topics: [a], librdkafka_options: {{no.such.option: '1'}}}}",
             "refused by librdkafka",
         ),
+        (
+            f"{{{BASE}, topics: [a], librdkafka_options: "
+            "{partition.assignment.strategy: cooperative-sticky}}",
+            "incremental rebalancing",
+        ),
         (f"{{{BASE}, topics: [a], security_protocol: SASL_SSL}}", "needs 'sasl'"),
         (f"{{{BASE}, topics: [a], tls: {{ca_file: /nonexistent}}}}", "set security_protocol"),
         (

@@ -141,7 +141,7 @@ class KafkaSourceConfig(StrictStruct, tag_field="type", tag="kafka", frozen=True
         doc(
             "Extra librdkafka consumer properties, passed through as they are (checked "
             "by librdkafka when the config is validated); they cannot override the "
-            "settings above, nor turn on auto-commit."
+            "settings above, nor turn on auto-commit or incremental (cooperative) rebalancing."
         ),
     ] = {}
 

@@ -72,6 +72,16 @@ def config_problems(config: KafkaSourceConfig) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for key in sorted(OWNED & set(config.librdkafka_options)):
         problems.append(("librdkafka_options", f"{key!r} is set by the source's own keys"))
+    strategy = config.librdkafka_options.get("partition.assignment.strategy", "")
+    if "cooperative" in strategy or "group.protocol" in config.librdkafka_options:
+        # the rebalance callbacks give up and take whole assignments (eager protocol)
+        problems.append(
+            (
+                "librdkafka_options",
+                "incremental rebalancing (cooperative-sticky, group.protocol) "
+                "is not supported: use range or roundrobin",
+            )
+        )
     sasl_protocol = config.security_protocol.startswith("SASL_")
     if sasl_protocol and config.sasl is None:
         problems.append(("sasl", f"security_protocol {config.security_protocol} needs 'sasl'"))

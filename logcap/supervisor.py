@@ -422,7 +422,12 @@ class Supervisor:
         if problems:
             return self._reload_failed(problems, began)
         if changes.restarts:
-            Reload(self, new, changes).apply()
+            try:
+                Reload(self, new, changes).apply()
+            except Exception as exc:  # shared memory full, no fds left for a child, ...
+                log.exception("reload failed while it was applied")
+                self._recover_from_failed_reload()
+                return self._reload_failed([f"applying the reload failed: {exc}"], began)
         self.config = new
         self.config_loaded = time.time()
         seconds = time.monotonic() - began
@@ -432,6 +437,19 @@ class Supervisor:
             "reload applied in %.2fs (generation %d): %s", seconds, self.plan.generation, summary
         )
         return Outcome(True, summary, [], seconds)
+
+    def _recover_from_failed_reload(self) -> None:
+        """A reload broke off half-way: every child it had stopped, or was stopping,
+        restarts as after a crash, with the plan in force (whatever it had switched to),
+        and no component is left told to retire."""
+        for name in self.plan.components:
+            self.table.block(self.plan.counter_index(name)).set(Counter.RETIRE, 0)
+        now = time.monotonic()
+        for child in self.children:
+            if child.retiring or child.finished:
+                child.retiring = child.finished = False
+                if child.process is None or child.process.poll() is not None:
+                    child.process, child.restart_at = None, now
 
     def _reload_failed(self, problems: list[str], began: float) -> Outcome:
         for problem in problems:

@@ -324,3 +324,32 @@ def test_a_source_on_an_address_in_use_is_refused_not_crash_looped(setup: Setup)
     assert any(f"127.0.0.1:{port}" in p and "sources.ingest" in p for p in body["problems"])
     assert agent.children() == pids
     assert agent.stop() == 0
+
+
+def test_a_reload_that_fails_half_way_keeps_the_agent_running(setup: Setup) -> None:
+    """Shared memory the reload cannot create (here: the name is taken) breaks it off;
+    the agent runs on, says why, and the next reload applies."""
+    import re
+
+    source, sink, agent = setup.one_file_to_file()
+    pids = agent.children()
+    prefix = re.search(r"segments (logcap-\d+-[0-9a-f]+-)\*", agent.log.read_text())
+    assert prefix is not None, agent.log.read_text()
+    # the ring of the first source a reload adds: block 4 (app, dispatcher, out, retry)
+    squatter = Path("/dev/shm") / f"{prefix.group(1)}src-b4"
+    squatter.write_bytes(b"")
+    try:
+        setup.write(source + file_source("more", setup.tmp / "more" / "*.log"), sink)
+        status, body = setup.post_reload()
+    finally:
+        squatter.unlink()
+    assert status == 422 and "applying the reload failed" in body["problems"][0], body
+    assert agent.children() == pids
+    lines = setup.lines(setup.tmp / "in" / "app.log", 100, "x")
+    wait_delivered(setup.tmp / "out.ndjson", lines)
+
+    status, body = setup.post_reload()
+    assert status == 200 and "sources added: more" in body["summary"], body
+    more = setup.lines(setup.tmp / "more" / "m.log", 100, "m")
+    wait_delivered(setup.tmp / "out.ndjson", lines + more)
+    assert agent.stop() == 0

@@ -406,8 +406,9 @@ def test_two_aggregators_one_killed_the_survivor_takes_its_partitions(
     tmp_path: Path, tansu: Tansu, start_agent
 ) -> None:
     """Two agents ship numbered lines through a 4-partition topic to two aggregators in one
-    group. One aggregator is killed with kill -9 midway: the survivor takes its partitions
-    and every line arrives at least once (duplicates reported). Then both are stopped
+    group. One aggregator is killed with kill -9 midway, holding messages it read and had
+    not delivered (its sink process stopped): the survivor takes its partitions and every
+    line arrives at least once (duplicates reported). Then both are stopped
     gracefully and restarted, more lines are shipped: none is read twice."""
     total = TIER_LINES
     tier = Tier(tmp_path, tansu, start_agent, "logs-tier")
@@ -418,9 +419,17 @@ def test_two_aggregators_one_killed_the_survivor_takes_its_partitions(
         return all(numbers_in(tmp_path / name / "out.ndjson") for name in ("agg1", "agg2"))
 
     wait_for(both_deliver, TIER_WAIT, "both aggregators delivering")
-    first.process.send_signal(signal.SIGKILL)
+    # the one to die has read what it could not deliver yet: its sink process is stopped
+    os.kill(first.children()["sink:out"], signal.SIGSTOP)
+    read_before = first.metric("logcap_component_received_events_total", component="k")
+    tier.write(total // 2, total)  # half of it into the partitions of the one to die
+    wait_for(
+        lambda: first.metric("logcap_component_received_events_total", component="k") > read_before,
+        TIER_WAIT,
+        "the aggregator to die reading what it cannot deliver",
+    )
+    first.process.send_signal(signal.SIGKILL)  # its children die with it (PDEATHSIG)
     first.process.wait()
-    tier.write(total // 2, total)  # half of it into the dead one's partitions
     wait_for(lambda: tier.has_every(total), TIER_WAIT, "every line, the survivor taking over")
     wait_for(lambda: tier.committed_total() == total, TIER_WAIT, "the survivor's commits")
     taken = [line for line in second.log.read_text().splitlines() if "assigned" in line]

@@ -205,6 +205,9 @@ class Supervisor:
     # -- children ----------------------------------------------------------------------
     def spawn(self, child: Child) -> None:
         """Start (or restart) one child with the plan on its stdin."""
+        if child.role == "collector" and child.kind == "http":
+            # not serving until the new process says so (no process writes it meanwhile)
+            self.table.block(child.block).set(Counter.FILES_WATCHED, 0)
         process = subprocess.Popen(
             [sys.executable, "-m", "logcap.worker", child.role, child.name],
             stdin=subprocess.PIPE,
@@ -569,8 +572,16 @@ class Supervisor:
 
     # -- for /ready and /metrics ---------------------------------------------------------
     def ready(self) -> bool:
-        """Every child is running."""
-        return not self.stop_requested and all(c.running for c in self.children)
+        """Every child is running, and every http source serves requests."""
+        return not self.stop_requested and all(
+            c.running
+            and (
+                c.kind != "http"
+                or c.role != "collector"
+                or self.table.read(c.block)[Counter.FILES_WATCHED] == 1
+            )
+            for c in self.children
+        )
 
     def circuits(self) -> dict[str, str]:
         """Each sink's circuit breaker state (sinks/breaker.py)."""

@@ -46,7 +46,9 @@ class Counter(enum.IntEnum):
     ERRORS = 4
     BATCHES = 5
     LINES_TRUNCATED = 6
-    FILES_WATCHED = 7  # a gauge: current value, not a running total
+    # a gauge: current value, not a running total; an http source's is 1 once it serves
+    # (the supervisor zeroes it before it starts the collector: /ready waits for it)
+    FILES_WATCHED = 7
     CHECKPOINTS = 8
     FILE_RESETS = 9
     ROTATIONS = 10

@@ -248,6 +248,8 @@ class HttpCollector:
         """Serve until asked to stop, then close the ring cleanly."""
         thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
         thread.start()
+        # bound since __init__, served from now on: /ready and READY=1 wait for this
+        self.counters.set(Counter.FILES_WATCHED, 1)
         log.info("source %s: listening on http://%s%s", self.name, self.config.address, PATH)
         try:
             while not should_stop():

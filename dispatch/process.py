@@ -66,17 +66,22 @@ def run_dispatcher(ctx: ChildContext) -> None:
         **sinks.targets(),
     )
     applied = plan.generation
+    if ctx.state.applied[0] != applied:  # started for a reload: its switch is here
+        tell_retiring(ctx, plan, output.ring.published)
     ctx.state.apply(applied, output.ring.published)
     while True:
         moved = dispatcher.step()
         if ctx.state.generation != applied:
             applied = ctx.state.generation
+            new_plan = read_plan(plan.run_prefix, applied)
             if ctx.counters.get(Counter.RETIRE):
                 # the reload changed a source or batching: publish what is held, let the
                 # sinks deliver it (briefly) and commit it, so a changed collector resumes
                 # where its lines were delivered, not at an older checkpoint (duplicates)
                 dispatcher.flush()
-                deadline = time.monotonic() + RETIRE_SETTLE
+                tell_retiring(ctx, new_plan, output.ring.published)
+                settle = min(RETIRE_SETTLE, float(plan.config.supervisor.shutdown_timeout) / 2)
+                deadline = time.monotonic() + settle
                 while not dispatcher.all_delivered() and time.monotonic() < deadline:
                     ctx.bell.wait(0.02)
                     dispatcher.acks.acknowledge()
@@ -85,7 +90,8 @@ def run_dispatcher(ctx: ChildContext) -> None:
                 log.info("retired by a reload: a dispatcher with the new config follows")
                 return
             dispatcher.flush()  # before a new sink's cursor starts: cut for the old sinks
-            sinks = SinkSide(ctx, read_plan(plan.run_prefix, applied), output.ring)
+            tell_retiring(ctx, new_plan, output.ring.published)
+            sinks = SinkSide(ctx, new_plan, output.ring)
             dispatcher.retarget(**sinks.targets())
             output.wake_only([ctx.bell_of(s, sinks.plan) for s in sinks.plan.sinks])
             ctx.state.apply(applied, output.ring.published)
@@ -106,6 +112,17 @@ def run_dispatcher(ctx: ChildContext) -> None:
     # the sinks released every batch: delivered, or handed to the retry process (whose
     # spool and DLQ the supervisor's drain summary reports); this process knows no more
     log.info("every batch released by the sinks (delivered or handed to retry), checkpoint saved")
+
+
+def tell_retiring(ctx: ChildContext, plan: RunPlan, switch: int) -> None:
+    """Tell the sinks ``plan`` removes or changes that ``switch`` is their last batch,
+    before anything later is published: a sink reads the cursor before this word, so it
+    never takes a later batch under its old config (sinks/base.py ``stop_after``)."""
+    for name, block in plan.retiring.items():
+        ctx.table.block(block).set(Counter.RETIRE, switch + 2)
+        bell = ctx.bells.get(name)
+        if bell is not None:
+            bell.signal()
 
 
 class SinkSide:

@@ -56,7 +56,8 @@ def config_origin() -> str:
     if context is None:
         return "<not given>"
     path = context.params.get("config_path")
-    return f"<embedded {DEFAULT_CONFIG}>" if path is None else str(Path(path).resolve())
+    # absolute, not resolved: a reload reads the path again (a symlink may be repointed)
+    return f"<embedded {DEFAULT_CONFIG}>" if path is None else str(Path(path).absolute())
 
 
 def start_lines(config: Config, origin: str, version: str, segments: str) -> list[str]:

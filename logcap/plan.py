@@ -110,6 +110,9 @@ class RunPlan(msgspec.Struct, kw_only=True):
     slots: dict[str, int]
     step_offsets: dict[str, int]
     generation: int = 0  # 0 at start; each applied reload adds one
+    # sinks this generation removes or changes, with their counter blocks: the dispatcher
+    # tells each its last batch (Counter.RETIRE) before it publishes under this plan
+    retiring: dict[str, int] = {}
 
     def counter_index(self, component: str) -> int:
         """Block index of ``component`` in the counter table."""

@@ -176,9 +176,9 @@ def refusals(sup: Supervisor, new: Config, changes: Changes) -> list[str]:
         )
     capacity = plan.capacity
     blocks = len(changes.sources_added) + len(changes.sinks_added)
-    if max(plan.blocks.values(), default=-1) + 1 + blocks > capacity.blocks:
+    if sup.next_block + blocks > capacity.blocks:
         problems.append("too many components added in this run; a restart applies them")
-    if max(plan.slots.values(), default=-1) + 1 + len(changes.sinks_added) > capacity.sink_slots:
+    if sup.next_slot + len(changes.sinks_added) > capacity.sink_slots:
         problems.append(
             f"this run has room for {capacity.sink_slots} sinks in all (added ones included); "
             "a restart applies the config"
@@ -307,29 +307,46 @@ class Reload:
                 sup.restart_fresh(child)
 
             self.retire([dispatcher], "the dispatcher retiring", restart_dispatcher)
-        if (
-            not self.wait(
-                lambda: sup.state.applied[0] == plan.generation,
-                "the dispatcher taking the new plan",
-            )
-            and dispatcher.process is not None
+        if not self.wait(
+            lambda: sup.state.applied[0] == plan.generation,
+            "the dispatcher taking the new plan",
         ):
-            # killed and restarted with the new plan, which it applies as it starts
-            dispatcher.process.kill()
-            dispatcher.process.wait()
-            dispatcher.process = None
+            # stuck, or waiting out a crash backoff: (killed and) started now with the new
+            # plan, which it applies as it starts
+            if dispatcher.process is not None:
+                dispatcher.process.kill()
+                dispatcher.process.wait()
+                dispatcher.process = None
+            sup.table.block(plan.counter_index(DISPATCHER)).set(Counter.RETIRE, 0)
             sup.restart_fresh(dispatcher)
-            self.wait(lambda: sup.state.applied[0] == plan.generation, "the new dispatcher")
+            if not self.wait(lambda: sup.state.applied[0] == plan.generation, "the new dispatcher"):
+                # nothing after this may run: no sink may start on a cursor not started
+                raise RuntimeError("the dispatcher did not take the new plan")
         switch = sup.state.applied[1]
 
         stopped_sinks = changes.sinks_removed + changes.sinks_changed
         sinks = [sup.child("sink", name) for name in stopped_sinks]
-        for child in sinks:
-            sup.table.block(old_plan.counter_index(child.name)).set(Counter.RETIRE, switch + 2)
+        for child in sinks:  # the dispatcher set their RETIRE to switch + 2
             child.retiring = True
             sup.bells[child.name].signal()
             if not child.running and child.process is None:
                 child.finished = True
+
+        ring = sup.rings["batches"]
+
+        def unsettled(child: Child) -> bool:
+            return ring.consumer_cursor(old_plan.slots[child.name]) < switch
+
+        def finished_up_to_the_switch() -> bool:
+            for child in sinks:
+                if child.finished and unsettled(child) and time.monotonic() - child.started > 0.5:
+                    # it crashed (or was down) before its last batch: again, under the old
+                    # config, which is what those batches were cut for
+                    child.finished = False
+                    sup.spawn(child, old_plan)
+            return all(c.finished for c in sinks)
+
+        self.wait(finished_up_to_the_switch, "the changed sinks delivering up to the switch")
 
         def after_sink(child: Child) -> None:
             sup.table.block(old_plan.counter_index(child.name)).set(Counter.RETIRE, 0)
@@ -337,7 +354,15 @@ class Reload:
                 child.kind = component_type(self.new.sinks[child.name])
                 sup.restart_fresh(child)
             else:
-                sup.rings["batches"].deactivate(old_plan.slots[child.name])
+                if unsettled(child):
+                    behind = switch - ring.consumer_cursor(old_plan.slots[child.name])
+                    log.error(
+                        "reload: removed sink %s did not deliver its last %d batch(es) in "
+                        "time; they are not delivered to it",
+                        child.name,
+                        behind,
+                    )
+                ring.deactivate(old_plan.slots[child.name])
                 sup.forget(child)
 
         self.retire(sinks, "the changed sinks delivering up to the switch", after_sink)

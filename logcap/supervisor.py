@@ -86,6 +86,7 @@ class Child:
     restart_at: float | None = None
     finished: bool = False  # exited cleanly during a drain, or retired by a reload
     retiring: bool = False  # a reload stops it: its exit is not a crash
+    then_restart: bool = False  # a failed reload: start it again once it has retired
     block: int = -1  # its counter block (logcap/plan.py), for the whole run
     pid_history: list[int] = field(default_factory=list)
 
@@ -131,6 +132,7 @@ class Supervisor:
         self.bells: dict[str, Doorbell] = {}
         self.spare_bells: list[Doorbell] = []
         self.retired_rings: list[Ring] = []  # unlinked by a reload, unmapped at exit
+        self.watcher: ConfigWatcher | None = None
         self.notifier = Notifier.from_environ()
 
     # -- setup -----------------------------------------------------------------------
@@ -203,8 +205,9 @@ class Supervisor:
         return self.plan
 
     # -- children ----------------------------------------------------------------------
-    def spawn(self, child: Child) -> None:
-        """Start (or restart) one child with the plan on its stdin."""
+    def spawn(self, child: Child, plan: RunPlan | None = None) -> None:
+        """Start (or restart) one child with the plan (default: the one in force) on its
+        stdin."""
         if child.role == "collector" and child.kind == "http":
             # not serving until the new process says so (no process writes it meanwhile)
             self.table.block(child.block).set(Counter.FILES_WATCHED, 0)
@@ -214,7 +217,7 @@ class Supervisor:
             pass_fds=self.all_bell_fds,
         )
         assert process.stdin is not None
-        process.stdin.write(self.plan.encode())
+        process.stdin.write((plan or self.plan).encode())
         process.stdin.close()
         child.process, child.started, child.restart_at = process, time.monotonic(), None
         child.pid_history.append(process.pid)
@@ -228,6 +231,11 @@ class Supervisor:
             if code is None:
                 return
             child.process = None
+            if child.retiring and child.then_restart:  # after a failed reload
+                self.table.block(child.block).set(Counter.RETIRE, 0)
+                child.retiring = child.then_restart = False
+                child.restart_at = now
+                return
             if child.retiring:  # a reload stopped it; it decides what follows
                 child.finished = True
                 if code != 0:
@@ -286,7 +294,6 @@ class Supervisor:
         quiet_third_party_loggers()
         self.create_segments()
         api = None
-        watcher = None
         try:
             if self.config.api.enabled:
                 from logcap.api import start_api
@@ -297,7 +304,7 @@ class Supervisor:
             for line in start_lines(self.config, self.origin, __version__, self.prefix):
                 log.info("%s", line)
             announced = False
-            watcher = self.start_watching()
+            self.watcher = self.start_watching()
             while not self.stop_requested:
                 self.supervise_once()
                 if not announced and self.ready():
@@ -308,8 +315,8 @@ class Supervisor:
             return self.drain()
         finally:
             self.refuse_reloads()
-            if watcher is not None:
-                watcher.stop()
+            if self.watcher is not None:
+                self.watcher.stop()
             if api is not None:
                 api.shutdown()
             self.kill_all()
@@ -421,6 +428,7 @@ class Supervisor:
         except ConfigError as exc:
             return self._reload_failed(list(exc.problems), began)
         changes = diff(self.config, new)
+        watching = new.supervisor.watch_config != self.config.supervisor.watch_config
         problems = refusals(self, new, changes)
         if problems:
             return self._reload_failed(problems, began)
@@ -433,6 +441,10 @@ class Supervisor:
                 return self._reload_failed([f"applying the reload failed: {exc}"], began)
         self.config = new
         self.config_loaded = time.time()
+        if watching:  # watch_config turned on or off by this reload
+            if self.watcher is not None:
+                threading.Thread(target=self.watcher.stop, daemon=True).start()
+            self.watcher = self.start_watching()
         seconds = time.monotonic() - began
         summary = changes.summary()
         self.reloads.succeeded(self.plan.generation, summary, seconds)
@@ -445,14 +457,21 @@ class Supervisor:
         """A reload broke off half-way: every child it had stopped, or was stopping,
         restarts as after a crash, with the plan in force (whatever it had switched to),
         and no component is left told to retire."""
-        for name in self.plan.components:
-            self.table.block(self.plan.counter_index(name)).set(Counter.RETIRE, 0)
         now = time.monotonic()
+        running = set(self.plan.components)
         for child in self.children:
+            if child.name not in running:  # removed by the plan in force: let it finish
+                continue
+            if child.retiring and child.running:
+                child.then_restart = True  # it finishes what it was told, then starts anew
+                continue
             if child.retiring or child.finished:
                 child.retiring = child.finished = False
-                if child.process is None or child.process.poll() is not None:
-                    child.process, child.restart_at = None, now
+                self.table.block(child.block).set(Counter.RETIRE, 0)
+            if child.process is None and child.restart_at is None:
+                child.restart_at = now  # stopped, or its start failed: started again
+            elif child.process is not None and child.process.poll() is not None:
+                child.process, child.restart_at = None, now
 
     def _reload_failed(self, problems: list[str], began: float) -> Outcome:
         for problem in problems:
@@ -467,7 +486,11 @@ class Supervisor:
             return None
         from logcap.config_watch import ConfigWatcher
 
-        watcher = ConfigWatcher(Path(self.origin), lambda: self.request_reload("file changed"))
+        def reload() -> bool:
+            outcome = self.request_reload("file changed")
+            return outcome is not None and outcome.applied
+
+        watcher = ConfigWatcher(Path(self.origin), reload)
         watcher.start()
         return watcher
 
@@ -494,7 +517,7 @@ class Supervisor:
             self.bells[name], doorbells[name] = bell, bell.fd
         for name in changes.sources_added + changes.sources_changed:
             series = plan_for_steps(new, name)
-            if name in steps and len(series) == len(plan_for_steps(self.config, name)):
+            if name in steps and series == plan_for_steps(self.config, name):
                 continue  # same steps: its counters go on
             steps[name] = self.next_step_word
             self.next_step_word += len(series)
@@ -532,6 +555,7 @@ class Supervisor:
             slots=slots,
             step_offsets=steps,
             generation=old.generation + 1,
+            retiring={n: old.blocks[n] for n in changes.sinks_removed + changes.sinks_changed},
         )
 
     def child(self, role: str, name: str) -> Child:

@@ -137,9 +137,11 @@ class Counter(enum.IntEnum):
     # sink blocks, written by the sink: the last fresh batch + 1 up to which every one is
     # delivered or handed to the retry process (a restarted sink releases them unsent)
     SETTLED_SEQ = 62
-    # written by the supervisor when a reload retires the component (logcap/reload.py):
-    # 0 runs on; a sink: the last batch it is to deliver + 2 (it releases nothing later,
-    # then exits); the dispatcher and the retry process: nonzero, exit cleanly now
+    # a reload retires the component (logcap/reload.py): 0 runs on; a sink: the last
+    # batch it is to deliver + 2 (it takes nothing later, then exits), written by the
+    # dispatcher before it publishes past it; the dispatcher and the retry process:
+    # nonzero, exit cleanly now, written by the supervisor. The supervisor sets it back
+    # to 0 only once the component has exited (never two writers at once)
     RETIRE = 63
 
 

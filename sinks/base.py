@@ -121,20 +121,24 @@ class SinkRunner:
         if moved and breaker is not None and breaker.probing:
             return True  # a redelivery was the probe: its outcome decides first
         consumer = self.consumer
-        stop_after = self.stop_after()
         settled = self.counters.get(Counter.SETTLED_SEQ) - 1
         if consumer.next_sequence <= settled:
             # this sink's previous process delivered these or handed them to the retry
             # process, and died before releasing them: release, do not send them again
             consumer.release(min(settled, consumer.available()))
         first = consumer.next_sequence
-        last = min(consumer.available(), stop_after)
+        # the cursor first, then the stop word: the dispatcher writes the stop word before
+        # it publishes past it, so a batch seen here is never past an unseen stop
+        available = consumer.available()
+        stop_after = self.stop_after()
+        last = min(available, stop_after)
         if first > stop_after:
             return moved  # retiring: everything it was to deliver is settled
         if last < first:
             if moved:
                 return True
-            last = min(consumer.wait_for(first, timeout), stop_after)
+            available = consumer.wait_for(first, timeout)
+            last = min(available, self.stop_after())
             if last < first:
                 return self._serve_redeliveries()
         if self.failures is None:  # no retry process: hold the cursor and retry here
@@ -149,7 +153,8 @@ class SinkRunner:
 
     def stop_after(self) -> int:
         """The last batch this sink is to deliver: a reload that removes or changes it
-        names one (``Counter.RETIRE``, logcap/reload.py), else there is no end."""
+        names one (``Counter.RETIRE``, written by the dispatcher before it publishes the
+        next batch; logcap/reload.py), else there is no end."""
         retire = self.counters.get(Counter.RETIRE)
         return retire - 2 if retire else NOTHING
 
@@ -236,8 +241,9 @@ class SinkRunner:
             if seq > last and not probing:
                 # batches published meanwhile go out before the wait for acknowledgements,
                 # up to half the ring, so the dispatcher always has free slots to fill
+                available = consumer.available()  # before the stop word: see step()
                 limit = min(first + consumer.ring.slot_count // 2, self.stop_after())
-                last = max(last, min(consumer.available(), limit))
+                last = max(last, min(available, limit))
         return written, last, handed
 
     def _judged(self, error: DeliveryError | None) -> None:

@@ -26,10 +26,15 @@ def run_sink(ctx: ChildContext, name: str) -> None:
         config.circuit_breaker,
         on_change=lambda state: _breaker_changed(counters, state),
     )
+    consumer = ctx.batch_consumer(name)
+    # a sink a reload added: its cursor starts when the dispatcher takes the new plan
+    while not consumer.ring.active(consumer.index):
+        ctx.bell.wait(0.05)
+    consumer.next_sequence = consumer.ring.consumer_cursor(consumer.index) + 1
     SinkRunner(
         name,
         sink,
-        ctx.batch_consumer(name),
+        consumer,
         ctx.counters,
         failures=ctx.failure_producer(name),
         redeliveries=ctx.redelivery_consumer(name),

@@ -28,7 +28,10 @@ How nothing is lost (the order of :meth:`Reload.apply`):
    the generation it runs and **S**, the last batch published under the old plan. A sink
    the new plan adds gets a batch-ring cursor reserved at start (``INACTIVE`` until then,
    so it never gated), started by the dispatcher at S: it receives every batch after S.
-3. Removed and changed sinks deliver every batch up to S (``Counter.RETIRE``), then exit;
+3. Removed and changed sinks deliver every batch up to S, then exit: the dispatcher writes
+   S into their ``Counter.RETIRE`` before it publishes S + 1 (``RunPlan.retiring``), and a
+   sink reads the ring's cursor before that word, so none takes a later batch under its
+   old config; one that stops short of S (a crash) is started again under the old plan;
    a changed sink's successor resumes on the same cursor, so batches up to S go out with
    the old config and later ones with the new. A removed sink's cursor is made INACTIVE.
 4. The retry process, when it must restart, exits at a step boundary: its spool holds

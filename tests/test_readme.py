@@ -26,4 +26,4 @@ def test_the_readme_example_config_validates(tmp_path: Path) -> None:
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "ok: 3 source(s), 7 sink(s)"
+    assert result.stdout.strip() == "ok: 4 source(s), 7 sink(s)"

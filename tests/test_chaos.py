@@ -204,7 +204,9 @@ def test_a_bad_day_loses_nothing(tmp_path: Path, start_agent: Callable[..., Agen
                 inputs.rotate(rng.randrange(FILES))  # a rotation while the agent is down
                 time.sleep(1.0)
                 agent = start_agent(config, address)
-                agent.wait_ready(timeout=60)
+                # up, not ready: the remote sink is down, so its circuit keeps /ready 503
+                count = len(children)
+                wait_for(lambda a=agent, n=count: _up(a, n), 60, "the agent back up")
             kills[event] += 1
         sample_for(max(0.0, outage_end - time.monotonic()))
         phase = "after"
@@ -258,3 +260,12 @@ def test_a_bad_day_loses_nothing(tmp_path: Path, start_agent: Callable[..., Agen
     assert kills == {"retry": RETRY_KILLS, "tree": TREE_KILLS, "rotate": ROTATIONS - TREE_KILLS}
     assert inputs.rotations == ROTATIONS
     assert growth <= 0.20, f"resident memory grew {growth:.0%} during or after the outage"
+
+
+def _up(agent: Agent, children: int) -> bool:
+    """The restarted agent answers and runs all its ``children`` processes."""
+    try:
+        status = agent.get("/health")[0]
+    except OSError:
+        return False
+    return status == 200 and len(agent.children()) == children

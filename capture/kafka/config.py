@@ -11,7 +11,7 @@ import msgspec
 
 from logcap.capture.base import Problems
 from logcap.capture.labels import LABELS_DOC, LabelName, check_static
-from logcap.config._base import StrictStruct, doc, resolve_path
+from logcap.config._base import StrictStruct, doc
 from logcap.config._units import PositiveDuration
 from logcap.sinks.kafka.config import KafkaSaslConfig, KafkaTlsConfig
 
@@ -149,16 +149,7 @@ class KafkaSourceConfig(StrictStruct, tag_field="type", tag="kafka", frozen=True
         """Resolve relative TLS file names against ``base``."""
         if self.tls is None:
             return self
-        tls = self.tls
-        return msgspec.structs.replace(
-            self,
-            tls=msgspec.structs.replace(
-                tls,
-                ca_file=tls.ca_file and resolve_path(base, tls.ca_file),
-                cert_file=tls.cert_file and resolve_path(base, tls.cert_file),
-                key_file=tls.key_file and resolve_path(base, tls.key_file),
-            ),
-        )
+        return msgspec.structs.replace(self, tls=self.tls.resolved(base))
 
     def check(self, collector_slot_bytes: int) -> Problems:
         """Topics, labels, and what librdkafka would refuse (loaded only here)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from logcap.capture.kafka.config import KafkaSourceConfig
+from logcap.sinks.kafka.producer import security_settings
 
 # the settings the source owns: librdkafka_options may not change them (auto-commit and
 # the offset store above all: offsets are committed only once delivered)
@@ -49,21 +50,7 @@ def librdkafka_config(config: KafkaSourceConfig) -> dict[str, Any]:
             "security.protocol": config.security_protocol,
         }
     )
-    if config.sasl is not None:
-        props["sasl.mechanism"] = config.sasl.mechanism
-        props["sasl.username"] = config.sasl.username
-        props["sasl.password"] = config.sasl.password
-    if config.tls is not None:
-        tls = config.tls
-        for key, value in (
-            ("ssl.ca.location", tls.ca_file),
-            ("ssl.certificate.location", tls.cert_file),
-            ("ssl.key.location", tls.key_file),
-            ("ssl.key.password", tls.key_password),
-        ):
-            if value is not None:
-                props[key] = value
-        props["ssl.endpoint.identification.algorithm"] = "https" if tls.verify_hostname else "none"
+    props.update(security_settings(config.sasl, config.tls))
     return props
 
 

@@ -38,6 +38,15 @@ class KafkaTlsConfig(StrictStruct, frozen=True):
         bool, doc("Check that the broker certificate names the broker host.")
     ] = True
 
+    def resolved(self, base: Path) -> KafkaTlsConfig:
+        """Relative file names resolved against ``base`` (the config's directory)."""
+        return msgspec.structs.replace(
+            self,
+            ca_file=self.ca_file and resolve_path(base, self.ca_file),
+            cert_file=self.cert_file and resolve_path(base, self.cert_file),
+            key_file=self.key_file and resolve_path(base, self.key_file),
+        )
+
 
 class KafkaSaslConfig(StrictStruct, frozen=True):
     """SASL authentication (security.protocol SASL_PLAINTEXT or SASL_SSL)."""
@@ -139,16 +148,7 @@ class KafkaSinkConfig(SinkConfigBase, tag_field="type", tag="kafka", frozen=True
         """Resolve relative TLS file names against ``base``."""
         if self.tls is None:
             return self
-        tls = self.tls
-        return msgspec.structs.replace(
-            self,
-            tls=msgspec.structs.replace(
-                tls,
-                ca_file=tls.ca_file and resolve_path(base, tls.ca_file),
-                cert_file=tls.cert_file and resolve_path(base, tls.cert_file),
-                key_file=tls.key_file and resolve_path(base, tls.key_file),
-            ),
-        )
+        return msgspec.structs.replace(self, tls=self.tls.resolved(base))
 
     def check(self) -> list[tuple[tuple[str, ...], str]]:
         """What librdkafka or logcap would refuse (librdkafka loads only for configs that

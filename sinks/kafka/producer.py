@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from logcap.errors import DeliveryError, Permanent, Retryable
-from logcap.sinks.kafka.config import KafkaSinkConfig
+from logcap.sinks.kafka.config import KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig
 
 # Failures that the same message can never get past: it is too large, the topic does not
 # exist (auto-creation off) or we may not write to it, or the record itself is refused.
@@ -73,12 +73,18 @@ def librdkafka_config(config: KafkaSinkConfig) -> dict[str, Any]:
             "security.protocol": config.security_protocol,
         }
     )
-    if config.sasl is not None:
-        props["sasl.mechanism"] = config.sasl.mechanism
-        props["sasl.username"] = config.sasl.username
-        props["sasl.password"] = config.sasl.password
-    if config.tls is not None:
-        tls = config.tls
+    props.update(security_settings(config.sasl, config.tls))
+    return props
+
+
+def security_settings(sasl: KafkaSaslConfig | None, tls: KafkaTlsConfig | None) -> dict[str, Any]:
+    """librdkafka's SASL and TLS properties (the kafka sink's and the kafka source's)."""
+    props: dict[str, Any] = {}
+    if sasl is not None:
+        props["sasl.mechanism"] = sasl.mechanism
+        props["sasl.username"] = sasl.username
+        props["sasl.password"] = sasl.password
+    if tls is not None:
         for key, value in (
             ("ssl.ca.location", tls.ca_file),
             ("ssl.certificate.location", tls.cert_file),
